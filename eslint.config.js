@@ -1,0 +1,22 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['node_modules', 'data', 'dist', 'test-output'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-restricted-imports': [
+        'error',
+        { paths: [{ name: 'ioredis-mock', message: 'Tests run against a real redis-server.' }] },
+      ],
+    },
+  },
+  {
+    // A phase is (context) → result: it must not know about BullMQ.
+    files: ['src/processors/phases/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { paths: ['bullmq'] }] },
+  },
+);

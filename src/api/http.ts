@@ -1,0 +1,77 @@
+import type { Context } from 'koa';
+import type { z } from 'zod';
+import { ThopterError } from '../errors.js';
+
+/** The largest request body the API reads. Issue bodies are at most 64 k characters on GitHub. */
+export const MAX_BODY_BYTES = 512 * 1024;
+
+/** An HTTP error with a body that says what to fix. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Reads a JSON body, refusing anything larger than `limit` before it is buffered. */
+export async function readJson(ctx: Context, limit = MAX_BODY_BYTES): Promise<unknown> {
+  if (!ctx.is('application/json')) {
+    throw new HttpError(
+      415,
+      'unsupported-media-type',
+      'send the body as JSON with Content-Type: application/json',
+    );
+  }
+  const declared = Number(ctx.get('content-length') || 0);
+  if (declared > limit) throw new HttpError(413, 'too-large', `the body is over ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      ctx.req.destroy();
+      throw new HttpError(413, 'too-large', `the body is over ${limit} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'bad-json', 'the body is not valid JSON');
+  }
+}
+
+/** Parses with a schema; a failure names the first bad field. */
+export function parseWith<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const field = issue.path.join('.') || undefined;
+  throw new HttpError(400, 'bad-input', field ? `${field}: ${issue.message}` : issue.message, field);
+}
+
+/** Turns thrown errors into JSON responses; anything unexpected is a 500 without internals. */
+export async function errorMiddleware(ctx: Context, next: () => Promise<unknown>) {
+  try {
+    await next();
+  } catch (err) {
+    if (err instanceof HttpError) {
+      ctx.status = err.status;
+      ctx.body = {
+        error: { code: err.code, message: err.message, ...(err.field ? { field: err.field } : {}) },
+      };
+    } else if (err instanceof ThopterError && (err.code === 'bad-input' || err.code === 'not-found')) {
+      ctx.status = err.code === 'bad-input' ? 422 : 404;
+      const field = /^(\w+):/.exec(err.message)?.[1];
+      ctx.body = { error: { code: err.code, message: err.message, ...(field ? { field } : {}) } };
+    } else {
+      ctx.status = 500;
+      ctx.body = { error: { code: 'internal', message: 'internal error: see the hub log' } };
+      ctx.app.emit('error', err, ctx);
+    }
+  }
+}

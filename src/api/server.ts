@@ -1,0 +1,68 @@
+import { Router } from '@koa/router';
+import Koa from 'koa';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import type { HubQueues } from '../queues/index.js';
+import type { IntakeDeps } from '../scanner/intake.js';
+import type { ThopterStore } from '../thopters/store.js';
+import { requireHubToken } from './auth.js';
+import { bullBoard, BOARD_PATH } from './board.js';
+import { errorMiddleware } from './http.js';
+import { statusRoutes, thopterRoutes } from './thopters.js';
+
+export interface ApiDeps extends IntakeDeps {
+  store: ThopterStore;
+  queues: HubQueues;
+  redis: Redis;
+  apiToken: string;
+  log: Logger;
+}
+
+export function createApi(deps: ApiDeps): Koa {
+  const app = new Koa();
+  app.proxy = false;
+  app.on('error', (err: Error, ctx?: Koa.Context) => {
+    deps.log.error({ err: err.message, stack: err.stack, path: ctx?.path }, 'api error');
+  });
+  app.use(async (ctx, next) => {
+    const started = Date.now();
+    await next();
+    deps.log.debug(
+      { method: ctx.method, path: ctx.path, status: ctx.status, ms: Date.now() - started },
+      'request',
+    );
+  });
+  app.use(errorMiddleware);
+
+  const open = new Router();
+  open.get('/health', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  app.use(open.routes());
+  // Authenticated with each thopter's own token, not the hub's.
+  app.use(statusRoutes(deps).routes());
+
+  const auth = requireHubToken(deps.apiToken);
+  app.use(async (ctx, next) => {
+    if (ctx.path === '/ready' || ctx.path.startsWith('/api/') || ctx.path.startsWith(BOARD_PATH)) {
+      return auth(ctx, next);
+    }
+    return next();
+  });
+
+  const ready = new Router();
+  ready.get('/ready', async (ctx) => {
+    try {
+      await deps.redis.ping();
+      ctx.body = { ready: true, redis: 'ok' };
+    } catch (err) {
+      ctx.status = 503;
+      ctx.body = { ready: false, redis: (err as Error).message };
+    }
+  });
+  app.use(ready.routes());
+  const api = thopterRoutes(deps);
+  app.use(api.routes()).use(api.allowedMethods());
+  app.use(bullBoard(Object.values(deps.queues.queues)));
+  return app;
+}

@@ -1,0 +1,138 @@
+import { Router } from '@koa/router';
+import { PRIORITY, type HubQueues } from '../queues/index.js';
+import { acceptLaunch, labelOf, type IntakeDeps } from '../scanner/intake.js';
+import { statusPostSchema } from '../status/schema.js';
+import { isFinal, type ThopterState } from '../thopters/record.js';
+import type { ThopterStore } from '../thopters/store.js';
+import { credentialOf } from './auth.js';
+import { HttpError, parseWith, readJson } from './http.js';
+import { launchSchema, listQuerySchema, thopterIdSchema } from './schemas.js';
+import { thopterView } from './views.js';
+
+export interface ThopterRoutesDeps extends IntakeDeps {
+  store: ThopterStore;
+  queues: HubQueues;
+}
+
+/** Routes behind HUB_API_TOKEN: launch, list, inspect, destroy. */
+export function thopterRoutes(deps: ThopterRoutesDeps): Router {
+  const { store, queues } = deps;
+  const router = new Router();
+
+  const load = async (rawId: string) => {
+    const id = parseWith(thopterIdSchema, rawId);
+    const record = await store.get(id);
+    if (!record) throw new HttpError(404, 'not-found', `there is no thopter ${id}`);
+    return record;
+  };
+
+  router.post('/api/thopters', async (ctx) => {
+    const body = parseWith(launchSchema, await readJson(ctx));
+    if (body.title === undefined) {
+      throw new HttpError(
+        400,
+        'bad-input',
+        body.issueNumber === undefined
+          ? 'title: give the task as title and body (or an issueNumber with its title and body)'
+          : 'title: reading an issue from GitHub is not available in this version of the hub; give its title and body too',
+        'title',
+      );
+    }
+    const key = ctx.get('idempotency-key');
+    if (key && !/^[\w.:-]{1,200}$/.test(key)) {
+      throw new HttpError(
+        400,
+        'bad-input',
+        'Idempotency-Key: use up to 200 letters, digits, and . : - _',
+        'Idempotency-Key',
+      );
+    }
+    const accepted = await acceptLaunch(deps, {
+      source: 'api',
+      repository: body.repository,
+      issue: {
+        number: body.issueNumber,
+        title: body.title,
+        body: body.body ?? '',
+        url: body.url,
+        comments: body.comments ?? [],
+      },
+      gc: body.gc,
+      prompt: body.prompt,
+      priority: body.priority ?? PRIORITY.launch,
+      requestedBy: 'api',
+      dedupeKey: key ? `api:${key}` : undefined,
+    });
+    ctx.status = accepted.created ? 202 : 200;
+    ctx.set('Location', `/api/thopters/${accepted.record.id}`);
+    ctx.body = {
+      id: accepted.record.id,
+      state: accepted.record.state,
+      queuePosition: accepted.queuePosition,
+    };
+  });
+
+  router.get('/api/thopters', async (ctx) => {
+    const q = parseWith(listQuerySchema, ctx.query);
+    const states = q.state?.split(',') as ThopterState[] | undefined;
+    const records = await store.list({ limit: q.limit ?? 1000, states });
+    const views = await Promise.all(
+      records.map(async (r) =>
+        thopterView(r, { queuePosition: r.state === 'queued' ? await queues.queuePosition(r.id) : null }),
+      ),
+    );
+    ctx.body = { thopters: views };
+  });
+
+  router.get('/api/thopters/:id', async (ctx) => {
+    const record = await load(ctx.params.id!);
+    ctx.body = thopterView(record, {
+      queuePosition: record.state === 'queued' ? await queues.queuePosition(record.id) : null,
+      events: await store.events(record.id),
+    });
+  });
+
+  router.delete('/api/thopters/:id', async (ctx) => {
+    const record = await load(ctx.params.id!);
+    if (!isFinal(record.state)) {
+      await queues.enqueue('destroy', {
+        thopterId: record.id,
+        label: labelOf(record.request),
+        reason: 'destroyed through the API',
+      });
+    }
+    ctx.status = 202;
+    ctx.body = { id: record.id, state: isFinal(record.state) ? record.state : 'stopping' };
+  });
+
+  return router;
+}
+
+/** POST /api/thopters/:id/status: the observer's posts, authenticated by that thopter's own token. */
+export function statusRoutes(deps: { store: ThopterStore }): Router {
+  const router = new Router();
+  router.post('/api/thopters/:id/status', async (ctx) => {
+    const id = parseWith(thopterIdSchema, ctx.params.id);
+    const token = credentialOf(ctx);
+    // One answer for "no such thopter" and "wrong token": a forged post learns nothing.
+    if (!token || !(await deps.store.tokenMatches(id, token))) {
+      throw new HttpError(401, 'unauthorized', "send Authorization: Bearer <this thopter's status token>");
+    }
+    const post = parseWith(statusPostSchema, await readJson(ctx));
+    if (post.thopterId !== id) {
+      throw new HttpError(400, 'bad-input', `thopterId: must be ${id}, the thopter in the path`, 'thopterId');
+    }
+    const accepted = await deps.store.setSession(id, {
+      state: post.tmuxState,
+      agentRunning: post.claudeProcess === 'running',
+      lastActivity: post.lastActivity,
+      idleSince: post.idleSince,
+      screen: post.screenDump,
+      updatedAt: new Date().toISOString(),
+      source: 'observer',
+    });
+    // A final `stopped` post after the thopter ended is fine: it is simply not recorded.
+    ctx.status = accepted ? 204 : 202;
+  });
+  return router;
+}

@@ -1,0 +1,233 @@
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+/** The repository's own folder: prompts/ and thopter/ ship beside src/. */
+export const PROJECT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export const DEFAULT_AGENT_COMMAND =
+  'claude --dangerously-skip-permissions "read ./prompt.md for your instructions"';
+
+/**
+ * A duration: `90s`, `30m`, `2h`, `1d`, or a plain number of seconds. `0`, `off` or empty turns it off
+ * (undefined). Returned in milliseconds.
+ */
+export function parseDuration(raw: string): number | undefined | Error {
+  const text = raw.trim().toLowerCase();
+  if (text === '' || text === '0' || text === 'off' || text === 'none') return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(text);
+  if (!m)
+    return new Error(`"${raw}" is not a duration: write it like 90s, 30m, 2h or 1d (or 0 to turn it off)`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 's'] ?? 1000;
+  return Math.round(Number(m[1]) * unit);
+}
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((raw, ctx) => {
+      const parsed = parseDuration(raw);
+      if (parsed instanceof Error) {
+        ctx.addIssue({ code: 'custom', message: parsed.message });
+        return z.NEVER;
+      }
+      return parsed;
+    });
+
+/** A duration that must be on (positive). */
+const requiredDuration = (fallback: string) =>
+  duration(fallback).refine((v): v is number => v !== undefined && v > 0, 'must be a positive duration');
+
+const int = (fallback: number, min: number, max: number) =>
+  z
+    .string()
+    .default(String(fallback))
+    .transform((raw, ctx) => {
+      const n = Number(raw.trim());
+      if (!Number.isInteger(n) || n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `"${raw}" must be a whole number from ${min} to ${max}` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const optionalText = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+
+const existingFile = optionalText.refine(
+  (p) => p === undefined || (existsSync(p) && statSync(p).isFile()),
+  'names a file that does not exist: fix the path or unset it',
+);
+
+/** Per-repository settings, in the seed's GITHUB_INTEGRATION_JSON format. */
+const repositorySettings = z.object({
+  issuesPAT: z.string().optional(),
+  agentCoderPAT: z.string().optional(),
+  userName: z.string().optional(),
+  userEmail: z.string().optional(),
+});
+
+const githubIntegration = optionalText.transform((raw, ctx) => {
+  if (raw === undefined) return { repositories: {} as Record<string, z.infer<typeof repositorySettings>> };
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'is not valid JSON' });
+    return z.NEVER;
+  }
+  const parsed = z
+    .object({ repositories: z.record(z.string().regex(/^[\w.-]+\/[\w.-]+$/), repositorySettings) })
+    .safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    ctx.addIssue({
+      code: 'custom',
+      message: `must look like {"repositories": {"owner/repo": {"issuesPAT": "...", "agentCoderPAT": "...", "userName": "...", "userEmail": "..."}}} (${issue?.path.join('.')}: ${issue?.message})`,
+    });
+    return z.NEVER;
+  }
+  return parsed.data;
+});
+
+const fields = z.object({
+  DATA_DIR: z.string().default('./data'),
+  REDIS_URL: optionalText.refine(
+    (v) => v === undefined || /^(rediss?|unix):\/\//.test(v),
+    'must start with redis://, rediss:// or unix:// (or be unset to run an embedded redis-server)',
+  ),
+  HUB_REDIS_PREFIX: z
+    .string()
+    .default('thopter')
+    .refine((v) => /^[\w-]+$/.test(v), 'may hold only letters, digits, - and _'),
+  HUB_HOST: z.string().default('127.0.0.1'),
+  HUB_PORT: int(8080, 0, 65535),
+  HUB_PUBLIC_URL: optionalText.refine(
+    (v) => v === undefined || /^https?:\/\//.test(v),
+    'must be an http:// or https:// URL',
+  ),
+  HUB_API_TOKEN: optionalText.refine(
+    (v) => v === undefined || v.length >= 16,
+    'is too short: use at least 16 characters (or unset it and the hub generates one)',
+  ),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  MAX_THOPTERS: int(10, 1, 10_000),
+  THOPTER_PROVIDER: z.enum(['local', 'fly']).default('local'),
+  THOPTER_AGENT_COMMAND: z
+    .string()
+    .default(DEFAULT_AGENT_COMMAND)
+    .refine((v) => v.trim() !== '' && !/[\r\n]/.test(v), 'must be one non-empty line'),
+  THOPTER_IDLE_TIMEOUT: duration('0'),
+  THOPTER_MAX_LIFETIME: duration('0'),
+  THOPTER_IDLE_AFTER: requiredDuration('60s'),
+  THOPTER_STATUS_INTERVAL: requiredDuration('3s'),
+  THOPTER_ENV_FILE: existingFile,
+  THOPTER_POST_CHECKOUT_SCRIPT: existingFile,
+  PROMPTS_DIR: z.string().default(path.join(PROJECT_DIR, 'prompts')),
+  GITHUB_INTEGRATION_JSON: githubIntegration,
+  HUB_LOCK_DURATION: requiredDuration('30s'),
+  HUB_STALLED_INTERVAL: requiredDuration('15s'),
+  HUB_PHASE_CONCURRENCY: int(20, 1, 1000),
+  HUB_DESTROY_CONCURRENCY: int(10, 1, 1000),
+});
+
+const schema = fields.superRefine((c, ctx) => {
+  if (c.THOPTER_PROVIDER === 'fly') {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['THOPTER_PROVIDER'],
+      message:
+        'fly is not available in this version of the hub yet: use THOPTER_PROVIDER=local (the default)',
+    });
+  }
+});
+
+export type RepositorySettings = z.infer<typeof repositorySettings>;
+
+export interface Config {
+  dataDir: string;
+  redisUrl: string | undefined;
+  redisPrefix: string;
+  host: string;
+  port: number;
+  publicUrl: string | undefined;
+  apiToken: string | undefined;
+  logLevel: string;
+  maxThopters: number;
+  provider: 'local' | 'fly';
+  agentCommand: string;
+  /** ms; undefined = never destroy an idle thopter. */
+  idleTimeoutMs: number | undefined;
+  /** ms; undefined = no limit on a thopter's life. */
+  maxLifetimeMs: number | undefined;
+  /** ms without a screen change after which a session counts as idle (seed: 60 s). */
+  idleAfterMs: number;
+  /** ms between status checks of a running thopter (seed: 3 s). */
+  statusIntervalMs: number;
+  envFile: string | undefined;
+  postCheckoutScript: string | undefined;
+  promptsDir: string;
+  repositories: Record<string, RepositorySettings>;
+  lockDurationMs: number;
+  stalledIntervalMs: number;
+  phaseConcurrency: number;
+  destroyConcurrency: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`The hub's configuration is not valid:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Pure: reads only `env`. Throws ConfigError naming every bad variable and how to fix it. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const input = Object.fromEntries(
+    Object.keys(fields.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]),
+  );
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => {
+        const name = String(i.path[0] ?? '');
+        const given = env[name];
+        const message =
+          i.code === 'invalid_value' && 'values' in i
+            ? `must be one of ${(i.values as unknown[]).join(', ')}`
+            : i.message;
+        return `${name} ${message}${given !== undefined && !/TOKEN|JSON|PAT/.test(name) ? ` (got "${given}")` : ''}: set it in .env or the environment (see .env.example)`;
+      }),
+    );
+  }
+  const c = parsed.data;
+  return {
+    dataDir: path.resolve(c.DATA_DIR),
+    redisUrl: c.REDIS_URL,
+    redisPrefix: c.HUB_REDIS_PREFIX,
+    host: c.HUB_HOST,
+    port: c.HUB_PORT,
+    publicUrl: c.HUB_PUBLIC_URL,
+    apiToken: c.HUB_API_TOKEN,
+    logLevel: c.LOG_LEVEL,
+    maxThopters: c.MAX_THOPTERS,
+    provider: c.THOPTER_PROVIDER,
+    agentCommand: c.THOPTER_AGENT_COMMAND,
+    idleTimeoutMs: c.THOPTER_IDLE_TIMEOUT,
+    maxLifetimeMs: c.THOPTER_MAX_LIFETIME,
+    idleAfterMs: c.THOPTER_IDLE_AFTER,
+    statusIntervalMs: c.THOPTER_STATUS_INTERVAL,
+    envFile: c.THOPTER_ENV_FILE,
+    postCheckoutScript: c.THOPTER_POST_CHECKOUT_SCRIPT,
+    promptsDir: path.resolve(c.PROMPTS_DIR),
+    repositories: c.GITHUB_INTEGRATION_JSON.repositories,
+    lockDurationMs: c.HUB_LOCK_DURATION,
+    stalledIntervalMs: c.HUB_STALLED_INTERVAL,
+    phaseConcurrency: c.HUB_PHASE_CONCURRENCY,
+    destroyConcurrency: c.HUB_DESTROY_CONCURRENCY,
+  };
+}

@@ -1,0 +1,141 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import path from 'node:path';
+import type { Redis } from 'ioredis';
+import { createApi } from './api/server.js';
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import { startWorkers, TransportPool, type HubWorkers } from './processors/index.js';
+import { Prompts } from './prompts.js';
+import { createProvider } from './providers/index.js';
+import type { Provider } from './providers/types.js';
+import { HubQueues } from './queues/index.js';
+import { reconcile } from './reconcile.js';
+import { connectRedis, startEmbeddedRedis, type RedisTarget } from './redis.js';
+import { ThopterStore } from './thopters/store.js';
+
+const RECONCILE_EVERY_MS = 10 * 60_000;
+
+export interface Hub {
+  /** Where the API listens, e.g. http://127.0.0.1:8080. */
+  url: string;
+  apiToken: string;
+  store: ThopterStore;
+  queues: HubQueues;
+  provider: Provider;
+  workers: HubWorkers;
+  /** Graceful stop: hands active thopters to other hubs, then closes everything in reverse order. */
+  stop(): Promise<void>;
+}
+
+export interface HubOptions {
+  /** Replaces the provider THOPTER_PROVIDER names (tests). */
+  provider?: Provider;
+  /** Called with a newly generated HUB_API_TOKEN, once. Default: printed to stderr. */
+  onTokenGenerated?: (token: string, file: string) => void;
+}
+
+/**
+ * The composition root: config → logger → redis → provider → queues → workers → api. Each step
+ * registers how to undo itself; stop() runs them in reverse.
+ */
+export async function startHub(config: Config, log: Logger, options: HubOptions = {}): Promise<Hub> {
+  const closers: Array<() => Promise<void>> = [];
+  const stop = async () => {
+    for (const close of closers.reverse().splice(0)) {
+      try {
+        await close();
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'error while stopping');
+      }
+    }
+  };
+  try {
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const apiToken = config.apiToken ?? loadOrCreateToken(config.dataDir, options.onTokenGenerated);
+
+    let target: RedisTarget;
+    if (config.redisUrl) {
+      target = { url: config.redisUrl };
+    } else {
+      const embedded = await startEmbeddedRedis(path.join(config.dataDir, 'redis'), log);
+      closers.push(() => embedded.stop());
+      target = { socket: embedded.socket };
+    }
+    const client: Redis = connectRedis(target, 'client', log);
+    const workerConnection: Redis = connectRedis(target, 'worker', log);
+    closers.push(async () => {
+      client.disconnect();
+      workerConnection.disconnect();
+    });
+    await client.ping();
+
+    const provider = options.provider ?? createProvider(config, log);
+    closers.push(() => provider.close());
+    const store = new ThopterStore(client, config.redisPrefix);
+    const prompts = new Prompts(config.promptsDir);
+    await prompts.names().catch(() => {
+      throw new Error(`PROMPTS_DIR ${config.promptsDir} cannot be read: point it at a folder of .md prompts`);
+    });
+
+    const queues = new HubQueues(workerConnection, config.redisPrefix, log);
+    closers.push(() => queues.close());
+    await queues.start(config.maxThopters);
+
+    const transports = new TransportPool(provider);
+    closers.push(() => transports.closeAll());
+    await reconcile({ store, queues, provider, log });
+    const workers = startWorkers(
+      { config, log, store, queues, provider, prompts, transports },
+      workerConnection,
+    );
+    closers.push(() => workers.close());
+    const timer = setInterval(() => {
+      reconcile({ store, queues, provider, log }).catch((err) =>
+        log.warn({ err: err.message }, 'reconcile failed'),
+      );
+    }, RECONCILE_EVERY_MS);
+    timer.unref();
+    closers.push(async () => clearInterval(timer));
+
+    const app = createApi({ store, queues, prompts, provider, redis: client, apiToken, log });
+    const server: Server = await new Promise((resolve, reject) => {
+      const s = app.listen(config.port, config.host, () => resolve(s));
+      s.once('error', reject);
+    });
+    closers.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+    log.info({ url, provider: provider.name, maxThopters: config.maxThopters }, 'hub started');
+    return { url, apiToken, store, queues, provider, workers, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** HUB_API_TOKEN when it is not set: generated once, kept under DATA_DIR, printed only when new. */
+function loadOrCreateToken(dataDir: string, onGenerated?: (token: string, file: string) => void): string {
+  const file = path.join(dataDir, 'hub-api-token');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const token = randomBytes(24).toString('base64url');
+  writeFileSync(file, token + '\n', { mode: 0o600 });
+  (onGenerated ?? printToken)(token, file);
+  return token;
+}
+
+function printToken(token: string, file: string) {
+  // Printed straight to the terminal, never through the logger: logs must not hold secrets.
+  process.stderr.write(
+    `\nHUB_API_TOKEN was not set, so the hub generated one (kept in ${file}):\n\n    ${token}\n\n` +
+      'Use it as "Authorization: Bearer <token>" for the API, and as the password for /admin/queues.\n\n',
+  );
+}

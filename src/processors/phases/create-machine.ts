@@ -1,0 +1,47 @@
+import { randomBytes } from 'node:crypto';
+import { ThopterError } from '../../errors.js';
+import { hashToken } from '../../thopters/store.js';
+import { workBranch, type Phase } from './phase.js';
+
+const newMachineId = () => randomBytes(4).toString('hex');
+
+export const createMachine: Phase = {
+  name: 'create-machine',
+  optional: false,
+  attempts: 3,
+  backoffMs: 2000,
+  async run({ thopter, provider, store, config, signal }) {
+    let machine = thopter.machine;
+    if (!machine) {
+      const id = newMachineId();
+      machine = {
+        id,
+        provider: provider.name,
+        workBranch: workBranch(thopter.request.issue.number, id),
+        state: 'creating',
+        createdAt: new Date().toISOString(),
+      };
+      // Recorded before the provider is asked: a job resumed after a crash finds this id and
+      // creates (or finds) the same machine instead of a second one.
+      if (!(await store.setMachine(thopter.id, machine))) {
+        throw new ThopterError('destroy-requested', 'the thopter ended before its machine was created');
+      }
+    }
+    // A fresh token on every attempt: only its hash is stored, so a resumed attempt cannot know the
+    // previous one, and create() delivers the new one to the machine.
+    const statusToken = randomBytes(32).toString('base64url');
+    await store.setTokenHash(thopter.id, hashToken(statusToken));
+    await provider.create(
+      {
+        id: machine.id,
+        thopterId: thopter.id,
+        statusToken,
+        envFile: config.envFile,
+        postCheckoutScript: config.postCheckoutScript,
+      },
+      signal,
+    );
+    await store.setMachine(thopter.id, { ...machine, state: 'created' });
+    return { summary: `machine ${machine.id} (${provider.name}), work branch ${machine.workBranch}` };
+  },
+};

@@ -1,0 +1,244 @@
+import { existsSync } from 'node:fs';
+import { appendFile, copyFile, mkdir, readdir, readFile, rm, stat, writeFile, chmod } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import type { Logger } from '../../log.js';
+import {
+  SESSION,
+  type GoldenClaude,
+  type MachineInfo,
+  type MachinePaths,
+  type MachineSpec,
+  type Provider,
+  type SessionSnapshot,
+} from '../types.js';
+import { LocalTransport, machineEnv } from './transport.js';
+
+const MACHINE_ID = /^[a-z0-9]{4,32}$/;
+export const GOLDEN_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** Unix socket paths are limited to 108 bytes; tmux puts its socket at $TMUX_TMPDIR/tmux-UID/default. */
+const MAX_SOCKET_PATH = 100;
+
+const BASHRC = `# Written by the thopter hub when this machine was created.
+[ -f ~/.bash_aliases ] && . ~/.bash_aliases
+[ -f ~/.thopter_env ] && . ~/.thopter_env
+`;
+const BASH_ALIASES = `alias yolo-claude='claude --dangerously-skip-permissions'\n`;
+/** Seed: .env.thopters is sourced with auto-export, so every variable in it reaches the agent. */
+const THOPTER_ENV = `if [ -f ~/workspace/.env.thopters ]; then set -a; . ~/workspace/.env.thopters; set +a; fi\n`;
+
+interface MachineFile {
+  id: string;
+  thopterId: string;
+  createdAt: string;
+}
+
+/**
+ * The embedded default: a machine is a folder under DATA_DIR/thopters/{id} standing for the
+ * thopter's /data/thopter, with its own tmux server. No isolation and no firewall: it is for one
+ * trusted user on their own computer.
+ */
+export class LocalProvider implements Provider {
+  readonly name = 'local' as const;
+  readonly hubObserves = true;
+  private readonly machinesDir: string;
+  private readonly goldenDir: string;
+
+  constructor(
+    dataDir: string,
+    private readonly log: Logger,
+  ) {
+    this.machinesDir = path.join(dataDir, 'thopters');
+    this.goldenDir = path.join(dataDir, 'golden');
+  }
+
+  private dir(id: string): string {
+    if (!MACHINE_ID.test(id)) throw new Error(`"${id}" is not a local machine id`);
+    return path.join(this.machinesDir, id);
+  }
+
+  private layout(id: string) {
+    const dir = this.dir(id);
+    const home = path.join(dir, 'home');
+    const paths: MachinePaths = { home, workspace: path.join(home, 'workspace'), log: path.join(dir, 'log') };
+    return { dir, paths, tmux: path.join(dir, 'tmux'), meta: path.join(dir, 'machine.json') };
+  }
+
+  async create(spec: MachineSpec): Promise<MachineInfo> {
+    const { dir, paths, tmux, meta } = this.layout(spec.id);
+    const socket = path.join(tmux, `tmux-${process.getuid?.() ?? 0}`, 'default');
+    if (socket.length > MAX_SOCKET_PATH) {
+      throw new Error(
+        `DATA_DIR is too deep for tmux's socket (${socket.length} characters, at most ${MAX_SOCKET_PATH}): use a shorter DATA_DIR`,
+      );
+    }
+    await mkdir(paths.workspace, { recursive: true, mode: 0o700 });
+    await mkdir(tmux, { recursive: true, mode: 0o700 });
+    let info: MachineFile;
+    if (existsSync(meta)) {
+      info = JSON.parse(await readFile(meta, 'utf8')) as MachineFile;
+    } else {
+      info = { id: spec.id, thopterId: spec.thopterId, createdAt: new Date().toISOString() };
+      await writeFile(meta, JSON.stringify(info));
+    }
+    const step = (msg: string) => appendFile(paths.log, `${new Date().toISOString()} [init] ${msg}\n`);
+    await step(`machine ${spec.id} for thopter ${spec.thopterId}`);
+
+    // What the thopter image's init does on Fly (seed phase 3), done here by the hub.
+    await writeSecret(path.join(paths.home, '.thopter', 'status-token'), spec.statusToken);
+    await writeFile(path.join(paths.home, '.bashrc'), BASHRC);
+    await writeFile(path.join(paths.home, '.bash_profile'), '[ -f ~/.bashrc ] && . ~/.bashrc\n');
+    await writeFile(path.join(paths.home, '.bash_aliases'), BASH_ALIASES);
+    await writeFile(path.join(paths.home, '.thopter_env'), THOPTER_ENV);
+    if (spec.envFile) {
+      await copyFile(spec.envFile, path.join(paths.workspace, '.env.thopters'));
+      await chmod(path.join(paths.workspace, '.env.thopters'), 0o600);
+      await step('placed .env.thopters in the workspace');
+    }
+    if (spec.postCheckoutScript) {
+      await copyFile(spec.postCheckoutScript, path.join(paths.workspace, 'post-checkout.sh'));
+      await chmod(path.join(paths.workspace, 'post-checkout.sh'), 0o755);
+      await step('placed post-checkout.sh in the workspace');
+    }
+
+    const env = machineEnv(paths.home, tmux);
+    const has = await execa('tmux', ['has-session', '-t', SESSION], { env, extendEnv: false, reject: false });
+    if (has.exitCode !== 0) {
+      await execa(
+        'tmux',
+        ['new-session', '-d', '-s', SESSION, '-x', '200', '-y', '50', '-c', paths.workspace, 'bash', '-i'],
+        { env, extendEnv: false },
+      );
+      await step(`tmux session "${SESSION}" started in ${paths.workspace}`);
+    }
+    await writeFile(path.join(dir, 'ready'), new Date().toISOString());
+    return { id: info.id, thopterId: info.thopterId, createdAt: info.createdAt };
+  }
+
+  async get(id: string): Promise<MachineInfo | null> {
+    const { meta } = this.layout(id);
+    try {
+      return JSON.parse(await readFile(meta, 'utf8')) as MachineFile;
+    } catch {
+      return existsSync(this.dir(id)) ? { id, thopterId: '', createdAt: '' } : null;
+    }
+  }
+
+  async list(): Promise<MachineInfo[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.machinesDir);
+    } catch {
+      return [];
+    }
+    const machines = await Promise.all(names.filter((n) => MACHINE_ID.test(n)).map((n) => this.get(n)));
+    return machines.filter((m): m is MachineInfo => m !== null);
+  }
+
+  async ready(id: string): Promise<boolean> {
+    const { dir, tmux, paths } = this.layout(id);
+    if (!existsSync(path.join(dir, 'ready'))) return false;
+    const env = machineEnv(paths.home, tmux);
+    const has = await execa('tmux', ['has-session', '-t', SESSION], { env, extendEnv: false, reject: false });
+    return has.exitCode === 0;
+  }
+
+  async destroy(id: string): Promise<void> {
+    const { dir, tmux, paths } = this.layout(id);
+    if (!existsSync(dir)) return;
+    const env = machineEnv(paths.home, tmux);
+    // Ending the tmux server hangs up the shell; whatever the agent started that ignores SIGHUP
+    // is ended explicitly, so no process outlives its machine.
+    const pane = await execa('tmux', ['list-panes', '-a', '-F', '#{pane_pid}'], {
+      env,
+      extendEnv: false,
+      reject: false,
+    });
+    const roots = String(pane.stdout ?? '')
+      .split('\n')
+      .map(Number)
+      .filter((n) => n > 1);
+    const doomed = roots.length ? [...roots, ...(await descendants(roots))] : [];
+    await execa('tmux', ['kill-server'], { env, extendEnv: false, reject: false });
+    for (const pid of doomed) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    this.log.debug({ machine: id }, 'local machine removed');
+  }
+
+  async transport(id: string): Promise<LocalTransport> {
+    const { dir, paths, tmux } = this.layout(id);
+    await stat(dir); // throws if the machine is gone
+    return new LocalTransport(dir, paths, machineEnv(paths.home, tmux));
+  }
+
+  async snapshot(id: string): Promise<SessionSnapshot> {
+    const { tmux, paths } = this.layout(id);
+    const env = machineEnv(paths.home, tmux);
+    const run = (args: string[]) => execa('tmux', args, { env, extendEnv: false, reject: false });
+    const [capture, pid] = await Promise.all([
+      run(['capture-pane', '-p', '-t', SESSION]),
+      run(['display-message', '-p', '-t', SESSION, '#{pane_pid}']),
+    ]);
+    if (capture.exitCode !== 0) return { screen: '', agentRunning: false, sessionAlive: false };
+    const panePid = Number(String(pid.stdout).trim());
+    // The pane runs an interactive shell; the agent is whatever that shell is running.
+    const children = panePid > 1 ? await execa('pgrep', ['-P', String(panePid)], { reject: false }) : null;
+    return { screen: String(capture.stdout), agentRunning: children?.exitCode === 0, sessionAlive: true };
+  }
+
+  async goldenClaudes(): Promise<string[]> {
+    try {
+      const entries = await readdir(this.goldenDir, { withFileTypes: true });
+      return entries
+        .filter((e) => e.isDirectory() && GOLDEN_NAME.test(e.name))
+        .map((e) => e.name)
+        .sort();
+    } catch {
+      return [];
+    }
+  }
+
+  async goldenClaude(name: string): Promise<GoldenClaude | null> {
+    if (!GOLDEN_NAME.test(name) || !(await this.goldenClaudes()).includes(name)) return null;
+    const home = path.join(this.goldenDir, name);
+    const paths: MachinePaths = {
+      home,
+      workspace: path.join(home, 'workspace'),
+      log: path.join(home, '.log'),
+    };
+    return { name, transport: new LocalTransport(home, paths, machineEnv(home, path.join(home, '.tmux'))) };
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function writeSecret(file: string, content: string) {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  await writeFile(file, content, { mode: 0o600 });
+  await chmod(file, 0o600);
+}
+
+/** Every descendant of `roots`, from one `ps` call. */
+async function descendants(roots: number[]): Promise<number[]> {
+  const ps = await execa('ps', ['-e', '-o', 'pid=,ppid='], { reject: false });
+  const children = new Map<number, number[]>();
+  for (const line of String(ps.stdout ?? '').split('\n')) {
+    const [pid, ppid] = line.trim().split(/\s+/).map(Number);
+    if (pid && ppid) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
+  }
+  const out: number[] = [];
+  const stack = [...roots];
+  while (stack.length) {
+    for (const c of children.get(stack.pop()!) ?? []) {
+      out.push(c);
+      stack.push(c);
+    }
+  }
+  return out;
+}

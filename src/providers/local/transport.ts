@@ -1,0 +1,91 @@
+import { appendFile, mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import type { ExecOptions, ExecResult, MachinePaths, Transport } from '../types.js';
+
+/**
+ * The environment every command on a local machine starts from. It is built from nothing, not
+ * inherited: the hub's own environment holds HUB_API_TOKEN and the GitHub tokens, and nothing in a
+ * thopter may see them.
+ */
+export function machineEnv(home: string, tmuxDir: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    HOME: home,
+    USER: process.env.USER ?? 'thopter',
+    LOGNAME: process.env.USER ?? 'thopter',
+    SHELL: '/bin/bash',
+    LANG: process.env.LANG ?? 'C.UTF-8',
+    TERM: 'xterm-256color',
+    // Each local machine has its own tmux server, as each Fly machine has: `tmux` in a phase
+    // reaches this thopter's session and no other.
+    TMUX_TMPDIR: tmuxDir,
+    GIT_TERMINAL_PROMPT: '0',
+  };
+}
+
+/** Runs commands as child processes of the hub, confined to one machine folder. */
+export class LocalTransport implements Transport {
+  constructor(
+    /** The machine's folder: every path this transport touches is inside it. */
+    private readonly root: string,
+    readonly paths: MachinePaths,
+    private readonly env: Record<string, string>,
+  ) {}
+
+  private inside(p: string): string {
+    const resolved = path.resolve(p);
+    if (resolved !== this.root && !resolved.startsWith(this.root + path.sep)) {
+      throw new Error(`path ${p} is outside this machine (${this.root})`);
+    }
+    return resolved;
+  }
+
+  async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const [file, ...args] = argv;
+    if (!file) throw new Error('exec needs a command');
+    const result = await execa(file, args, {
+      cwd: opts.cwd ? this.inside(opts.cwd) : this.paths.home,
+      env: { ...this.env, ...opts.env },
+      extendEnv: false,
+      input: typeof opts.input === 'string' || Buffer.isBuffer(opts.input) ? opts.input : undefined,
+      stdin:
+        opts.input && typeof opts.input !== 'string' && !Buffer.isBuffer(opts.input) ? opts.input : 'ignore',
+      stdout: opts.stdout ?? 'pipe',
+      reject: false,
+      timeout: opts.timeoutMs,
+      cancelSignal: opts.signal,
+      stripFinalNewline: false,
+    });
+    if (result.isCanceled) throw new Error(`${file} was cancelled`);
+    if (result.timedOut) throw new Error(`${file} did not finish within ${opts.timeoutMs} ms`);
+    if (result.exitCode === undefined) {
+      // Spawning failed (no such program): say which.
+      throw new Error(result.shortMessage);
+    }
+    return {
+      exitCode: result.exitCode,
+      stdout: typeof result.stdout === 'string' ? result.stdout : '',
+      stderr: typeof result.stderr === 'string' ? result.stderr : '',
+    };
+  }
+
+  async writeFile(p: string, data: string | Buffer, mode = 0o644): Promise<void> {
+    const target = this.inside(p);
+    await mkdir(path.dirname(target), { recursive: true });
+    await writeFile(target, data, { mode });
+    await chmod(target, mode); // writeFile's mode applies only to new files
+  }
+
+  async appendFile(p: string, data: string): Promise<void> {
+    const target = this.inside(p);
+    await mkdir(path.dirname(target), { recursive: true });
+    await appendFile(target, data);
+  }
+
+  readFile(p: string): Promise<Buffer> {
+    return readFile(this.inside(p));
+  }
+
+  async close(): Promise<void> {}
+}

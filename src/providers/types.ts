@@ -1,0 +1,100 @@
+import type { Readable, Writable } from 'node:stream';
+
+export type ProviderName = 'local' | 'fly';
+
+/** Paths inside a machine. On Fly they are the seed's; the local provider maps them under DATA_DIR. */
+export interface MachinePaths {
+  /** The thopter user's home (seed: /data/thopter). */
+  home: string;
+  /** Where the agent works (seed: /data/thopter/workspace). */
+  workspace: string;
+  /** The provisioning log (seed: /thopter/log). */
+  log: string;
+}
+
+export interface ExecOptions {
+  cwd?: string;
+  /** Added to the machine's own environment. Never put a secret here: use a file. */
+  env?: Record<string, string>;
+  /** Fed to the command's stdin. */
+  input?: string | Buffer | Readable;
+  /** When set, stdout is streamed here instead of being collected. */
+  stdout?: Writable;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs commands and moves files on one machine. Commands are argv arrays: no shell parses them. */
+export interface Transport {
+  readonly paths: MachinePaths;
+  exec(argv: string[], opts?: ExecOptions): Promise<ExecResult>;
+  writeFile(path: string, data: string | Buffer, mode?: number): Promise<void>;
+  appendFile(path: string, data: string): Promise<void>;
+  readFile(path: string): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/** What a new machine needs from the hub. */
+export interface MachineSpec {
+  /** Chosen by the hub before the provider is asked, so that creation is idempotent. */
+  id: string;
+  thopterId: string;
+  /** The thopter's own token for its status posts; delivered as a file only its user can read. */
+  statusToken: string;
+  /** Optional files from the operator (seed: /tmp/.env.thopters and /tmp/post-checkout.sh). */
+  envFile?: string;
+  postCheckoutScript?: string;
+}
+
+export interface MachineInfo {
+  id: string;
+  thopterId: string;
+  createdAt: string;
+}
+
+/** What the hub saw in a thopter's terminal session. */
+export interface SessionSnapshot {
+  screen: string;
+  agentRunning: boolean;
+  /** False when the terminal session itself is gone. */
+  sessionAlive: boolean;
+}
+
+export interface GoldenClaude {
+  name: string;
+  /** A transport onto the golden claude, and the home to copy from. */
+  transport: Transport;
+}
+
+/** Where machines come from. Phases talk to this and to Transport, never to a provider's API. */
+export interface Provider {
+  readonly name: ProviderName;
+  /**
+   * True when the hub reads the session itself (local); false when an observer inside the
+   * machine posts its status (fly).
+   */
+  readonly hubObserves: boolean;
+  /** Creates the machine, or finds the one already created for `spec.id`. */
+  create(spec: MachineSpec, signal?: AbortSignal): Promise<MachineInfo>;
+  get(id: string): Promise<MachineInfo | null>;
+  /** Every machine this hub's provider created, live or half-made. */
+  list(): Promise<MachineInfo[]>;
+  /** True once the machine's init has finished and its terminal session exists. */
+  ready(id: string): Promise<boolean>;
+  /** Idempotent: destroying a machine that is gone succeeds. */
+  destroy(id: string): Promise<void>;
+  transport(id: string): Promise<Transport>;
+  snapshot(id: string): Promise<SessionSnapshot>;
+  goldenClaudes(): Promise<string[]>;
+  goldenClaude(name: string): Promise<GoldenClaude | null>;
+  close(): Promise<void>;
+}
+
+/** The seed's tmux session name inside every thopter. */
+export const SESSION = 'thopter';

@@ -1,0 +1,132 @@
+import { FlowProducer, Queue, type FlowJob, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import { PHASES } from '../processors/phases/index.js';
+import {
+  destroyDedupId,
+  lifecycleJobId,
+  phaseJobId,
+  PRIORITY,
+  QUEUE_OF,
+  type JobName,
+  type JobTable,
+  type QueueName,
+} from './jobs.js';
+
+export * from './jobs.js';
+
+const DAY_S = 86_400;
+
+/** Default options per job name; `enqueue` callers add only what is particular to one job. */
+const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
+  lifecycle: {
+    // A lifecycle job that throws is retried: it resumes from the record, and its teardown is idempotent.
+    attempts: 5,
+    backoff: { type: 'exponential', delay: 5000 },
+    // Kept so that a second add with the same id stays a no-op for a week.
+    removeOnComplete: { age: 7 * DAY_S },
+    removeOnFail: { age: 30 * DAY_S },
+  },
+  phase: {
+    removeOnComplete: { age: DAY_S },
+    removeOnFail: { age: 7 * DAY_S },
+  },
+  destroy: {
+    priority: PRIORITY.destroy,
+    attempts: 5,
+    backoff: { type: 'exponential', delay: 2000 },
+    removeOnComplete: { age: DAY_S, count: 1000 },
+    removeOnFail: { age: 7 * DAY_S },
+  },
+};
+
+/** The hub's queues, and the only way onto them. */
+export class HubQueues {
+  readonly queues: Record<QueueName, Queue>;
+  private readonly flows: FlowProducer;
+
+  constructor(
+    private readonly connection: Redis,
+    readonly prefix: string,
+    log: Logger,
+  ) {
+    const make = (name: QueueName) => {
+      const q = new Queue(name, { connection, prefix });
+      q.on('error', (err) => log.warn({ queue: name, err: err.message }, 'queue error'));
+      return q;
+    };
+    this.queues = { thopters: make('thopters'), phases: make('phases'), destroy: make('destroy') };
+    this.flows = new FlowProducer({ connection, prefix });
+    this.flows.on('error', (err) => log.warn({ err: err.message }, 'flow producer error'));
+  }
+
+  /** The MAX_THOPTERS cap lives in Redis and outlasts us: set it at every start. */
+  async start(maxThopters: number): Promise<void> {
+    await this.queues.thopters.setGlobalConcurrency(maxThopters);
+  }
+
+  /** Adds a job. For lifecycle jobs the id derives from the thopter, so a second add is a no-op. */
+  async enqueue<N extends 'lifecycle' | 'destroy'>(name: N, data: JobTable[N], opts: JobsOptions = {}) {
+    const queue = this.queues[QUEUE_OF[name]];
+    const identity: JobsOptions =
+      name === 'lifecycle'
+        ? { jobId: lifecycleJobId(data.thopterId) }
+        : { deduplication: { id: destroyDedupId(data.thopterId) } };
+    const options = { ...JOB_DEFAULTS[name], ...identity, ...opts };
+    if (options.priority === undefined) throw new Error(`every ${name} job needs a priority`);
+    return queue.add(name, data, options);
+  }
+
+  /**
+   * The provisioning flow: a chain of single children, so the leaf (create-machine) runs first
+   * and the root (launch-agent) last. Ids derive from the thopter, so a resumed lifecycle job can
+   * add it again and nothing changes.
+   */
+  async addProvisionFlow(thopterId: string, label: string, priority: number) {
+    let child: FlowJob | undefined;
+    for (const phase of PHASES) {
+      const data: JobTable['phase'] = { thopterId, label, phase: phase.name };
+      child = {
+        name: 'phase',
+        queueName: QUEUE_OF.phase,
+        data,
+        opts: {
+          ...JOB_DEFAULTS.phase,
+          jobId: phaseJobId(thopterId, phase.name),
+          priority,
+          attempts: phase.attempts,
+          backoff: { type: 'exponential', delay: phase.backoffMs },
+          // A required phase that fails fails every phase after it, up to the root. An optional
+          // one records its warning and returns normally; this is the net if it ever throws.
+          ...(phase.optional ? { ignoreDependencyOnFailure: true } : { failParentOnFailure: true }),
+        },
+        children: child ? [child] : undefined,
+      };
+    }
+    if (!child) throw new Error('no phases are defined');
+    return this.flows.add(child);
+  }
+
+  /** The state of the flow's root job: 'completed', 'failed', 'unknown' (absent), or still running. */
+  async provisionState(thopterId: string): Promise<string> {
+    const last = PHASES[PHASES.length - 1]!;
+    return this.queues.phases.getJobState(phaseJobId(thopterId, last.name));
+  }
+
+  /**
+   * 1-based place in line among waiting thopters, or null when the thopter is not waiting.
+   * Every lifecycle job has a priority, so all of them wait in BullMQ's `prioritized` sorted set,
+   * ordered by priority and then arrival: the rank there is the place in line.
+   */
+  async queuePosition(thopterId: string): Promise<number | null> {
+    const rank = await this.connection.zrank(
+      `${this.prefix}:thopters:prioritized`,
+      lifecycleJobId(thopterId),
+    );
+    return rank === null ? null : rank + 1;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...Object.values(this.queues).map((q) => q.close()), this.flows.close()]);
+  }
+}

@@ -1,0 +1,39 @@
+import type { PhaseName } from '../processors/phases/names.js';
+
+/**
+ * Every job the hub runs: its name, its queue and its payload. Payloads name a thopter and
+ * nothing more; everything else lives on the thopter's record. So no secret, and no stale copy
+ * of the request, ever sits in job data (Bull Board shows it).
+ */
+export interface JobTable {
+  /** One thopter's whole life; holds one MAX_THOPTERS slot while active. */
+  lifecycle: { thopterId: string; label: string };
+  /** One provisioning phase, a child job in the thopter's flow. */
+  phase: { thopterId: string; label: string; phase: PhaseName };
+  /** Tear one thopter down. */
+  destroy: { thopterId: string; label: string; reason: string };
+}
+
+export type JobName = keyof JobTable;
+
+export const QUEUE_OF = {
+  lifecycle: 'thopters',
+  phase: 'phases',
+  destroy: 'destroy',
+} as const satisfies Record<JobName, string>;
+
+export type QueueName = (typeof QUEUE_OF)[JobName];
+export const QUEUE_NAMES = Object.values(QUEUE_OF) as QueueName[];
+
+/** Priorities: lower runs sooner; BullMQ runs an unprioritized job before every prioritized one. */
+export const PRIORITY = {
+  /** Default for launches. API launches may choose 1 … MAX. */
+  launch: 100,
+  destroy: 1,
+  max: 2_097_151,
+} as const;
+
+/** Job ids may not contain ':' (BullMQ's key separator) and may not be integers. */
+export const lifecycleJobId = (thopterId: string) => thopterId;
+export const phaseJobId = (thopterId: string, phase: PhaseName) => `${thopterId}.${phase}`;
+export const destroyDedupId = (thopterId: string) => `destroy.${thopterId}`;

@@ -1,0 +1,59 @@
+import type { Logger } from './log.js';
+import type { Provider } from './providers/types.js';
+import { lifecycleJobId, type HubQueues } from './queues/index.js';
+import { labelOf } from './scanner/intake.js';
+import { isFinal } from './thopters/record.js';
+import type { ThopterStore } from './thopters/store.js';
+
+/**
+ * Brings the provider, the records and the queues back into agreement (invariants 3 and 4):
+ * a machine whose thopter has ended or is unknown is destroyed; a queued record whose lifecycle
+ * job is missing gets it back; a live record whose lifecycle job is over is torn down.
+ * Every step is idempotent, so any number of hubs may run it at once.
+ */
+export async function reconcile(deps: {
+  store: ThopterStore;
+  queues: HubQueues;
+  provider: Provider;
+  log: Logger;
+}) {
+  const { store, queues, provider, log } = deps;
+  const report = { machinesDestroyed: 0, requeued: 0, tornDown: 0 };
+
+  for (const machine of await provider.list()) {
+    const record = machine.thopterId ? await store.get(machine.thopterId) : null;
+    if (record && !isFinal(record.state)) continue;
+    log.warn(
+      { machine: machine.id, thopter: machine.thopterId || undefined },
+      'destroying a machine no live thopter owns',
+    );
+    await provider.destroy(machine.id);
+    report.machinesDestroyed++;
+  }
+
+  for (const record of await store.list({
+    limit: 10_000,
+    states: ['queued', 'provisioning', 'running', 'stopping'],
+  })) {
+    const job = await queues.queues.thopters.getJob(lifecycleJobId(record.id));
+    const state = job ? await job.getState() : 'unknown';
+    const label = labelOf(record.request);
+    if (record.state === 'queued' && state === 'unknown') {
+      await queues.enqueue(
+        'lifecycle',
+        { thopterId: record.id, label },
+        { priority: record.request.priority },
+      );
+      report.requeued++;
+    } else if (state === 'completed' || state === 'failed' || state === 'unknown') {
+      await queues.enqueue('destroy', {
+        thopterId: record.id,
+        label,
+        reason: 'its lifecycle job ended without closing it',
+      });
+      report.tornDown++;
+    }
+  }
+  if (report.machinesDestroyed || report.requeued || report.tornDown) log.info(report, 'reconciled');
+  return report;
+}

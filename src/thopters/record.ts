@@ -1,0 +1,102 @@
+import type { PhaseName } from '../processors/phases/names.js';
+
+/** Where a thopter stands. `destroyed` and `failed` are final. */
+export type ThopterState = 'queued' | 'provisioning' | 'running' | 'stopping' | 'destroyed' | 'failed';
+export const FINAL_STATES: readonly ThopterState[] = ['destroyed', 'failed'];
+export const isFinal = (s: ThopterState) => FINAL_STATES.includes(s);
+
+export interface IssueComment {
+  author: string;
+  body: string;
+  createdAt: string;
+  updatedAt?: string;
+}
+
+/** The seed's GitHub context. `number` is absent for an API launch that names no issue. */
+export interface IssueContext {
+  number?: number;
+  title: string;
+  body: string;
+  url?: string;
+  author?: string;
+  mentionAuthor?: string;
+  comments: IssueComment[];
+}
+
+/** A command or API launch accepted for action. Holds no secret: Bull Board and logs may show it. */
+export interface Request {
+  id: string;
+  source: 'api' | 'github';
+  /** `owner/repo` for a GitHub repository, else the git URL or path as given. */
+  repository: string;
+  /** What `git clone` is given: a URL or a local path. Never carries a token. */
+  cloneUrl: string;
+  /** The clone's folder name in the workspace. */
+  repoName: string;
+  issue: IssueContext;
+  /** Golden claude name (seed: `--gc`, default `default`). */
+  gc: string;
+  /** Prompt template name in prompts/ (seed: `--prompt`, default `default`). */
+  prompt: string;
+  /** Lower runs sooner. */
+  priority: number;
+  /** Who asked: a GitHub login, or `api`. */
+  requestedBy: string;
+  createdAt: string;
+}
+
+export interface MachineRecord {
+  id: string;
+  provider: 'local' | 'fly';
+  workBranch: string;
+  /** `creating` is written before the provider is asked, so a resumed job finds its machine. */
+  state: 'creating' | 'created';
+  createdAt: string;
+}
+
+export type PhaseOutcome = 'running' | 'retrying' | 'succeeded' | 'skipped' | 'warning' | 'failed';
+
+export interface PhaseRecord {
+  outcome: PhaseOutcome;
+  attempts: number;
+  startedAt: string;
+  endedAt?: string;
+  /** What happened, for people: "cloned owner/repo into workspace/repo". */
+  summary?: string;
+  /** For `warning`, `retrying` and `failed`. */
+  error?: string;
+}
+
+export interface SessionStatus {
+  state: 'active' | 'idle' | 'stopped';
+  agentRunning: boolean;
+  lastActivity: string;
+  idleSince?: string;
+  screen: string;
+  updatedAt: string;
+  /** `hub` when the hub observed the session itself (local provider), `observer` for status posts. */
+  source: 'hub' | 'observer';
+}
+
+export interface ThopterEvent {
+  at: string;
+  type: string;
+  message: string;
+}
+
+export interface ThopterRecord {
+  id: string;
+  state: ThopterState;
+  request: Request;
+  machine?: MachineRecord;
+  phases: Partial<Record<PhaseName, PhaseRecord>>;
+  session?: SessionStatus;
+  destroyRequested?: { reason: string; at: string };
+  /** Why it ended (destroyed) or what failed (failed). */
+  endReason?: string;
+  createdAt: string;
+  startedAt?: string;
+  runningAt?: string;
+  endedAt?: string;
+  updatedAt: string;
+}

@@ -1,0 +1,223 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { PhaseName } from '../processors/phases/names.js';
+import {
+  isFinal,
+  type MachineRecord,
+  type PhaseRecord,
+  type Request,
+  type SessionStatus,
+  type ThopterEvent,
+  type ThopterRecord,
+  type ThopterState,
+} from './record.js';
+
+const MAX_EVENTS = 200;
+
+/**
+ * Writes fields unless the thopter has reached a final state (a late status post or phase
+ * result must not bring a destroyed thopter back), and tells listeners the record changed.
+ * KEYS: record hash, change channel. ARGV: guard ('1'|'0'), id, field, value, ...
+ */
+const UPDATE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[1] == '1' then
+  local s = redis.call('HGET', KEYS[1], 'state')
+  if s == 'destroyed' or s == 'failed' then return 0 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PUBLISH', KEYS[2], ARGV[2])
+return 1`;
+
+/** KEYS: record hash, index zset, change channel. ARGV: id, score, field, value, ... */
+const CREATE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
+return 1`;
+
+export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
+
+/**
+ * Thopter records in Redis: one hash per thopter, one field per writer (the lifecycle job, each
+ * phase, the observer), so concurrent writers never overwrite each other's news.
+ */
+export class ThopterStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  private key = (id: string) => `${this.prefix}:thopter:${id}`;
+  private eventsKey = (id: string) => `${this.prefix}:thopter:${id}:events`;
+  private get indexKey() {
+    return `${this.prefix}:thopters:index`;
+  }
+  /** Published with the thopter id whenever its record changes. */
+  get changeChannel() {
+    return `${this.prefix}:thopters:changed`;
+  }
+
+  /** Creates the record unless one exists. Returns whether it was created, and the record. */
+  async create(request: Request, tokenHash?: string): Promise<{ created: boolean; record: ThopterRecord }> {
+    const now = new Date().toISOString();
+    const fields: Record<string, string> = {
+      id: request.id,
+      state: 'queued',
+      request: JSON.stringify(request),
+      createdAt: request.createdAt,
+      updatedAt: now,
+    };
+    if (tokenHash) fields.tokenHash = tokenHash;
+    const created = await this.redis.eval(
+      CREATE,
+      3,
+      this.key(request.id),
+      this.indexKey,
+      this.changeChannel,
+      request.id,
+      Date.parse(request.createdAt),
+      ...Object.entries(fields).flat(),
+    );
+    const record = await this.get(request.id);
+    if (!record) throw new Error(`thopter ${request.id} vanished right after it was created`);
+    return { created: created === 1, record };
+  }
+
+  async get(id: string): Promise<ThopterRecord | null> {
+    const h = await this.redis.hgetall(this.key(id));
+    return h.id ? parseRecord(h) : null;
+  }
+
+  async exists(id: string): Promise<boolean> {
+    return (await this.redis.exists(this.key(id))) === 1;
+  }
+
+  async state(id: string): Promise<ThopterState | null> {
+    return (await this.redis.hget(this.key(id), 'state')) as ThopterState | null;
+  }
+
+  async destroyRequested(id: string): Promise<boolean> {
+    return (await this.redis.hexists(this.key(id), 'destroyRequested')) === 1;
+  }
+
+  /** Newest first. */
+  async list(opts: { limit?: number; states?: ThopterState[] } = {}): Promise<ThopterRecord[]> {
+    const ids = await this.redis.zrevrange(this.indexKey, 0, (opts.limit ?? 1000) - 1);
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(this.key(id));
+    const rows = (await pipeline.exec()) ?? [];
+    const records = rows
+      .map(([, h]) => h as Record<string, string>)
+      .filter((h) => h && h.id)
+      .map(parseRecord);
+    return opts.states ? records.filter((r) => opts.states!.includes(r.state)) : records;
+  }
+
+  async tokenMatches(id: string, token: string): Promise<boolean> {
+    const stored = await this.redis.hget(this.key(id), 'tokenHash');
+    if (!stored) return false;
+    const given = Buffer.from(hashToken(token), 'hex');
+    const want = Buffer.from(stored, 'hex');
+    return given.length === want.length && timingSafeEqual(given, want);
+  }
+
+  /** Writes fields on a thopter that has not ended. Returns false when it has ended (or is unknown). */
+  private async update(id: string, fields: Record<string, string>, guard = true): Promise<boolean> {
+    fields.updatedAt = new Date().toISOString();
+    const r = await this.redis.eval(
+      UPDATE,
+      2,
+      this.key(id),
+      this.changeChannel,
+      guard ? '1' : '0',
+      id,
+      ...Object.entries(fields).flat(),
+    );
+    return r === 1;
+  }
+
+  setTokenHash(id: string, tokenHash: string) {
+    return this.update(id, { tokenHash });
+  }
+
+  setState(
+    id: string,
+    state: Exclude<ThopterState, 'destroyed' | 'failed'>,
+    stamp?: 'startedAt' | 'runningAt',
+  ) {
+    const fields: Record<string, string> = { state };
+    if (stamp) fields[stamp] = new Date().toISOString();
+    return this.update(id, fields);
+  }
+
+  setMachine(id: string, machine: MachineRecord) {
+    return this.update(id, { machine: JSON.stringify(machine) });
+  }
+
+  setPhase(id: string, phase: PhaseName, record: PhaseRecord) {
+    return this.update(id, { [`phase:${phase}`]: JSON.stringify(record) });
+  }
+
+  setSession(id: string, session: SessionStatus) {
+    return this.update(id, { session: JSON.stringify(session) });
+  }
+
+  /** The first reason wins; later requests for the same thopter change nothing. */
+  async requestDestroy(id: string, reason: string): Promise<boolean> {
+    const set = await this.redis.hsetnx(
+      this.key(id),
+      'destroyRequested',
+      JSON.stringify({ reason, at: new Date().toISOString() }),
+    );
+    if (set === 1) await this.redis.publish(this.changeChannel, id);
+    return set === 1;
+  }
+
+  /** Moves the thopter to a final state. Only the first call counts. */
+  finish(id: string, state: 'destroyed' | 'failed', reason: string) {
+    return this.update(id, { state, endReason: reason, endedAt: new Date().toISOString() });
+  }
+
+  async addEvent(id: string, type: string, message: string): Promise<void> {
+    const event: ThopterEvent = { at: new Date().toISOString(), type, message };
+    await this.redis
+      .multi()
+      .rpush(this.eventsKey(id), JSON.stringify(event))
+      .ltrim(this.eventsKey(id), -MAX_EVENTS, -1)
+      .publish(this.changeChannel, id)
+      .exec();
+  }
+
+  async events(id: string): Promise<ThopterEvent[]> {
+    return (await this.redis.lrange(this.eventsKey(id), 0, -1)).map((e) => JSON.parse(e) as ThopterEvent);
+  }
+}
+
+function parseRecord(h: Record<string, string>): ThopterRecord {
+  const phases: ThopterRecord['phases'] = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (k.startsWith('phase:')) phases[k.slice('phase:'.length) as PhaseName] = JSON.parse(v) as PhaseRecord;
+  }
+  const json = <T>(v: string | undefined): T | undefined =>
+    v === undefined ? undefined : (JSON.parse(v) as T);
+  const state = h.state as ThopterState;
+  return {
+    id: h.id!,
+    state,
+    request: JSON.parse(h.request!) as Request,
+    machine: json<MachineRecord>(h.machine),
+    phases,
+    session: json<SessionStatus>(h.session),
+    destroyRequested: json<{ reason: string; at: string }>(h.destroyRequested),
+    endReason: h.endReason,
+    createdAt: h.createdAt!,
+    startedAt: h.startedAt,
+    runningAt: h.runningAt,
+    endedAt: h.endedAt,
+    updatedAt: h.updatedAt ?? h.createdAt!,
+  };
+}
+
+export { isFinal };
