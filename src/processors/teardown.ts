@@ -13,11 +13,12 @@ export async function teardown(
   reason: string,
 ): Promise<void> {
   const { store, provider, transports, log } = deps;
-  await store.setState(thopterId, 'stopping');
   const record = await store.get(thopterId);
   const ids = new Set<string>();
   if (record?.machine) ids.add(record.machine.id);
   for (const m of await provider.list()) if (m.thopterId === thopterId) ids.add(m.id);
+  // `stopping` means a machine is going away; a thopter that never had one ends at once.
+  if (ids.size > 0) await store.setState(thopterId, 'stopping');
   for (const id of ids) {
     await transports.release(id);
     try {

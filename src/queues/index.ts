@@ -96,9 +96,11 @@ export class HubQueues {
           priority,
           attempts: phase.attempts,
           backoff: { type: 'exponential', delay: phase.backoffMs },
-          // A required phase that fails fails every phase after it, up to the root. An optional
-          // one records its warning and returns normally; this is the net if it ever throws.
-          ...(phase.optional ? { ignoreDependencyOnFailure: true } : { failParentOnFailure: true }),
+          // A phase that fails fails every phase after it, up to the root. An optional phase
+          // never fails for its own reasons (it returns a warning), only when one before it did,
+          // so it must pass that failure on too: with ignoreDependencyOnFailure the chain would
+          // carry on past a failed clone.
+          failParentOnFailure: true,
         },
         children: child ? [child] : undefined,
       };

@@ -1,0 +1,200 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { loadConfig, type Config } from '../../src/config.js';
+import { startHub, type Hub } from '../../src/hub.js';
+import { createLogger } from '../../src/log.js';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis.js';
+import { waitFor } from './wait.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const AGENT = path.join(ROOT, 'test/fixtures/agent.sh');
+export const TOKEN = 'test-hub-token-0123456789';
+
+const silent = createLogger('silent');
+
+/**
+ * One test file's world: a temp folder, its own redis-server on a unix socket, a fresh queue
+ * prefix per hub group, and everything torn down after. A leaked hub or machine fails cleanup.
+ */
+export class TestWorld {
+  readonly dir = mkdtempSync(path.join(tmpdir(), 'thw-'));
+  redis!: EmbeddedRedis;
+  client!: Redis;
+  private hubs: Hub[] = [];
+  private children: ChildProcess[] = [];
+
+  async start() {
+    this.redis = await startEmbeddedRedis(path.join(this.dir, 'redis'), silent);
+    this.client = new Redis({ path: this.redis.socket, maxRetriesPerRequest: null });
+    return this;
+  }
+
+  get redisUrl() {
+    return `unix://${this.redis.socket}`;
+  }
+
+  /** A bare repository with one commit on main, playing origin. */
+  origin(name = 'project'): string {
+    const bare = path.join(this.dir, `${name}.git`);
+    const work = path.join(this.dir, `${name}-seed`);
+    const git = (args: string[], cwd?: string) => execFileSync('git', args, { cwd, stdio: 'pipe' });
+    git(['init', '-q', '--bare', '-b', 'main', bare]);
+    git(['init', '-q', '-b', 'main', work]);
+    writeFileSync(path.join(work, 'README.md'), `# ${name}\n`);
+    git(['add', '.'], work);
+    git(['-c', 'user.email=t@t', '-c', 'user.name=t', 'commit', '-qm', 'initial'], work);
+    git(['push', '-q', bare, 'main'], work);
+    return bare;
+  }
+
+  branches(bare: string): string[] {
+    return execFileSync('git', ['-C', bare, 'branch', '--format=%(refname:short)'], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean);
+  }
+
+  /** Environment for a hub of this world. */
+  env(overrides: Record<string, string> = {}): Record<string, string> {
+    return {
+      DATA_DIR: path.join(this.dir, 'data'),
+      REDIS_URL: this.redisUrl,
+      HUB_REDIS_PREFIX: 'tw',
+      HUB_PORT: '0',
+      HUB_API_TOKEN: TOKEN,
+      THOPTER_AGENT_COMMAND: `bash ${AGENT}`,
+      THOPTER_STATUS_INTERVAL: '1s',
+      LOG_LEVEL: 'silent',
+      ...overrides,
+    };
+  }
+
+  config(overrides: Record<string, string> = {}): Config {
+    return loadConfig(this.env(overrides));
+  }
+
+  /** A hub in this process. */
+  async hub(overrides: Record<string, string> = {}, logs?: string[]): Promise<Hub> {
+    const log = logs
+      ? createLogger(
+          'debug',
+          new Writable({
+            write(chunk, _enc, cb) {
+              logs.push(String(chunk));
+              cb();
+            },
+          }),
+        )
+      : silent;
+    const hub = await startHub(this.config(overrides), log);
+    this.hubs.push(hub);
+    return hub;
+  }
+
+  async stopHub(hub: Hub) {
+    this.hubs = this.hubs.filter((h) => h !== hub);
+    await hub.stop();
+  }
+
+  /** A hub in its own process (for kill -9 and several hubs at once). Resolves with its URL. */
+  async spawnHub(
+    overrides: Record<string, string> = {},
+  ): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+    const port = await freePort();
+    const env = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/root',
+      ...this.env({ HUB_PORT: String(port), LOG_LEVEL: 'info', ...overrides }),
+    };
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
+      env,
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    this.children.push(child);
+    const url = `http://127.0.0.1:${port}`;
+    await waitFor(
+      `hub on port ${port} to answer (output: ${out.slice(-500)})`,
+      async () => {
+        if (child.exitCode !== null)
+          throw new Error(`hub exited with ${child.exitCode}: ${out.slice(-2000)}`);
+        const r = await fetch(`${url}/health`).catch(() => null);
+        return r?.ok;
+      },
+      { timeoutMs: 30_000 },
+    );
+    return { child, url, output: () => out };
+  }
+
+  async close() {
+    for (const hub of this.hubs.splice(0)) await hub.stop().catch(() => {});
+    for (const c of this.children.splice(0)) {
+      if (c.exitCode === null && c.signalCode === null) {
+        c.kill('SIGKILL');
+        await new Promise((r) => c.once('exit', r));
+      }
+    }
+    // Any machine a test left behind: end its tmux server so no process outlives the test.
+    const machines = path.join(this.dir, 'data', 'thopters');
+    try {
+      for (const id of (await import('node:fs')).readdirSync(machines)) {
+        execFileSync('tmux', ['kill-server'], {
+          env: { ...process.env, TMUX_TMPDIR: path.join(machines, id, 'tmux') },
+          stdio: 'ignore',
+        });
+      }
+    } catch {
+      // no machines
+    }
+    this.client?.disconnect();
+    await this.redis?.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Calls the hub's API with the test token. */
+export async function api(url: string, method: string, route: string, body?: unknown, token = TOKEN) {
+  const res = await fetch(`${url}${route}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: any = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = text;
+  }
+  return { status: res.status, body: json };
+}
+
+export function writeFixture(dir: string, name: string, content: string, mode = 0o644): string {
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, name);
+  writeFileSync(file, content, { mode });
+  return file;
+}
+
+/** A TCP port nothing listens on right now. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
