@@ -28,9 +28,9 @@ async function live() {
   } catch {
     // none yet
   }
-  const ids = await world.client.zrange('tw:thopters:index', 0, -1);
+  const ids = await world.client.zrange('tw:records:index', 0, -1);
   const pipeline = world.client.pipeline();
-  for (const id of ids) pipeline.hget(`tw:thopter:${id}`, 'state');
+  for (const id of ids) pipeline.hget(`tw:record:${id}`, 'state');
   const states = ((await pipeline.exec()) ?? []).map(([, s]) => s as string);
   const records = states.filter((s) => ['provisioning', 'running', 'stopping'].includes(s)).length;
   const active = await world.client.llen('tw:thopters:active');

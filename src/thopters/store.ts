@@ -40,7 +40,7 @@ return 1`;
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
 /**
- * Thopter records in Redis: one hash per thopter, one field per writer (the lifecycle job, each
+ * Thopter records in Redis, under `{prefix}:record:` (BullMQ owns `{prefix}:{queue}:`): one hash per thopter, one field per writer (the lifecycle job, each
  * phase, the observer), so concurrent writers never overwrite each other's news.
  */
 export class ThopterStore {
@@ -49,14 +49,14 @@ export class ThopterStore {
     private readonly prefix: string,
   ) {}
 
-  private key = (id: string) => `${this.prefix}:thopter:${id}`;
-  private eventsKey = (id: string) => `${this.prefix}:thopter:${id}:events`;
+  private key = (id: string) => `${this.prefix}:record:${id}`;
+  private eventsKey = (id: string) => `${this.prefix}:record:${id}:events`;
   private get indexKey() {
-    return `${this.prefix}:thopters:index`;
+    return `${this.prefix}:records:index`;
   }
   /** Published with the thopter id whenever its record changes. */
   get changeChannel() {
-    return `${this.prefix}:thopters:changed`;
+    return `${this.prefix}:records:changed`;
   }
 
   /** Creates the record unless one exists. Returns whether it was created, and the record. */
