@@ -20,7 +20,9 @@ async function snapshot() {
   // Our records and their index; BullMQ's own bookkeeping keys (stalled checks) come and go.
   const keys = await world.client.keys('tw:record*');
   const jobs = await Promise.all(
-    Object.values(hub.queues.queues).map(async (q) => Object.values(await q.getJobCounts()).reduce((a, b) => a + b, 0)),
+    Object.values(hub.queues.queues).map(async (q) =>
+      Object.values(await q.getJobCounts()).reduce((a, b) => a + b, 0),
+    ),
   );
   return { records: (await hub.store.list()).length, jobs, keys: keys.sort() };
 }
@@ -39,12 +41,27 @@ describe('bad API input gets a clear 4xx and changes nothing', () => {
     ['a negative priority', { repository: 'acme/x', title: 't', priority: -1 }, 400, /priority/],
     ['an unknown field', { repository: 'acme/x', title: 't', colour: 'blue' }, 400, /colour|Unrecognized/],
     ['an unknown prompt', { repository: 'acme/x', title: 't', prompt: 'nope' }, 422, /prompt.*nope.*default/],
-    ['a prompt path with ../', { repository: 'acme/x', title: 't', prompt: '../../etc/passwd' }, 400, /prompt/],
+    [
+      'a prompt path with ../',
+      { repository: 'acme/x', title: 't', prompt: '../../etc/passwd' },
+      400,
+      /prompt/,
+    ],
     ['a golden claude name with ../', { repository: 'acme/x', title: 't', gc: '../root' }, 400, /gc/],
     ['an unknown golden claude', { repository: 'acme/x', title: 't', gc: 'nobody' }, 422, /gc.*nobody/],
     ['a repository with ../', { repository: '../../etc', title: 't' }, 422, /repository/],
-    ['a credential in the repository URL', { repository: 'https://user:secret@example.com/r.git', title: 't' }, 422, /credentials/],
-    ['a local path that does not exist', { repository: '/no/such/repo.git', title: 't' }, 422, /does not exist/],
+    [
+      'a credential in the repository URL',
+      { repository: 'https://user:secret@example.com/r.git', title: 't' },
+      422,
+      /credentials/,
+    ],
+    [
+      'a local path that does not exist',
+      { repository: '/no/such/repo.git', title: 't' },
+      422,
+      /does not exist/,
+    ],
   ];
   for (const [what, body, status, message] of cases) {
     it(`refuses ${what}`, async () => {
@@ -63,7 +80,11 @@ describe('bad API input gets a clear 4xx and changes nothing', () => {
   });
 
   it('refuses an oversized body before reading it all', async () => {
-    const res = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 't', body: 'x'.repeat(600_000) });
+    const res = await api(hub.url, 'POST', '/api/thopters', {
+      repository: origin,
+      title: 't',
+      body: 'x'.repeat(600_000),
+    });
     assert.equal(res.status, 413);
     await unchanged();
   });
@@ -72,7 +93,13 @@ describe('bad API input gets a clear 4xx and changes nothing', () => {
     const none = await fetch(`${hub.url}/api/thopters`);
     assert.equal(none.status, 401);
     assert.match(none.headers.get('www-authenticate') ?? '', /Bearer/);
-    const wrong = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 't' }, 'wrong-token-wrong-token');
+    const wrong = await api(
+      hub.url,
+      'POST',
+      '/api/thopters',
+      { repository: origin, title: 't' },
+      'wrong-token-wrong-token',
+    );
     assert.equal(wrong.status, 401);
     assert.match(wrong.body.error.message, /token is wrong/);
     const board = await fetch(`${hub.url}/admin/queues`);
@@ -110,7 +137,11 @@ describe('the API', () => {
     const send = () =>
       fetch(`${hub.url}/api/thopters`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${hub.apiToken}`, 'content-type': 'application/json', 'idempotency-key': 'run-1' },
+        headers: {
+          authorization: `Bearer ${hub.apiToken}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'run-1',
+        },
         body: JSON.stringify({ repository: origin, title: 'once' }),
       }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
     const first = await send();
@@ -128,7 +159,11 @@ describe('the API', () => {
     const running = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'first' });
     await waitFor('the first to run', async () => (await hub.store.state(running.body.id)) === 'running');
     const second = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'second' });
-    const third = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'third', priority: 5 });
+    const third = await api(hub.url, 'POST', '/api/thopters', {
+      repository: origin,
+      title: 'third',
+      priority: 5,
+    });
     assert.equal(second.body.queuePosition, 1);
     assert.equal(third.body.queuePosition, 1, 'a better priority goes ahead');
     const again = await api(hub.url, 'GET', `/api/thopters/${second.body.id}`);
@@ -148,7 +183,8 @@ describe('observer status posts', () => {
     const record = await hub.store.get(a.body.id);
     const tokenFile = `${world.dir}/data/thopters/${record!.machine!.id}/home/.thopter/status-token`;
     const token = (await import('node:fs')).readFileSync(tokenFile, 'utf8');
-    const post = (id: string, body: unknown, t: string) => api(hub.url, 'POST', `/api/thopters/${id}/status`, body, t);
+    const post = (id: string, body: unknown, t: string) =>
+      api(hub.url, 'POST', `/api/thopters/${id}/status`, body, t);
     const now = new Date().toISOString();
     const good = {
       thopterId: a.body.id,
@@ -160,8 +196,16 @@ describe('observer status posts', () => {
       idleSince: now,
     };
     const sessionBefore = (await hub.store.get(b.body.id))!.session;
-    assert.equal((await post(b.body.id, { ...good, thopterId: b.body.id }, token)).status, 401, "another thopter's token");
-    assert.equal((await post(a.body.id, good, hub.apiToken)).status, 401, "the hub's token is not a thopter's");
+    assert.equal(
+      (await post(b.body.id, { ...good, thopterId: b.body.id }, token)).status,
+      401,
+      "another thopter's token",
+    );
+    assert.equal(
+      (await post(a.body.id, good, hub.apiToken)).status,
+      401,
+      "the hub's token is not a thopter's",
+    );
     const bad = await post(a.body.id, { ...good, tmuxState: 'sleepy' }, token);
     assert.equal(bad.status, 400);
     assert.match(bad.body.error.message, /tmuxState/);
@@ -169,6 +213,7 @@ describe('observer status posts', () => {
     assert.deepEqual((await hub.store.get(b.body.id))!.session, sessionBefore);
     assert.equal((await post(a.body.id, good, token)).status, 204);
     for (const r of [a, b]) await api(hub.url, 'DELETE', `/api/thopters/${r.body.id}`);
-    for (const r of [a, b]) await waitFor('destroyed', async () => (await hub.store.state(r.body.id)) === 'destroyed');
+    for (const r of [a, b])
+      await waitFor('destroyed', async () => (await hub.store.state(r.body.id)) === 'destroyed');
   });
 });

@@ -28,7 +28,7 @@ async function live() {
   } catch {
     // none yet
   }
-  const ids = await world.client.zrange('tw:records:index', 0, -1);
+  const ids = await world.client.zrange('tw:records:index', '0', '-1');
   const pipeline = world.client.pipeline();
   for (const id of ids) pipeline.hget(`tw:record:${id}`, 'state');
   const states = ((await pipeline.exec()) ?? []).map(([, s]) => s as string);

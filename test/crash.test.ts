@@ -53,23 +53,36 @@ const tmuxSessions = (machineId: string) => {
 };
 
 async function waitState(url: string, id: string, states: string[], timeoutMs = 60_000) {
-  return waitFor(`${id} to be ${states.join('/')}`, async () => {
-    const t = (await api(url, 'GET', `/api/thopters/${id}`)).body;
-    return states.includes(t?.state) ? t : undefined;
-  }, { timeoutMs });
+  return waitFor(
+    `${id} to be ${states.join('/')}`,
+    async () => {
+      const t = (await api(url, 'GET', `/api/thopters/${id}`)).body;
+      return states.includes(t?.state) ? t : undefined;
+    },
+    { timeoutMs },
+  );
 }
 
 describe('a hub killed with -9', () => {
   // Wherever the kill lands, the restarted hub finishes the thopter with exactly one machine.
   const killPoints: Array<[string, (url: string, id: string) => Promise<unknown>]> = [
     ['right after the launch is accepted', async () => {}],
-    ['while the machine is being made', (url, id) =>
-      waitFor('create-machine to start', async () => (await api(url, 'GET', `/api/thopters/${id}`)).body.machine)],
-    ['during post-checkout', (url, id) =>
-      waitFor('post-checkout to run', async () => {
-        const t = (await api(url, 'GET', `/api/thopters/${id}`)).body;
-        return t.phases?.find((p: any) => p.name === 'post-checkout')?.outcome === 'running';
-      })],
+    [
+      'while the machine is being made',
+      (url, id) =>
+        waitFor(
+          'create-machine to start',
+          async () => (await api(url, 'GET', `/api/thopters/${id}`)).body.machine,
+        ),
+    ],
+    [
+      'during post-checkout',
+      (url, id) =>
+        waitFor('post-checkout to run', async () => {
+          const t = (await api(url, 'GET', `/api/thopters/${id}`)).body;
+          return t.phases?.find((p: any) => p.name === 'post-checkout')?.outcome === 'running';
+        }),
+    ],
     ['while the thopter is running', (url, id) => waitState(url, id, ['running'])],
   ];
 
@@ -77,7 +90,11 @@ describe('a hub killed with -9', () => {
     it(`${where}: the restarted hub finishes it, with exactly one machine`, async () => {
       const env = { ...CRASHY, THOPTER_POST_CHECKOUT_SCRIPT: path.join(fixtures, 'slow-post-checkout.sh') };
       const first = await world.spawnHub(env);
-      const res = await api(first.url, 'POST', '/api/thopters', { repository: origin, issueNumber: 7, title: where });
+      const res = await api(first.url, 'POST', '/api/thopters', {
+        repository: origin,
+        issueNumber: 7,
+        title: where,
+      });
       assert.equal(res.status, 202);
       const id = res.body.id as string;
       await reach(first.url, id);
@@ -107,7 +124,11 @@ describe('a graceful stop', () => {
     // Long locks: if the hand-off did not happen, the other hub would only get the job after a minute.
     const env = { HUB_LOCK_DURATION: '60s', HUB_STALLED_INTERVAL: '30s', LOG_LEVEL: 'warn' };
     const a = await world.spawnHub(env);
-    const res = await api(a.url, 'POST', '/api/thopters', { repository: origin, issueNumber: 8, title: 'hand me over' });
+    const res = await api(a.url, 'POST', '/api/thopters', {
+      repository: origin,
+      issueNumber: 8,
+      title: 'hand me over',
+    });
     const id = res.body.id as string;
     const running = await waitState(a.url, id, ['running']);
     const b = await world.spawnHub(env);
@@ -116,10 +137,14 @@ describe('a graceful stop', () => {
     const code = await new Promise((r) => a.child.once('exit', r));
     assert.equal(code, 0, a.output().slice(-2000));
 
-    await waitFor('the other hub to resume it', async () => {
-      const t = (await api(b.url, 'GET', `/api/thopters/${id}`)).body;
-      return t.events.some((e: any) => e.type === 'resumed') ? t : undefined;
-    }, { timeoutMs: 20_000 });
+    await waitFor(
+      'the other hub to resume it',
+      async () => {
+        const t = (await api(b.url, 'GET', `/api/thopters/${id}`)).body;
+        return t.events.some((e: any) => e.type === 'resumed') ? t : undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
     const queue = new Queue('thopters', { connection: world.client, prefix: 'tw' });
     const job = await queue.getJob(id);
     assert.equal(await job!.getState(), 'active');

@@ -44,19 +44,22 @@ export class LocalTransport implements Transport {
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const [file, ...args] = argv;
     if (!file) throw new Error('exec needs a command');
-    const result = await execa(file, args, {
+    const streamIn = opts.input !== undefined && typeof opts.input !== 'string' && !Buffer.isBuffer(opts.input);
+    const sub = execa(file, args, {
       cwd: opts.cwd ? this.inside(opts.cwd) : this.paths.home,
       env: { ...this.env, ...opts.env },
       extendEnv: false,
-      input: typeof opts.input === 'string' || Buffer.isBuffer(opts.input) ? opts.input : undefined,
-      stdin:
-        opts.input && typeof opts.input !== 'string' && !Buffer.isBuffer(opts.input) ? opts.input : 'ignore',
-      stdout: opts.stdout ?? 'pipe',
+      ...(streamIn || opts.input === undefined ? { stdin: streamIn ? 'pipe' : 'ignore' } : { input: opts.input }),
+      // A streamed stdout is piped on, not collected.
+      buffer: { stdout: !opts.stdout, stderr: true },
       reject: false,
       timeout: opts.timeoutMs,
       cancelSignal: opts.signal,
       stripFinalNewline: false,
     });
+    if (opts.stdout) sub.stdout.pipe(opts.stdout);
+    if (streamIn) (opts.input as NodeJS.ReadableStream).pipe(sub.stdin!);
+    const result = await sub;
     if (result.isCanceled) throw new Error(`${file} was cancelled`);
     if (result.timedOut) throw new Error(`${file} did not finish within ${opts.timeoutMs} ms`);
     if (result.exitCode === undefined) {
