@@ -47,7 +47,7 @@ const int = (fallback: number, min: number, max: number) =>
     .transform((raw, ctx) => {
       const n = Number(raw.trim());
       if (!Number.isInteger(n) || n < min || n > max) {
-        ctx.addIssue({ code: 'custom', message: `"${raw}" must be a whole number from ${min} to ${max}` });
+        ctx.addIssue({ code: 'custom', message: `must be a whole number from ${min} to ${max}` });
         return z.NEVER;
       }
       return n;

@@ -44,12 +44,15 @@ export class LocalTransport implements Transport {
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const [file, ...args] = argv;
     if (!file) throw new Error('exec needs a command');
-    const streamIn = opts.input !== undefined && typeof opts.input !== 'string' && !Buffer.isBuffer(opts.input);
+    const streamIn =
+      opts.input !== undefined && typeof opts.input !== 'string' && !Buffer.isBuffer(opts.input);
     const sub = execa(file, args, {
       cwd: opts.cwd ? this.inside(opts.cwd) : this.paths.home,
       env: { ...this.env, ...opts.env },
       extendEnv: false,
-      ...(streamIn || opts.input === undefined ? { stdin: streamIn ? 'pipe' : 'ignore' } : { input: opts.input }),
+      ...(streamIn || opts.input === undefined
+        ? { stdin: streamIn ? 'pipe' : 'ignore' }
+        : { input: opts.input }),
       // A streamed stdout is piped on, not collected.
       buffer: { stdout: !opts.stdout, stderr: true },
       reject: false,

@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import { loadConfig, PROJECT_DIR } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { PHASE_BY_NAME, PHASES, type PhaseContext } from '../../src/processors/phases/index.js';
+import { Prompts } from '../../src/prompts.js';
+import type { ExecResult, Provider, Transport } from '../../src/providers/types.js';
+import type { ThopterRecord } from '../../src/thopters/record.js';
+import type { ThopterStore } from '../../src/thopters/store.js';
+import path from 'node:path';
+
+/** A transport that only records what a phase asked of it. */
+class RecordingTransport implements Transport {
+  readonly paths = { home: '/data/thopter', workspace: '/data/thopter/workspace', log: '/thopter/log' };
+  files = new Map<string, string>();
+  commands: string[][] = [];
+  async exec(argv: string[]): Promise<ExecResult> {
+    this.commands.push(argv);
+    return { exitCode: 0, stdout: '', stderr: '' };
+  }
+  async writeFile(p: string, data: string | Buffer) {
+    this.files.set(p, String(data));
+  }
+  async appendFile(p: string, data: string) {
+    this.files.set(p, (this.files.get(p) ?? '') + data);
+  }
+  async readFile(p: string) {
+    return Buffer.from(this.files.get(p) ?? '');
+  }
+  async close() {}
+}
+
+const EVIL = 'Fix it $(touch /tmp/pwned) `id` ; rm -rf /';
+const thopter: ThopterRecord = {
+  id: 'thopter-0123456789ab',
+  state: 'provisioning',
+  request: {
+    id: 'thopter-0123456789ab',
+    source: 'github',
+    repository: 'acme/widget',
+    cloneUrl: 'https://github.com/acme/widget.git',
+    repoName: 'widget',
+    issue: {
+      number: 42,
+      title: EVIL,
+      body: EVIL,
+      author: 'octocat',
+      comments: [{ author: 'x', body: EVIL, createdAt: '2026-01-01T00:00:00Z' }],
+    },
+    gc: 'default',
+    prompt: 'default',
+    priority: 100,
+    requestedBy: 'octocat',
+    createdAt: '2026-01-01T00:00:00Z',
+  },
+  machine: {
+    id: 'ab12cd34',
+    provider: 'local',
+    workBranch: 'thopter/42--ab12cd34',
+    state: 'created',
+    createdAt: '2026-01-01T00:00:00Z',
+  },
+  phases: {},
+  createdAt: '2026-01-01T00:00:00Z',
+  updatedAt: '2026-01-01T00:00:00Z',
+};
+
+function context(t: RecordingTransport): PhaseContext {
+  return {
+    thopter,
+    config: loadConfig({}),
+    provider: {
+      name: 'local',
+      snapshot: async () => ({ screen: '', agentRunning: false, sessionAlive: true }),
+    } as unknown as Provider,
+    store: {} as ThopterStore,
+    prompts: new Prompts(path.join(PROJECT_DIR, 'prompts')),
+    log: createLogger('silent'),
+    signal: new AbortController().signal,
+    transport: async () => t,
+    machineLog: async () => {},
+  };
+}
+
+it('lists the seven phases in the order the seed runs them, two of them optional', () => {
+  assert.deepEqual(
+    PHASES.map((p) => `${p.name}${p.optional ? '*' : ''}`),
+    [
+      'create-machine',
+      'wait-ready',
+      'copy-golden*',
+      'clone-repo',
+      'write-context',
+      'post-checkout*',
+      'launch-agent',
+    ],
+  );
+});
+
+it('write-context writes the three files, with issue text only inside them', async () => {
+  const t = new RecordingTransport();
+  await PHASE_BY_NAME['write-context'].run(context(t));
+  assert.deepEqual([...t.files.keys()].sort(), [
+    '/data/thopter/workspace/issue.json',
+    '/data/thopter/workspace/issue.md',
+    '/data/thopter/workspace/prompt.md',
+  ]);
+  assert.ok(t.files.get('/data/thopter/workspace/issue.md')!.includes(EVIL));
+  assert.equal(JSON.parse(t.files.get('/data/thopter/workspace/issue.json')!).github.issueTitle, EVIL);
+  assert.deepEqual(t.commands, [], 'no command ran');
+});
+
+it('launch-agent and clone-repo never put issue text on a command line', async () => {
+  const t = new RecordingTransport();
+  await PHASE_BY_NAME['clone-repo'].run(context(t));
+  await PHASE_BY_NAME['launch-agent'].run(context(t));
+  assert.ok(t.commands.some((c) => c.includes('clone')));
+  assert.ok(t.commands.some((c) => c[0] === 'tmux' && c.includes('send-keys')));
+  for (const argv of t.commands) assert.ok(!argv.join(' ').includes('pwned'), argv.join(' '));
+});
