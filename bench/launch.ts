@@ -1,0 +1,90 @@
+/**
+ * Launch overhead on the local provider, with a trivial agent.
+ *
+ *   npm run bench                 # N=1 and N=20, three rounds each
+ *   npm run bench -- 1 5 20 50    # other sizes
+ *
+ * For each round it launches N thopters at once through the API and waits until all are running.
+ * It prints the wall time for the whole batch, and per thopter the time from acceptance to
+ * running split into the phases' own work and the hub's overhead (queueing, job hand-offs,
+ * record writes): overhead = (runningAt - createdAt) - sum(phase durations).
+ */
+import { api, TestWorld } from '../test/helpers/env.js';
+import { waitFor } from '../test/helpers/wait.js';
+
+const sizes = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n > 0);
+const SIZES = sizes.length ? sizes : [1, 20];
+const ROUNDS = 3;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const ms = (n: number) => `${Math.round(n)} ms`;
+
+async function main() {
+  const world = await new TestWorld().start();
+  const origin = world.origin();
+  const hub = await world.hub({
+    MAX_THOPTERS: String(Math.max(...SIZES)),
+    THOPTER_AGENT_COMMAND: 'echo trivial agent',
+  });
+  const rows: string[] = [];
+  try {
+    for (const n of SIZES) {
+      for (let round = 1; round <= ROUNDS; round++) {
+        const started = performance.now();
+        const ids = await Promise.all(
+          Array.from({ length: n }, (_, i) =>
+            api(hub.url, 'POST', '/api/thopters', { repository: origin, title: `bench ${i}` }).then(
+              (r) => r.body.id as string,
+            ),
+          ),
+        );
+        const records = await waitFor(
+          `${n} running`,
+          async () => {
+            const all = await Promise.all(ids.map((id) => hub.store.get(id)));
+            return all.every((r) => r?.state === 'running') ? all.map((r) => r!) : undefined;
+          },
+          { timeoutMs: 300_000, intervalMs: 20 },
+        );
+        const wall = performance.now() - started;
+        const total = records.map((r) => Date.parse(r.runningAt!) - Date.parse(r.createdAt));
+        const work = records.map((r) =>
+          Object.values(r.phases).reduce(
+            (s, p) => s + (p?.endedAt ? Date.parse(p.endedAt) - Date.parse(p.startedAt) : 0),
+            0,
+          ),
+        );
+        const overhead = total.map((t, i) => t - work[i]!);
+        const destroyStarted = performance.now();
+        await Promise.all(ids.map((id) => api(hub.url, 'DELETE', `/api/thopters/${id}`)));
+        await waitFor(
+          `${n} destroyed`,
+          async () => {
+            const states = await Promise.all(ids.map((id) => hub.store.state(id)));
+            return states.every((s) => s === 'destroyed');
+          },
+          { timeoutMs: 300_000, intervalMs: 20 },
+        );
+        const destroyWall = performance.now() - destroyStarted;
+        const row = `| ${n} | ${round} | ${ms(wall)} | ${ms(median(total))} | ${ms(median(work))} | ${ms(median(overhead))} | ${ms(Math.max(...overhead))} | ${ms(destroyWall)} |`;
+        rows.push(row);
+        console.log(row);
+      }
+    }
+  } finally {
+    await world.close();
+  }
+  console.log(
+    '\n| N | round | wall time to all running | median accept→running | median phase work | median hub overhead | max hub overhead | wall time to all destroyed |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const r of rows) console.log(r);
+}
+
+void main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

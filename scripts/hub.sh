@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the hub needs and is missing, then runs it on the embedded default:
+# the local provider, and a redis-server of its own under DATA_DIR (./data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+need_node
+install_missing redis-server:redis-server tmux:tmux git:git pgrep:procps
+install_node_modules
+exec npm start

@@ -1,0 +1,41 @@
+# Shared by scripts/hub.sh and scripts/test.sh: install what is missing, and nothing else.
+# shellcheck shell=bash
+
+# Node.js 20 or newer must already be there: Debian's own nodejs package is older.
+need_node() {
+  if ! command -v node >/dev/null 2>&1; then
+    echo "Node.js 20 or newer is required: install it from https://nodejs.org (or NodeSource's Debian packages), then run this again." >&2
+    exit 1
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$major" -lt 20 ]; then
+    echo "Node.js $(node --version) is too old: Thopter Swarm needs Node.js 20 or newer." >&2
+    exit 1
+  fi
+}
+
+# install_missing COMMAND:PACKAGE ... — apt-get installs the packages whose command is missing.
+install_missing() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "Please install: ${missing[*]} (this script knows only apt-get)." >&2
+    exit 1
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "Installing ${missing[*]} with apt-get..." >&2
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# npm ci when node_modules is missing or older than the lockfile.
+install_node_modules() {
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund
+  fi
+}
