@@ -30,7 +30,7 @@ after(() => world.close());
 
 const machinesOf = (thopterId: string) => {
   const root = path.join(world.dir, 'data', 'thopters');
-  let ids: string[] = [];
+  let ids: string[];
   try {
     ids = readdirSync(root);
   } catch {
