@@ -9,6 +9,7 @@
  * running split into the phases' own work and the hub's overhead (queueing, job hand-offs,
  * record writes): overhead = (runningAt - createdAt) - sum(phase durations).
  */
+import { readFileSync } from 'node:fs';
 import { api, TestWorld } from '../test/helpers/env.js';
 import { waitFor } from '../test/helpers/wait.js';
 
@@ -22,18 +23,28 @@ const ROUNDS = 3;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const ms = (n: number) => `${Math.round(n)} ms`;
 
+/** CPU of finished child processes (git, tar, the tmux client...), from /proc: ms. */
+function childCpuMs(): number {
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  // After "pid (comm) ", cutime and cstime are fields 14 and 15 (0-based 13, 14), in clock ticks.
+  return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100;
+}
+
 async function main() {
   const world = await new TestWorld().start();
   const origin = world.origin();
   const hub = await world.hub({
     MAX_THOPTERS: String(Math.max(...SIZES)),
     THOPTER_AGENT_COMMAND: 'echo trivial agent',
+    THOPTER_STATUS_INTERVAL: '3s',
   });
   const rows: string[] = [];
   try {
     for (const n of SIZES) {
       for (let round = 1; round <= ROUNDS; round++) {
         const started = performance.now();
+        const cpuBefore = process.cpuUsage();
+        const childrenBefore = childCpuMs();
         const ids = await Promise.all(
           Array.from({ length: n }, (_, i) =>
             api(hub.url, 'POST', '/api/thopters', { repository: origin, title: `bench ${i}` }).then(
@@ -50,6 +61,9 @@ async function main() {
           { timeoutMs: 300_000, intervalMs: 20 },
         );
         const wall = performance.now() - started;
+        const cpu = process.cpuUsage(cpuBefore);
+        const hubCpu = (cpu.user + cpu.system) / 1000 / n;
+        const childCpu = (childCpuMs() - childrenBefore) / n;
         const total = records.map((r) => Date.parse(r.runningAt!) - Date.parse(r.createdAt));
         const work = records.map((r) =>
           Object.values(r.phases).reduce(
@@ -69,7 +83,7 @@ async function main() {
           { timeoutMs: 300_000, intervalMs: 20 },
         );
         const destroyWall = performance.now() - destroyStarted;
-        const row = `| ${n} | ${round} | ${ms(wall)} | ${ms(median(total))} | ${ms(median(work))} | ${ms(median(overhead))} | ${ms(Math.max(...overhead))} | ${ms(destroyWall)} |`;
+        const row = `| ${n} | ${round} | ${ms(wall)} | ${ms(median(total))} | ${ms(median(work))} | ${ms(median(overhead))} | ${ms(Math.max(...overhead))} | ${ms(hubCpu)} | ${ms(childCpu)} | ${ms(destroyWall)} |`;
         rows.push(row);
         console.log(row);
       }
@@ -78,9 +92,9 @@ async function main() {
     await world.close();
   }
   console.log(
-    '\n| N | round | wall time to all running | median accept→running | median phase work | median hub overhead | max hub overhead | wall time to all destroyed |',
+    '\n| N | round | wall time to all running | median accept→running | median phase work | median hub overhead | max hub overhead | hub CPU per thopter | phase processes CPU per thopter | wall time to all destroyed |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) console.log(r);
 }
 

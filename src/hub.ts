@@ -13,6 +13,7 @@ import type { Provider } from './providers/types.js';
 import { HubQueues } from './queues/index.js';
 import { reconcile } from './reconcile.js';
 import { connectRedis, startEmbeddedRedis, type RedisTarget } from './redis.js';
+import { RecordChanges } from './thopters/changes.js';
 import { ThopterStore } from './thopters/store.js';
 
 const RECONCILE_EVERY_MS = 10 * 60_000;
@@ -74,6 +75,8 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     const provider = options.provider ?? createProvider(config, log);
     closers.push(() => provider.close());
     const store = new ThopterStore(client, config.redisPrefix);
+    const changes = await RecordChanges.start(client, store.changeChannel, log);
+    closers.push(() => changes.close());
     const prompts = new Prompts(config.promptsDir);
     await prompts.names().catch(() => {
       throw new Error(`PROMPTS_DIR ${config.promptsDir} cannot be read: point it at a folder of .md prompts`);
@@ -87,7 +90,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     closers.push(() => transports.closeAll());
     await reconcile({ store, queues, provider, log });
     const workers = startWorkers(
-      { config, log, store, queues, provider, prompts, transports },
+      { config, log, store, changes, queues, provider, prompts, transports },
       workerConnection,
     );
     closers.push(() => workers.close());

@@ -107,9 +107,12 @@ describe('a scripted launch on the local provider', () => {
   });
 
   it('reports the live session: the agent process running, the screen', async () => {
-    const t = await waitFor('a session status', async () => (await stateOf(id)).session ?? undefined);
+    // The hub refreshes the session every THOPTER_STATUS_INTERVAL: wait for the agent's output.
+    const t = await waitFor('the agent on the screen', async () => {
+      const session = (await stateOf(id)).session;
+      return session && /agent: pushed thopter\/42--/.test(session.screen) ? session : undefined;
+    });
     assert.equal(t.agentRunning, true);
-    assert.match(t.screen, /agent: pushed thopter\/42--/);
     assert.equal(t.state, 'active');
   });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 import { AGENT, api, TestWorld } from './helpers/env.js';
@@ -63,12 +63,17 @@ it('keeps secrets out of logs, job data, records, the agent environment, process
     'redis (records, events and all job data)': await dumpRedis(),
     'agent environment': readFileSync(path.join(machine, 'home', 'workspace', 'agent-env.txt'), 'utf8'),
     'process arguments': execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }),
-    'git config':
-      readFileSync(path.join(machine, 'home', 'workspace', 'project', '.git', 'config'), 'utf8') +
-      readFileSync(path.join(machine, 'home', '.gitconfig'), 'utf8'),
+    'git config': [
+      path.join(machine, 'home', 'workspace', 'project', '.git', 'config'),
+      path.join(machine, 'home', '.gitconfig'),
+    ]
+      .filter((f) => existsSync(f))
+      .map((f) => readFileSync(f, 'utf8'))
+      .join('\n'),
   };
   assert.ok(places.logs.length > 1000, 'the hub did log');
   assert.match(places['agent environment'], /^HOME=/m, 'the agent environment was captured');
+  assert.match(places['git config'], /\[remote "origin"\]/, 'the clone config was read');
   for (const [where, text] of Object.entries(places)) {
     for (const [name, secret] of Object.entries(SECRETS)) {
       assert.ok(!text.includes(secret), `${name} leaked into ${where}`);

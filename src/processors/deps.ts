@@ -3,6 +3,7 @@ import type { Logger } from '../log.js';
 import type { Prompts } from '../prompts.js';
 import type { Provider, Transport } from '../providers/types.js';
 import type { HubQueues } from '../queues/index.js';
+import type { RecordChanges } from '../thopters/changes.js';
 import type { ThopterStore } from '../thopters/store.js';
 
 /** What every processor works with; built once by the composition root. */
@@ -10,6 +11,7 @@ export interface ProcessorDeps {
   config: Config;
   log: Logger;
   store: ThopterStore;
+  changes: RecordChanges;
   queues: HubQueues;
   provider: Provider;
   prompts: Prompts;

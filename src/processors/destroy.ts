@@ -1,5 +1,5 @@
 import type { Job, Processor } from 'bullmq';
-import { sleep, ThopterError } from '../errors.js';
+import { ThopterError } from '../errors.js';
 import { lifecycleJobId, type JobTable } from '../queues/jobs.js';
 import { isFinal } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
@@ -60,7 +60,7 @@ export function destroyProcessor(deps: ProcessorDeps): Processor<JobTable['destr
       if (Date.now() > deadline) {
         throw new ThopterError('timeout', 'the lifecycle job has not torn the thopter down yet', true);
       }
-      await sleep(250);
+      await deps.changes.wait(thopterId, 1000);
     }
   };
 }

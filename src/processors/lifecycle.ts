@@ -1,5 +1,5 @@
 import { WaitingError, type Job, type Processor } from 'bullmq';
-import { messageOf, sleep } from '../errors.js';
+import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { JobTable } from '../queues/jobs.js';
 import { nextActivity } from '../status/activity.js';
@@ -9,8 +9,11 @@ import { isHandoff } from './handoff.js';
 import { PHASES } from './phases/index.js';
 import { teardown } from './teardown.js';
 
-/** How often a waiting lifecycle job looks at its flow and at destroy requests. */
-const POLL_MS = 250;
+/**
+ * A lifecycle job wakes at every change of its record (a phase result, a destroy request); this
+ * is only how long it waits when nothing changes, the net for a missed notification.
+ */
+const WAKE_MS = 1000;
 
 /**
  * One thopter's whole life, as one active job that holds one MAX_THOPTERS slot from the first
@@ -107,7 +110,7 @@ async function provision(
       // The flow is gone (removed by age while this job was stalled): add it again.
       await queues.addProvisionFlow(id, label, record.request.priority);
     }
-    await sleep(POLL_MS, signal);
+    await deps.changes.wait(id, WAKE_MS, signal);
   }
 }
 
@@ -136,7 +139,7 @@ async function supervise(deps: ProcessorDeps, id: string, signal: AbortSignal, l
         continue;
       }
     }
-    await sleep(POLL_MS, signal);
+    await deps.changes.wait(id, Math.max(1, Math.min(WAKE_MS, nextCheck - Date.now())), signal);
   }
 
   /** Observes the session (local thopters) and returns a reason to destroy, if there is one. */

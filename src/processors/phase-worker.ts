@@ -7,9 +7,6 @@ import { isHandoff } from './handoff.js';
 import { PHASE_BY_NAME, type PhaseContext } from './phases/index.js';
 import { machineOf } from './phases/wait-ready.js';
 
-/** How often a running phase checks whether its thopter was destroyed meanwhile. */
-const DESTROY_CHECK_MS = 500;
-
 export type PhaseOutcomeValue = PhaseRecord['outcome'];
 
 /** Adapts a BullMQ job to a phase: records its progress on the thopter and decides retry or fail. */
@@ -37,12 +34,12 @@ export function phaseProcessor(deps: ProcessorDeps): Processor<JobTable['phase']
     const abort = new AbortController();
     const onWorkerAbort = () => abort.abort(signal?.reason);
     signal?.addEventListener('abort', onWorkerAbort, { once: true });
-    const watcher = setInterval(() => {
+    const stopWatching = deps.changes.on(thopterId, () => {
       store
         .destroyRequested(thopterId)
         .then((yes) => yes && abort.abort('destroy'))
         .catch(() => {});
-    }, DESTROY_CHECK_MS);
+    });
 
     const attempt = job.attemptsMade + 1;
     const previous = thopter.phases[name];
@@ -61,6 +58,7 @@ export function phaseProcessor(deps: ProcessorDeps): Processor<JobTable['phase']
       prompts: deps.prompts,
       log,
       signal: abort.signal,
+      firstRun: previous === undefined,
       transport: () => deps.transports.get(machineOf(thopter).id),
       machineLog: async (line) => {
         if (!thopter.machine) return;
@@ -113,7 +111,7 @@ export function phaseProcessor(deps: ProcessorDeps): Processor<JobTable['phase']
       log.error({ err: message }, 'phase failed');
       throw new UnrecoverableError(message);
     } finally {
-      clearInterval(watcher);
+      stopWatching();
       signal?.removeEventListener('abort', onWorkerAbort);
     }
   };

@@ -36,6 +36,7 @@ export interface Transport {
   exec(argv: string[], opts?: ExecOptions): Promise<ExecResult>;
   writeFile(path: string, data: string | Buffer, mode?: number): Promise<void>;
   appendFile(path: string, data: string): Promise<void>;
+  exists(path: string): Promise<boolean>;
   readFile(path: string): Promise<Buffer>;
   close(): Promise<void>;
 }

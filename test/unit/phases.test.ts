@@ -24,6 +24,9 @@ class RecordingTransport implements Transport {
   async appendFile(p: string, data: string) {
     this.files.set(p, (this.files.get(p) ?? '') + data);
   }
+  async exists(p: string) {
+    return this.files.has(p);
+  }
   async readFile(p: string) {
     return Buffer.from(this.files.get(p) ?? '');
   }
@@ -77,6 +80,7 @@ function context(t: RecordingTransport): PhaseContext {
     prompts: new Prompts(path.join(PROJECT_DIR, 'prompts')),
     log: createLogger('silent'),
     signal: new AbortController().signal,
+    firstRun: true,
     transport: async () => t,
     machineLog: async () => {},
   };

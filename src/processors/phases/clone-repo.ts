@@ -10,7 +10,7 @@ export const cloneRepo: Phase = {
   optional: false,
   attempts: 3,
   backoffMs: 3000,
-  async run({ thopter, config, transport, machineLog, signal }) {
+  async run({ thopter, config, transport, machineLog, signal, firstRun }) {
     const { request } = thopter;
     const { workBranch } = machineOf(thopter);
     const t = await transport();
@@ -24,11 +24,16 @@ export const cloneRepo: Phase = {
     };
 
     const settings = config.repositories[request.repository];
-    await git(['config', '--global', 'user.name', settings?.userName ?? DEFAULT_GIT_IDENTITY.userName]);
-    await git(['config', '--global', 'user.email', settings?.userEmail ?? DEFAULT_GIT_IDENTITY.userEmail]);
     // A half-finished clone from an earlier attempt would make git refuse: start clean.
-    await t.exec(['rm', '-rf', '--', repoDir]);
-    await git(['clone', '--', request.cloneUrl, repoDir], 15 * 60_000);
+    if (!firstRun) await t.exec(['rm', '-rf', '--', repoDir]);
+    // The agent's identity goes into the clone's own config (the seed used --global): the same
+    // for the agent, two processes fewer, and a golden claude's ~/.gitconfig stays as it was.
+    const name = settings?.userName ?? DEFAULT_GIT_IDENTITY.userName;
+    const email = settings?.userEmail ?? DEFAULT_GIT_IDENTITY.userEmail;
+    await git(
+      ['clone', '-c', `user.name=${name}`, '-c', `user.email=${email}`, '--', request.cloneUrl, repoDir],
+      15 * 60_000,
+    );
     await git(['-C', repoDir, 'checkout', '-B', workBranch]);
     await machineLog(`cloned ${request.repository} into ${repoDir} on branch ${workBranch}`);
     return { summary: `cloned ${request.repository} on ${workBranch}` };

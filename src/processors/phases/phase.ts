@@ -17,6 +17,11 @@ export interface PhaseContext {
   log: Logger;
   /** Aborted when the thopter is destroyed meanwhile or the hub hands the job over. */
   signal: AbortSignal;
+  /**
+   * True when this phase never started before for this thopter; false on a retry or after a
+   * crash, when it must expect its own half-finished work.
+   */
+  firstRun: boolean;
   /** The transport onto this thopter's machine (after create-machine). One per provision. */
   transport(): Promise<Transport>;
   /** Appends a line to the machine's provisioning log (seed: /thopter/log). */

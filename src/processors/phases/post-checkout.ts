@@ -10,7 +10,7 @@ export const postCheckout: Phase = {
   async run({ thopter, transport, machineLog, signal }) {
     const t = await transport();
     const script = path.join(t.paths.workspace, 'post-checkout.sh');
-    if ((await t.exec(['test', '-f', script])).exitCode !== 0) {
+    if (!(await t.exists(script))) {
       return { outcome: 'skipped', summary: 'no post-checkout.sh' };
     }
     await machineLog('running post-checkout.sh');

@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { appendFile, copyFile, mkdir, readdir, readFile, rm, stat, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import type { Logger } from '../../log.js';
 import {
   SESSION,
@@ -12,8 +11,11 @@ import {
   type Provider,
   type SessionSnapshot,
 } from '../types.js';
+import { run } from './run.js';
 import { LocalTransport, machineEnv } from './transport.js';
 
+/** For ps and pgrep, which need nothing of the hub's environment. */
+const HOST_ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 const MACHINE_ID = /^[a-z0-9]{4,32}$/;
 export const GOLDEN_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** Unix socket paths are limited to 108 bytes; tmux puts its socket at $TMUX_TMPDIR/tmux-UID/default. */
@@ -72,6 +74,7 @@ export class LocalProvider implements Provider {
         `DATA_DIR is too deep for tmux's socket (${socket.length} characters, at most ${MAX_SOCKET_PATH}): use a shorter DATA_DIR`,
       );
     }
+    const fresh = !existsSync(dir);
     await mkdir(paths.workspace, { recursive: true, mode: 0o700 });
     await mkdir(tmux, { recursive: true, mode: 0o700 });
     let info: MachineFile;
@@ -102,13 +105,16 @@ export class LocalProvider implements Provider {
     }
 
     const env = machineEnv(paths.home, tmux);
-    const has = await execa('tmux', ['has-session', '-t', SESSION], { env, extendEnv: false, reject: false });
-    if (has.exitCode !== 0) {
-      await execa(
+    // Only a machine made before (a resumed create) can have its session already.
+    const has = fresh ? null : await run('tmux', ['has-session', '-t', SESSION], { env });
+    if (has?.exitCode !== 0) {
+      const started = await run(
         'tmux',
         ['new-session', '-d', '-s', SESSION, '-x', '200', '-y', '50', '-c', paths.workspace, 'bash', '-i'],
-        { env, extendEnv: false },
+        { env },
       );
+      if (started.exitCode !== 0)
+        throw new Error(`tmux could not start the session: ${started.stderr.trim()}`);
       await step(`tmux session "${SESSION}" started in ${paths.workspace}`);
     }
     await writeFile(path.join(dir, 'ready'), new Date().toISOString());
@@ -139,7 +145,7 @@ export class LocalProvider implements Provider {
     const { dir, tmux, paths } = this.layout(id);
     if (!existsSync(path.join(dir, 'ready'))) return false;
     const env = machineEnv(paths.home, tmux);
-    const has = await execa('tmux', ['has-session', '-t', SESSION], { env, extendEnv: false, reject: false });
+    const has = await run('tmux', ['has-session', '-t', SESSION], { env });
     return has.exitCode === 0;
   }
 
@@ -149,17 +155,13 @@ export class LocalProvider implements Provider {
     const env = machineEnv(paths.home, tmux);
     // Ending the tmux server hangs up the shell; whatever the agent started that ignores SIGHUP
     // is ended explicitly, so no process outlives its machine.
-    const pane = await execa('tmux', ['list-panes', '-a', '-F', '#{pane_pid}'], {
-      env,
-      extendEnv: false,
-      reject: false,
-    });
-    const roots = String(pane.stdout ?? '')
+    const pane = await run('tmux', ['list-panes', '-a', '-F', '#{pane_pid}'], { env });
+    const roots = pane.stdout
       .split('\n')
       .map(Number)
       .filter((n) => n > 1);
     const doomed = roots.length ? [...roots, ...(await descendants(roots))] : [];
-    await execa('tmux', ['kill-server'], { env, extendEnv: false, reject: false });
+    await run('tmux', ['kill-server'], { env });
     for (const pid of doomed) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -180,16 +182,19 @@ export class LocalProvider implements Provider {
   async snapshot(id: string): Promise<SessionSnapshot> {
     const { tmux, paths } = this.layout(id);
     const env = machineEnv(paths.home, tmux);
-    const run = (args: string[]) => execa('tmux', args, { env, extendEnv: false, reject: false });
-    const [capture, pid] = await Promise.all([
-      run(['capture-pane', '-p', '-t', SESSION]),
-      run(['display-message', '-p', '-t', SESSION, '#{pane_pid}']),
-    ]);
-    if (capture.exitCode !== 0) return { screen: '', agentRunning: false, sessionAlive: false };
-    const panePid = Number(String(pid.stdout).trim());
+    // One tmux call for both: the pane's pid first (one line), then its screen.
+    const r = await run(
+      'tmux',
+      ['display-message', '-p', '-t', SESSION, '#{pane_pid}', ';', 'capture-pane', '-p', '-t', SESSION],
+      { env },
+    );
+    if (r.exitCode !== 0) return { screen: '', agentRunning: false, sessionAlive: false };
+    const out = r.stdout;
+    const newline = out.indexOf('\n');
+    const panePid = Number(out.slice(0, newline));
+    const screen = out.slice(newline + 1).replace(/\n$/, '');
     // The pane runs an interactive shell; the agent is whatever that shell is running.
-    const children = panePid > 1 ? await execa('pgrep', ['-P', String(panePid)], { reject: false }) : null;
-    return { screen: String(capture.stdout), agentRunning: children?.exitCode === 0, sessionAlive: true };
+    return { screen, agentRunning: panePid > 1 && (await hasChildren(panePid)), sessionAlive: true };
   }
 
   async goldenClaudes(): Promise<string[]> {
@@ -224,11 +229,20 @@ async function writeSecret(file: string, content: string) {
   await chmod(file, 0o600);
 }
 
+/** Whether a process has children: from /proc where the kernel offers it, else pgrep. */
+async function hasChildren(pid: number): Promise<boolean> {
+  try {
+    return (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim() !== '';
+  } catch {
+    return (await run('pgrep', ['-P', String(pid)], { env: HOST_ENV })).exitCode === 0;
+  }
+}
+
 /** Every descendant of `roots`, from one `ps` call. */
 async function descendants(roots: number[]): Promise<number[]> {
-  const ps = await execa('ps', ['-e', '-o', 'pid=,ppid='], { reject: false });
+  const ps = await run('ps', ['-e', '-o', 'pid=,ppid='], { env: HOST_ENV });
   const children = new Map<number, number[]>();
-  for (const line of String(ps.stdout ?? '').split('\n')) {
+  for (const line of ps.stdout.split('\n')) {
     const [pid, ppid] = line.trim().split(/\s+/).map(Number);
     if (pid && ppid) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
   }

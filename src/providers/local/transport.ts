@@ -1,6 +1,6 @@
-import { appendFile, mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
+import { access, appendFile, mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { run } from './run.js';
 import type { ExecOptions, ExecResult, MachinePaths, Transport } from '../types.js';
 
 /**
@@ -44,36 +44,14 @@ export class LocalTransport implements Transport {
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const [file, ...args] = argv;
     if (!file) throw new Error('exec needs a command');
-    const streamIn =
-      opts.input !== undefined && typeof opts.input !== 'string' && !Buffer.isBuffer(opts.input);
-    const sub = execa(file, args, {
+    return run(file, args, {
       cwd: opts.cwd ? this.inside(opts.cwd) : this.paths.home,
       env: { ...this.env, ...opts.env },
-      extendEnv: false,
-      ...(streamIn || opts.input === undefined
-        ? { stdin: streamIn ? 'pipe' : 'ignore' }
-        : { input: opts.input }),
-      // A streamed stdout is piped on, not collected.
-      buffer: { stdout: !opts.stdout, stderr: true },
-      reject: false,
-      timeout: opts.timeoutMs,
-      cancelSignal: opts.signal,
-      stripFinalNewline: false,
+      input: opts.input,
+      stdout: opts.stdout,
+      timeoutMs: opts.timeoutMs,
+      signal: opts.signal,
     });
-    if (opts.stdout) sub.stdout.pipe(opts.stdout);
-    if (streamIn) (opts.input as NodeJS.ReadableStream).pipe(sub.stdin!);
-    const result = await sub;
-    if (result.isCanceled) throw new Error(`${file} was cancelled`);
-    if (result.timedOut) throw new Error(`${file} did not finish within ${opts.timeoutMs} ms`);
-    if (result.exitCode === undefined) {
-      // Spawning failed (no such program): say which.
-      throw new Error(result.shortMessage);
-    }
-    return {
-      exitCode: result.exitCode,
-      stdout: typeof result.stdout === 'string' ? result.stdout : '',
-      stderr: typeof result.stderr === 'string' ? result.stderr : '',
-    };
   }
 
   async writeFile(p: string, data: string | Buffer, mode = 0o644): Promise<void> {
@@ -87,6 +65,13 @@ export class LocalTransport implements Transport {
     const target = this.inside(p);
     await mkdir(path.dirname(target), { recursive: true });
     await appendFile(target, data);
+  }
+
+  exists(p: string): Promise<boolean> {
+    return access(this.inside(p)).then(
+      () => true,
+      () => false,
+    );
   }
 
   readFile(p: string): Promise<Buffer> {

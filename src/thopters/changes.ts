@@ -1,0 +1,61 @@
+import type { Redis } from 'ioredis';
+import { AbortedError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/**
+ * Tells waiters in this process the moment a thopter's record changes on any hub: the store
+ * publishes the thopter id on one channel after every write, and one subscriber connection per
+ * hub fans it out. Lifecycle and destroy jobs wait on this instead of polling Redis, so a phase
+ * result or a destroy request is acted on at once; their timeouts remain the safety net.
+ */
+export class RecordChanges {
+  private readonly listeners = new Map<string, Set<() => void>>();
+
+  private constructor(private readonly subscriber: Redis) {}
+
+  static async start(client: Redis, channel: string, log: Logger): Promise<RecordChanges> {
+    const subscriber = client.duplicate();
+    subscriber.on('error', (err) => log.warn({ err: err.message }, 'record-change subscriber error'));
+    const changes = new RecordChanges(subscriber);
+    subscriber.on('message', (_channel: string, id: string) => {
+      for (const listener of changes.listeners.get(id) ?? []) listener();
+    });
+    await subscriber.subscribe(channel);
+    return changes;
+  }
+
+  /** Calls `listener` on every change of `id` until the returned function is called. */
+  on(id: string, listener: () => void): () => void {
+    let set = this.listeners.get(id);
+    if (!set) this.listeners.set(id, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.listeners.delete(id);
+    };
+  }
+
+  /** Resolves at the next change of `id`, or after `timeoutMs`; rejects with AbortedError on abort. */
+  wait(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(new AbortedError(signal.reason));
+      const done = () => {
+        clearTimeout(timer);
+        off();
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onAbort = () => {
+        done();
+        reject(new AbortedError(signal?.reason));
+      };
+      const timer = setTimeout(() => (done(), resolve()), timeoutMs);
+      const off = this.on(id, () => (done(), resolve()));
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.listeners.clear();
+    this.subscriber.disconnect();
+  }
+}
