@@ -33,9 +33,12 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# npm ci when node_modules is missing or older than the lockfile.
+# Installs node_modules from package-lock.json when it is missing or older than the lockfile.
+# `npm install`, not `npm ci`: some registries (this project's CI among them) do not serve every
+# platform build of optional native packages (msgpackr-extract for darwin and win32), so the
+# lockfile cannot list them and `npm ci` refuses it, while `npm install` skips them as optional.
 install_node_modules() {
   if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    npm ci --no-audit --no-fund
+    npm install --no-audit --no-fund
   fi
 }

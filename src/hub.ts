@@ -82,7 +82,9 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       throw new Error(`PROMPTS_DIR ${config.promptsDir} cannot be read: point it at a folder of .md prompts`);
     });
 
-    const queues = new HubQueues(workerConnection, config.redisPrefix, log);
+    // Producers use the fail-fast connection: an API call errors out when Redis is away instead
+    // of hanging; a lifecycle job that errors that way is retried.
+    const queues = new HubQueues(client, config.redisPrefix, log);
     closers.push(() => queues.close());
     await queues.start(config.maxThopters);
 

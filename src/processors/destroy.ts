@@ -1,8 +1,9 @@
-import type { Job, Processor } from 'bullmq';
-import { ThopterError } from '../errors.js';
+import { WaitingError, type Job, type Processor } from 'bullmq';
+import { AbortedError, ThopterError } from '../errors.js';
 import { lifecycleJobId, type JobTable } from '../queues/jobs.js';
 import { isFinal } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
+import { isHandoff } from './handoff.js';
 import { teardown } from './teardown.js';
 
 /** How long a destroy job waits for an active lifecycle job to tear its thopter down. */
@@ -17,7 +18,7 @@ const HANDOVER_WAIT_MS = 10 * 60_000;
  * or was lost) is torn down here.
  */
 export function destroyProcessor(deps: ProcessorDeps): Processor<JobTable['destroy'], string> {
-  return async (job: Job<JobTable['destroy']>) => {
+  return async (job: Job<JobTable['destroy']>, token?: string, signal?: AbortSignal) => {
     const { thopterId, reason, label } = job.data;
     const { store, queues } = deps;
     const log = deps.log.child({ thopter: thopterId, issue: label, jobId: job.id });
@@ -54,13 +55,22 @@ export function destroyProcessor(deps: ProcessorDeps): Processor<JobTable['destr
       return 'torn down';
     }
     const deadline = Date.now() + HANDOVER_WAIT_MS;
-    for (;;) {
-      const now = await store.state(thopterId);
-      if (!now || isFinal(now)) return `torn down by its lifecycle job`;
-      if (Date.now() > deadline) {
-        throw new ThopterError('timeout', 'the lifecycle job has not torn the thopter down yet', true);
+    try {
+      for (;;) {
+        const now = await store.state(thopterId);
+        if (!now || isFinal(now)) return `torn down by its lifecycle job`;
+        if (Date.now() > deadline) {
+          throw new ThopterError('timeout', 'the lifecycle job has not torn the thopter down yet', true);
+        }
+        await deps.changes.wait(thopterId, 1000, signal);
       }
-      await deps.changes.wait(thopterId, 1000);
+    } catch (err) {
+      // Shutting down while waiting: another hub (or this one, restarted) picks the job up.
+      if (err instanceof AbortedError && isHandoff(signal) && token) {
+        await job.moveToWait(token);
+        throw new WaitingError();
+      }
+      throw err;
     }
   };
 }

@@ -12,7 +12,7 @@ export interface HubWorkers {
   lifecycle: Worker;
   phases: Worker;
   destroy: Worker;
-  /** Hands active lifecycle and phase jobs back at once, then closes every worker. */
+  /** Hands active jobs back at once (a teardown under way finishes first), then closes every worker. */
   close(): Promise<void>;
 }
 
@@ -58,6 +58,7 @@ export function startWorkers(deps: ProcessorDeps, connection: Redis): HubWorkers
     async close() {
       lifecycle.cancelAllJobs(HANDOFF);
       phases.cancelAllJobs(HANDOFF);
+      destroy.cancelAllJobs(HANDOFF);
       await Promise.all([lifecycle.close(), phases.close(), destroy.close()]);
     },
   };
