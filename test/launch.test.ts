@@ -122,9 +122,8 @@ describe('a scripted launch on the local provider', () => {
     const t = await stateOf(id);
     assert.equal(t.state, 'running');
     assert.equal(t.workBranch, thopter.workBranch);
-    assert.ok(
-      t.events.some((e: any) => e.type === 'resumed'),
-      'the new hub resumed it',
+    await waitFor('the new hub to resume it', async () =>
+      (await stateOf(id)).events.some((e: any) => e.type === 'resumed'),
     );
   });
 
