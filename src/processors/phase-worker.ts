@@ -7,10 +7,8 @@ import { isHandoff } from './handoff.js';
 import { PHASE_BY_NAME, type PhaseContext } from './phases/index.js';
 import { machineOf } from './phases/wait-ready.js';
 
-export type PhaseOutcomeValue = PhaseRecord['outcome'];
-
 /** Adapts a BullMQ job to a phase: records its progress on the thopter and decides retry or fail. */
-export function phaseProcessor(deps: ProcessorDeps): Processor<JobTable['phase'], PhaseOutcomeValue> {
+export function phaseProcessor(deps: ProcessorDeps): Processor<JobTable['phase'], PhaseRecord['outcome']> {
   return async (job: Job<JobTable['phase']>, token?: string, signal?: AbortSignal) => {
     const { thopterId, phase: name, label } = job.data;
     const phase = PHASE_BY_NAME[name];

@@ -2,7 +2,6 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { PhaseName } from '../processors/phases/names.js';
 import {
-  isFinal,
   type MachineRecord,
   type PhaseRecord,
   type Request,
@@ -219,5 +218,3 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     updatedAt: h.updatedAt ?? h.createdAt!,
   };
 }
-
-export { isFinal };

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -144,7 +144,7 @@ export class TestWorld {
     // Any machine a test left behind: end its tmux server so no process outlives the test.
     const machines = path.join(this.dir, 'data', 'thopters');
     try {
-      for (const id of (await import('node:fs')).readdirSync(machines)) {
+      for (const id of readdirSync(machines)) {
         execFileSync('tmux', ['kill-server'], {
           env: { ...process.env, TMUX_TMPDIR: path.join(machines, id, 'tmux') },
           stdio: 'ignore',

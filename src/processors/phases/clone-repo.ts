@@ -3,7 +3,7 @@ import { ThopterError } from '../../errors.js';
 import type { Phase } from './phase.js';
 import { machineOf } from './wait-ready.js';
 
-export const DEFAULT_GIT_IDENTITY = { userName: 'Thopter', userEmail: 'thopter@localhost' };
+const DEFAULT_GIT_IDENTITY = { userName: 'Thopter', userEmail: 'thopter@localhost' };
 
 export const cloneRepo: Phase = {
   name: 'clone-repo',

@@ -17,7 +17,7 @@ import { LocalTransport, machineEnv } from './transport.js';
 /** For ps and pgrep, which need nothing of the hub's environment. */
 const HOST_ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 const MACHINE_ID = /^[a-z0-9]{4,32}$/;
-export const GOLDEN_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const GOLDEN_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** Unix socket paths are limited to 108 bytes; tmux puts its socket at $TMUX_TMPDIR/tmux-UID/default. */
 const MAX_SOCKET_PATH = 100;
 
