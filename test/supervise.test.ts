@@ -54,6 +54,23 @@ describe('supervision', () => {
   });
 });
 
+describe('reconciliation', () => {
+  it('destroys, at start, a machine that no live thopter owns', async () => {
+    const hub = await world.hub();
+    const orphan = await hub.provider.create({
+      id: 'feedf00d',
+      thopterId: 'thopter-000000000000',
+      statusToken: 'x',
+    });
+    await world.stopHub(hub);
+    const dir = path.join(world.dir, 'data', 'thopters', orphan.id);
+    assert.equal(existsSync(dir), true);
+    const next = await world.hub();
+    assert.equal(existsSync(dir), false, 'the orphan machine was destroyed');
+    await world.stopHub(next);
+  });
+});
+
 describe('golden claudes (local)', () => {
   it("copies the golden claude's home into the thopter, without .bashrc and .claude/projects", async () => {
     const gc = path.join(world.dir, 'data', 'golden', 'reviewer');

@@ -1,9 +1,9 @@
 import { WaitingError, type Job, type Processor } from 'bullmq';
-import { messageOf } from '../errors.js';
+import { AbortedError, messageOf, sleep } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { JobTable } from '../queues/jobs.js';
 import { nextActivity } from '../status/activity.js';
-import { isFinal, type ThopterRecord } from '../thopters/record.js';
+import { isFinal, type SessionStatus, type ThopterRecord } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
 import { isHandoff } from './handoff.js';
 import { PHASES } from './phases/index.js';
@@ -14,6 +14,7 @@ import { teardown } from './teardown.js';
  * is only how long it waits when nothing changes, the net for a missed notification.
  */
 const WAKE_MS = 1000;
+const RETRY_MAX_MS = 30_000;
 
 /**
  * One thopter's whole life, as one active job that holds one MAX_THOPTERS slot from the first
@@ -37,6 +38,23 @@ export function lifecycleProcessor(deps: ProcessorDeps): Processor<JobTable['lif
   };
 }
 
+/**
+ * Runs `step` until it succeeds. Once a machine may exist the job must not fail: a failed or
+ * delayed job holds no slot, and its machine would then count against nobody's MAX_THOPTERS.
+ * So Redis blips and provider errors are waited out here, with the slot kept.
+ */
+async function persist<T>(what: string, step: () => Promise<T>, signal: AbortSignal, log: Logger): Promise<T> {
+  for (let delay = 1000; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+    try {
+      return await step();
+    } catch (err) {
+      if (err instanceof AbortedError) throw err;
+      log.warn({ err: messageOf(err), retryInMs: delay }, `${what} failed; trying again`);
+      await sleep(delay, signal);
+    }
+  }
+}
+
 async function live(deps: ProcessorDeps, job: Job<JobTable['lifecycle']>, signal: AbortSignal, log: Logger) {
   const { store } = deps;
   const id = job.data.thopterId;
@@ -51,44 +69,51 @@ async function live(deps: ProcessorDeps, job: Job<JobTable['lifecycle']>, signal
     await store.addEvent(id, 'resumed', `resumed while ${record.state} (attempt ${job.attemptsMade + 1})`);
     log.info({ state: record.state }, 'resumed');
   }
+  const end = async (final: 'destroyed' | 'failed', reason: string) => {
+    await persist('teardown', () => teardown(deps, id, final, reason), signal, log);
+    return final;
+  };
 
-  if (record.state === 'stopping') {
-    await teardown(deps, id, 'destroyed', record.destroyRequested?.reason ?? 'destroyed');
-    return 'destroyed';
-  }
+  if (record.state === 'stopping') return end('destroyed', record.destroyRequested?.reason ?? 'destroyed');
 
   if (record.state === 'queued' || record.state === 'provisioning') {
-    const outcome = await provision(deps, record, job.data.label, signal);
+    const outcome = await provision(deps, record, job.data.label, signal, log);
     if (outcome.kind === 'failed') {
       log.warn({ reason: outcome.reason }, 'provisioning failed; tearing down');
-      await teardown(deps, id, 'failed', outcome.reason);
-      return 'failed';
+      return end('failed', outcome.reason);
     }
-    if (outcome.kind === 'destroy') {
-      await teardown(deps, id, 'destroyed', outcome.reason);
-      return 'destroyed';
-    }
-    await store.setState(id, 'running', 'runningAt');
-    await store.addEvent(id, 'running', 'the agent is running');
+    if (outcome.kind === 'destroy') return end('destroyed', outcome.reason);
+    await persist(
+      'recording running',
+      async () => {
+        await store.setState(id, 'running', 'runningAt');
+        await store.addEvent(id, 'running', 'the agent is running');
+      },
+      signal,
+      log,
+    );
     log.info('running');
   }
-  return supervise(deps, id, signal, log);
+  return supervise(deps, id, signal, log, end);
 }
 
 type ProvisionOutcome =
-  { kind: 'provisioned' } | { kind: 'failed'; reason: string } | { kind: 'destroy'; reason: string };
+  | { kind: 'provisioned' }
+  | { kind: 'failed'; reason: string }
+  | { kind: 'destroy'; reason: string };
 
+/** Adds the provisioning flow (a no-op when it exists) and waits until it settles. */
 async function provision(
   deps: ProcessorDeps,
   record: ThopterRecord,
   label: string,
   signal: AbortSignal,
+  log: Logger,
 ): Promise<ProvisionOutcome> {
   const { store, queues } = deps;
   const id = record.id;
-  await queues.addProvisionFlow(id, label, record.request.priority);
   const last = PHASES[PHASES.length - 1]!.name;
-  for (;;) {
+  const look = async (): Promise<ProvisionOutcome | undefined> => {
     const current = await store.get(id);
     if (!current || isFinal(current.state)) return { kind: 'destroy', reason: 'the record ended meanwhile' };
     const state = await queues.provisionState(id);
@@ -97,7 +122,7 @@ async function provision(
       return { kind: 'provisioned' };
     }
     if (state === 'failed') {
-      // Wait for the flow to settle before tearing down, so no phase creates anything afterwards.
+      // Only a settled flow is acted on, so no phase creates anything after the teardown.
       if (current.destroyRequested) return { kind: 'destroy', reason: current.destroyRequested.reason };
       const failed = PHASES.find((p) => current.phases[p.name]?.outcome === 'failed');
       const error = failed ? current.phases[failed.name]?.error : undefined;
@@ -106,77 +131,86 @@ async function provision(
         reason: failed ? `${failed.name} failed: ${error ?? 'unknown error'}` : 'provisioning failed',
       };
     }
-    if (state === 'unknown') {
-      // The flow is gone (removed by age while this job was stalled): add it again.
-      await queues.addProvisionFlow(id, label, record.request.priority);
-    }
+    // Absent: first start, or removed by age while this job was stalled. Adding it again is a
+    // no-op for every phase job that still exists.
+    if (state === 'unknown') await queues.addProvisionFlow(id, label, record.request.priority);
+    return undefined;
+  };
+  for (;;) {
+    const outcome = await persist('watching the provisioning flow', look, signal, log);
+    if (outcome) return outcome;
     await deps.changes.wait(id, WAKE_MS, signal);
   }
 }
 
-async function supervise(deps: ProcessorDeps, id: string, signal: AbortSignal, log: Logger): Promise<string> {
-  const { store, provider, config } = deps;
+/** Watches a running thopter until it is destroyed: session status, idle timeout, lifetime. */
+async function supervise(
+  deps: ProcessorDeps,
+  id: string,
+  signal: AbortSignal,
+  log: Logger,
+  end: (final: 'destroyed', reason: string) => Promise<string>,
+): Promise<string> {
+  const { store, config } = deps;
   let nextCheck = 0;
-  for (;;) {
+  const step = async (): Promise<string | undefined> => {
     if (await store.destroyRequested(id)) {
-      const record = await store.get(id);
-      const reason = record?.destroyRequested?.reason ?? 'destroyed';
+      const reason = (await store.get(id))?.destroyRequested?.reason ?? 'destroyed';
       log.info({ reason }, 'destroying');
-      await teardown(deps, id, 'destroyed', reason);
-      return 'destroyed';
+      return end('destroyed', reason);
     }
-    if (Date.now() >= nextCheck) {
-      nextCheck = Date.now() + config.statusIntervalMs;
-      const record = await store.get(id);
-      if (!record || isFinal(record.state)) return 'ended';
-      const reason = await check(deps, record);
-      if (reason === 'machine-gone') {
-        await teardown(deps, id, 'destroyed', 'the machine disappeared');
-        return 'machine gone';
-      }
-      if (reason) {
-        await store.requestDestroy(id, reason);
-        continue;
-      }
-    }
+    if (Date.now() < nextCheck) return undefined;
+    nextCheck = Date.now() + config.statusIntervalMs;
+    const record = await store.get(id);
+    if (!record || isFinal(record.state)) return 'ended';
+    const verdict = await check(deps, record, log);
+    if (verdict === 'machine-gone') return end('destroyed', 'the machine disappeared');
+    // The next step sees the request and tears down.
+    if (verdict) await store.requestDestroy(id, verdict);
+    return undefined;
+  };
+  for (;;) {
+    const done = await persist('supervising', step, signal, log);
+    if (done) return done;
     await deps.changes.wait(id, Math.max(1, Math.min(WAKE_MS, nextCheck - Date.now())), signal);
   }
+}
 
-  /** Observes the session (local thopters) and returns a reason to destroy, if there is one. */
-  async function check(deps: ProcessorDeps, record: ThopterRecord): Promise<string | undefined> {
-    const machineId = record.machine?.id;
-    if (!machineId || !(await provider.get(machineId))) return 'machine-gone';
-    let session = record.session;
-    if (provider.hubObserves) {
-      try {
-        const snap = await provider.snapshot(machineId);
-        const now = new Date();
-        const activity = nextActivity(session, snap.screen, now, config.idleAfterMs);
-        session = {
-          state: snap.sessionAlive ? activity.state : 'stopped',
-          agentRunning: snap.agentRunning,
-          lastActivity: activity.lastActivity,
-          idleSince: activity.idleSince,
-          screen: snap.screen,
-          updatedAt: now.toISOString(),
-          source: 'hub',
-        };
-        await deps.store.setSession(id, session);
-      } catch (err) {
-        log.warn({ err: messageOf(err) }, 'could not read the session');
-      }
+/** Observes the session (when the hub does that for its provider); returns why to destroy, if so. */
+async function check(deps: ProcessorDeps, record: ThopterRecord, log: Logger): Promise<string | undefined> {
+  const { provider, config, store } = deps;
+  const machineId = record.machine?.id;
+  if (!machineId || !(await provider.get(machineId))) return 'machine-gone';
+  let session: SessionStatus | undefined = record.session;
+  if (provider.hubObserves) {
+    try {
+      const snap = await provider.snapshot(machineId);
+      const now = new Date();
+      const activity = nextActivity(session, snap.screen, now, config.idleAfterMs);
+      session = {
+        state: snap.sessionAlive ? activity.state : 'stopped',
+        agentRunning: snap.agentRunning,
+        lastActivity: activity.lastActivity,
+        idleSince: activity.idleSince,
+        screen: snap.screen,
+        updatedAt: now.toISOString(),
+        source: 'hub',
+      };
+      await store.setSession(record.id, session);
+    } catch (err) {
+      log.warn({ err: messageOf(err) }, 'could not read the session');
     }
-    const now = Date.now();
-    const { idleTimeoutMs, maxLifetimeMs } = config;
-    // Idle time counts from the last screen change, so THOPTER_IDLE_TIMEOUT=30m means 30 quiet minutes.
-    const quietMs = session?.state === 'idle' ? now - Date.parse(session.lastActivity) : 0;
-    if (idleTimeoutMs && quietMs >= idleTimeoutMs) {
-      return `idle for ${Math.round(quietMs / 1000)} s (THOPTER_IDLE_TIMEOUT)`;
-    }
-    const born = Date.parse(record.startedAt ?? record.createdAt);
-    if (maxLifetimeMs && now - born >= maxLifetimeMs) {
-      return `alive for ${Math.round((now - born) / 1000)} s (THOPTER_MAX_LIFETIME)`;
-    }
-    return undefined;
   }
+  const now = Date.now();
+  const { idleTimeoutMs, maxLifetimeMs } = config;
+  // Idle time counts from the last screen change, so THOPTER_IDLE_TIMEOUT=30m means 30 quiet minutes.
+  const quietMs = session?.state === 'idle' ? now - Date.parse(session.lastActivity) : 0;
+  if (idleTimeoutMs && quietMs >= idleTimeoutMs) {
+    return `idle for ${Math.round(quietMs / 1000)} s (THOPTER_IDLE_TIMEOUT)`;
+  }
+  const born = Date.parse(record.startedAt ?? record.createdAt);
+  if (maxLifetimeMs && now - born >= maxLifetimeMs) {
+    return `alive for ${Math.round((now - born) / 1000)} s (THOPTER_MAX_LIFETIME)`;
+  }
+  return undefined;
 }

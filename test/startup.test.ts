@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
@@ -8,10 +8,12 @@ import { api, ROOT, TestWorld } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
 
 const world = new TestWorld();
+/** tsx by absolute path, for a hub started outside the repository folder. */
+const TSX = path.join(ROOT, 'node_modules', 'tsx', 'dist', 'esm', 'index.mjs');
 before(() => world.start());
 after(() => world.close());
 
-describe('the embedded default', () => {
+describe('starting the hub', () => {
   it('starts its own redis-server under DATA_DIR (unix socket only, AOF, noeviction), runs a thopter, and stops it on exit', async () => {
     const dataDir = path.join(world.dir, 'embedded');
     const origin = world.origin('embedded');
@@ -74,5 +76,41 @@ describe('the embedded default', () => {
       /MAX_THOPTERS must be a whole number from 1 to 10000 \(got "lots"\): set it in \.env/,
     );
     assert.equal(existsSync(path.join(world.dir, 'bad')), false, 'nothing was created');
+  });
+
+  it('reads .env from the folder it starts in', () => {
+    const folder = path.join(world.dir, 'with-dotenv');
+    mkdirSync(folder);
+    writeFileSync(path.join(folder, '.env'), 'MAX_THOPTERS=many\n');
+    const r = spawnSync(process.execPath, ['--import', TSX, path.join(ROOT, 'src/main.ts')], {
+      cwd: folder,
+      env: { PATH: process.env.PATH, HOME: world.dir },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 78, r.stderr);
+    assert.match(r.stderr, /MAX_THOPTERS must be a whole number from 1 to 10000 \(got "many"\)/);
+  });
+
+  it('generates HUB_API_TOKEN when unset, prints it once, and keeps it for the next start', async () => {
+    const dataDir = path.join(world.dir, 'token');
+    const first = await world.spawnHub({ HUB_API_TOKEN: '', DATA_DIR: dataDir });
+    const printed = /HUB_API_TOKEN was not set, so the hub generated one[^\n]*:\n\n\s+(\S+)/.exec(
+      first.output(),
+    );
+    assert.ok(printed, first.output());
+    const token = printed[1]!;
+    assert.equal((await api(first.url, 'GET', '/api/thopters', undefined, token)).status, 200);
+    assert.equal(statSync(path.join(dataDir, 'hub-api-token')).mode & 0o777, 0o600);
+    assert.doesNotMatch(
+      first.output().replace(printed[0], ''),
+      new RegExp(token),
+      'printed once, never logged',
+    );
+    first.child.kill('SIGTERM');
+    await new Promise((r) => first.child.once('exit', r));
+
+    const second = await world.spawnHub({ HUB_API_TOKEN: '', DATA_DIR: dataDir });
+    assert.doesNotMatch(second.output(), /generated/);
+    assert.equal((await api(second.url, 'GET', '/api/thopters', undefined, token)).status, 200);
   });
 });
