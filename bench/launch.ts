@@ -30,6 +30,15 @@ function childCpuMs(): number {
   return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100;
 }
 
+/** All cores' busy and total jiffies since boot, from /proc/stat. */
+function machineCpu(): { busy: number; total: number } {
+  const [, ...fields] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+  const n = fields.map(Number);
+  const total = n.reduce((a, b) => a + b, 0);
+  const idle = (n[3] ?? 0) + (n[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
 async function main() {
   const world = await new TestWorld().start();
   const origin = world.origin();
@@ -45,6 +54,7 @@ async function main() {
         const started = performance.now();
         const cpuBefore = process.cpuUsage();
         const childrenBefore = childCpuMs();
+        const machineBefore = machineCpu();
         const ids = await Promise.all(
           Array.from({ length: n }, (_, i) =>
             api(hub.url, 'POST', '/api/thopters', { repository: origin, title: `bench ${i}` }).then(
@@ -64,6 +74,9 @@ async function main() {
         const cpu = process.cpuUsage(cpuBefore);
         const hubCpu = (cpu.user + cpu.system) / 1000 / n;
         const childCpu = (childCpuMs() - childrenBefore) / n;
+        const machineAfter = machineCpu();
+        const busy =
+          (100 * (machineAfter.busy - machineBefore.busy)) / (machineAfter.total - machineBefore.total);
         const total = records.map((r) => Date.parse(r.runningAt!) - Date.parse(r.createdAt));
         const work = records.map((r) =>
           Object.values(r.phases).reduce(
@@ -83,7 +96,7 @@ async function main() {
           { timeoutMs: 300_000, intervalMs: 20 },
         );
         const destroyWall = performance.now() - destroyStarted;
-        const row = `| ${n} | ${round} | ${ms(wall)} | ${ms(median(total))} | ${ms(median(work))} | ${ms(median(overhead))} | ${ms(Math.max(...overhead))} | ${ms(hubCpu)} | ${ms(childCpu)} | ${ms(destroyWall)} |`;
+        const row = `| ${n} | ${round} | ${ms(wall)} | ${ms(median(total))} | ${ms(median(work))} | ${ms(median(overhead))} | ${ms(Math.max(...overhead))} | ${ms(hubCpu)} | ${ms(childCpu)} | ${Math.round(busy)}% | ${ms(destroyWall)} |`;
         rows.push(row);
         console.log(row);
       }
@@ -92,9 +105,9 @@ async function main() {
     await world.close();
   }
   console.log(
-    '\n| N | round | wall time to all running | median accept→running | median phase work | median hub overhead | max hub overhead | hub CPU per thopter | phase processes CPU per thopter | wall time to all destroyed |',
+    '\n| N | round | wall time to all running | median accept→running | median phase work | median hub overhead | max hub overhead | hub CPU per thopter | phase processes CPU per thopter | machine CPU busy | wall time to all destroyed |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) console.log(r);
 }
 
