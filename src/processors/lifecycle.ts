@@ -43,7 +43,12 @@ export function lifecycleProcessor(deps: ProcessorDeps): Processor<JobTable['lif
  * delayed job holds no slot, and its machine would then count against nobody's MAX_THOPTERS.
  * So Redis blips and provider errors are waited out here, with the slot kept.
  */
-async function persist<T>(what: string, step: () => Promise<T>, signal: AbortSignal, log: Logger): Promise<T> {
+async function persist<T>(
+  what: string,
+  step: () => Promise<T>,
+  signal: AbortSignal,
+  log: Logger,
+): Promise<T> {
   for (let delay = 1000; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
     try {
       return await step();
@@ -98,9 +103,7 @@ async function live(deps: ProcessorDeps, job: Job<JobTable['lifecycle']>, signal
 }
 
 type ProvisionOutcome =
-  | { kind: 'provisioned' }
-  | { kind: 'failed'; reason: string }
-  | { kind: 'destroy'; reason: string };
+  { kind: 'provisioned' } | { kind: 'failed'; reason: string } | { kind: 'destroy'; reason: string };
 
 /** Adds the provisioning flow (a no-op when it exists) and waits until it settles. */
 async function provision(
