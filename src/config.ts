@@ -200,7 +200,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           i.code === 'invalid_value' && 'values' in i
             ? `must be one of ${(i.values as unknown[]).join(', ')}`
             : i.message;
-        return `${name} ${message}${given !== undefined && !/TOKEN|JSON|PAT/.test(name) ? ` (got "${given}")` : ''}: set it in .env or the environment (see .env.example)`;
+        return `${name} ${message}${given !== undefined && !/TOKEN|JSON|PAT|URL/.test(name) ? ` (got "${given}")` : ''}: set it in .env or the environment (see .env.example)`;
       }),
     );
   }

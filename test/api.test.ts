@@ -104,6 +104,24 @@ describe('bad API input gets a clear 4xx and changes nothing', () => {
     assert.match(wrong.body.error.message, /token is wrong/);
     const board = await fetch(`${hub.url}/admin/queues`);
     assert.equal(board.status, 401, 'Bull Board is behind the same auth');
+    // No other spelling of a path is another way in.
+    for (const sneaky of [
+      '/API/thopters',
+      '/Api/Thopters',
+      '/api/thopters/',
+      '/ready/',
+      '/READY',
+      '/admin/QUEUES',
+      '/nowhere',
+    ]) {
+      assert.equal((await fetch(`${hub.url}${sneaky}`)).status, 401, sneaky);
+    }
+    const sneakyLaunch = await fetch(`${hub.url}/API/thopters`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ repository: origin, title: 't' }),
+    });
+    assert.equal(sneakyLaunch.status, 401);
     await unchanged();
   });
 

@@ -122,7 +122,12 @@ describe('a hub killed with -9', () => {
 describe('a graceful stop', () => {
   it('hands active thopters back at once, with no stall, and another hub carries on', async () => {
     // Long locks: if the hand-off did not happen, the other hub would only get the job after a minute.
-    const env = { HUB_LOCK_DURATION: '60s', HUB_STALLED_INTERVAL: '30s', LOG_LEVEL: 'warn' };
+    const env = {
+      HUB_LOCK_DURATION: '60s',
+      HUB_STALLED_INTERVAL: '30s',
+      LOG_LEVEL: 'warn',
+      MAX_THOPTERS: '1',
+    };
     const a = await world.spawnHub(env);
     const res = await api(a.url, 'POST', '/api/thopters', {
       repository: origin,
@@ -132,6 +137,14 @@ describe('a graceful stop', () => {
     const id = res.body.id as string;
     const running = await waitState(a.url, id, ['running']);
     const b = await world.spawnHub(env);
+    // A launch with a better priority waits for the one slot. When the running thopter is handed
+    // back it must get the slot again first: its machine is alive.
+    const eager = await api(b.url, 'POST', '/api/thopters', {
+      repository: origin,
+      title: 'eager',
+      priority: 1,
+    });
+    assert.equal(eager.body.queuePosition, 1);
 
     a.child.kill('SIGTERM');
     const code = await new Promise((r) => a.child.once('exit', r));
@@ -151,8 +164,14 @@ describe('a graceful stop', () => {
     assert.equal(job!.stalledCounter, 0, 'the hand-off counted no stall');
     await queue.close();
     assert.deepEqual(machinesOf(id), [running.machine.id], 'the same machine, still there');
+    const waiting = (await api(b.url, 'GET', `/api/thopters/${eager.body.id}`)).body;
+    assert.equal(waiting.state, 'queued', "the better-priority launch did not take the live thopter's slot");
+    assert.equal(waiting.machine, null);
 
     await api(b.url, 'DELETE', `/api/thopters/${id}`);
     await waitState(b.url, id, ['destroyed']);
+    await waitState(b.url, eager.body.id, ['running']);
+    await api(b.url, 'DELETE', `/api/thopters/${eager.body.id}`);
+    await waitState(b.url, eager.body.id, ['destroyed']);
   });
 });

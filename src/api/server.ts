@@ -6,7 +6,7 @@ import type { HubQueues } from '../queues/index.js';
 import type { IntakeDeps } from '../scanner/intake.js';
 import type { ThopterStore } from '../thopters/store.js';
 import { requireHubToken } from './auth.js';
-import { bullBoard, BOARD_PATH } from './board.js';
+import { bullBoard } from './board.js';
 import { errorMiddleware } from './http.js';
 import { statusRoutes, thopterRoutes } from './thopters.js';
 
@@ -34,7 +34,8 @@ export function createApi(deps: ApiDeps): Koa {
   });
   app.use(errorMiddleware);
 
-  const open = new Router();
+  // Case-sensitive, strict routes: `/API/thopters` or `/ready/` is not another way in.
+  const open = new Router({ sensitive: true, strict: true });
   open.get('/health', (ctx) => {
     ctx.body = { status: 'ok' };
   });
@@ -42,15 +43,10 @@ export function createApi(deps: ApiDeps): Koa {
   // Authenticated with each thopter's own token, not the hub's.
   app.use(statusRoutes(deps).routes());
 
-  const auth = requireHubToken(deps.apiToken);
-  app.use(async (ctx, next) => {
-    if (ctx.path === '/ready' || ctx.path.startsWith('/api/') || ctx.path.startsWith(BOARD_PATH)) {
-      return auth(ctx, next);
-    }
-    return next();
-  });
+  // Everything else, whatever its path, needs HUB_API_TOKEN: deny by default.
+  app.use(requireHubToken(deps.apiToken));
 
-  const ready = new Router();
+  const ready = new Router({ sensitive: true, strict: true });
   ready.get('/ready', async (ctx) => {
     try {
       await deps.redis.ping();

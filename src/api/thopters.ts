@@ -17,7 +17,7 @@ export interface ThopterRoutesDeps extends IntakeDeps {
 /** Routes behind HUB_API_TOKEN: launch, list, inspect, destroy. */
 export function thopterRoutes(deps: ThopterRoutesDeps): Router {
   const { store, queues } = deps;
-  const router = new Router();
+  const router = new Router({ sensitive: true, strict: true });
 
   const load = async (rawId: string) => {
     const id = parseWith(thopterIdSchema, rawId);
@@ -110,7 +110,7 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
 
 /** POST /api/thopters/:id/status: the observer's posts, authenticated by that thopter's own token. */
 export function statusRoutes(deps: { store: ThopterStore }): Router {
-  const router = new Router();
+  const router = new Router({ sensitive: true, strict: true });
   router.post('/api/thopters/:id/status', async (ctx) => {
     const id = parseWith(thopterIdSchema, ctx.params.id);
     const token = credentialOf(ctx);

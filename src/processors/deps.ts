@@ -18,31 +18,49 @@ export interface ProcessorDeps {
   transports: TransportPool;
 }
 
+/** A transport unused this long is closed; the next phase on this hub opens a new one. */
+const IDLE_CLOSE_MS = 60_000;
+
 /**
- * One transport per machine, shared by every phase of its provision (on Fly, one SSH connection
- * instead of one per phase). Released when the machine is torn down.
+ * One transport per machine, shared by the phases of its provision that run on this hub (on Fly,
+ * one SSH connection instead of one per phase). Phases run on any hub and each hub keeps its own,
+ * so entries close themselves once idle, and at once when the machine is torn down here.
  */
 export class TransportPool {
-  private readonly open = new Map<string, Promise<Transport>>();
-  constructor(private readonly provider: Provider) {}
+  private readonly open = new Map<string, { transport: Promise<Transport>; usedAt: number }>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(private readonly provider: Provider) {
+    this.sweeper = setInterval(() => this.closeIdle(), IDLE_CLOSE_MS / 2);
+    this.sweeper.unref();
+  }
 
   get(machineId: string): Promise<Transport> {
-    let t = this.open.get(machineId);
-    if (!t) {
-      t = this.provider.transport(machineId);
-      t.catch(() => this.open.delete(machineId));
-      this.open.set(machineId, t);
+    let entry = this.open.get(machineId);
+    if (!entry) {
+      const transport = this.provider.transport(machineId);
+      transport.catch(() => this.open.delete(machineId));
+      entry = { transport, usedAt: Date.now() };
+      this.open.set(machineId, entry);
     }
-    return t;
+    entry.usedAt = Date.now();
+    return entry.transport;
   }
 
   async release(machineId: string): Promise<void> {
-    const t = this.open.get(machineId);
+    const entry = this.open.get(machineId);
     this.open.delete(machineId);
-    await t?.then((x) => x.close()).catch(() => {});
+    await entry?.transport.then((t) => t.close()).catch(() => {});
+  }
+
+  private closeIdle() {
+    for (const [id, entry] of this.open) {
+      if (Date.now() - entry.usedAt > IDLE_CLOSE_MS) void this.release(id);
+    }
   }
 
   async closeAll(): Promise<void> {
+    clearInterval(this.sweeper);
     await Promise.all([...this.open.keys()].map((id) => this.release(id)));
   }
 }

@@ -6,16 +6,18 @@ import type { ProcessorDeps } from './deps.js';
 import { isHandoff } from './handoff.js';
 import { teardown } from './teardown.js';
 
-/** How long a destroy job waits for an active lifecycle job to tear its thopter down. */
+/** How long one attempt waits for the thopter to be torn down (by its lifecycle job, or here). */
 const HANDOVER_WAIT_MS = 10 * 60_000;
+/** Flow states in which no phase can still be running. */
+const SETTLED = ['completed', 'failed', 'unknown'];
 
 /**
  * Tears a thopter down. Runs on its own queue, so it never waits for a MAX_THOPTERS slot.
  *
  * While a thopter's lifecycle job is active, that job alone touches the machine: this one marks
  * the request and waits for it, so a destroy can never race a phase that is still creating
- * something. A thopter still in line is taken out of it; one whose lifecycle job is gone (it ended
- * or was lost) is torn down here.
+ * something. A thopter still in line is taken out of it; one whose lifecycle job is not running
+ * (in line again after a hand-off, ended, or lost) is torn down here once its flow has settled.
  */
 export function destroyProcessor(deps: ProcessorDeps): Processor<JobTable['destroy'], string> {
   return async (job: Job<JobTable['destroy']>, token?: string, signal?: AbortSignal) => {
@@ -38,29 +40,38 @@ export function destroyProcessor(deps: ProcessorDeps): Processor<JobTable['destr
       await store.addEvent(thopterId, 'destroy-requested', reason);
     }
 
-    const lifecycle = await queues.queues.thopters.getJob(lifecycleJobId(thopterId));
-    const state = lifecycle ? await lifecycle.getState() : 'unknown';
-    if (state === 'waiting' || state === 'prioritized' || state === 'delayed') {
-      try {
-        await lifecycle!.remove();
-        await teardown(deps, thopterId, 'destroyed', `${reason} (before it started)`);
-        log.info('removed from the line');
-        return 'removed from the line';
-      } catch {
-        // It became active in between: its lifecycle job sees the request and tears down.
-      }
-    }
-    if (state === 'completed' || state === 'failed' || state === 'unknown') {
-      await teardown(deps, thopterId, 'destroyed', reason);
-      return 'torn down';
-    }
     const deadline = Date.now() + HANDOVER_WAIT_MS;
     try {
       for (;;) {
         const now = await store.state(thopterId);
-        if (!now || isFinal(now)) return `torn down by its lifecycle job`;
+        if (!now || isFinal(now)) return 'torn down';
+        const lifecycle = await queues.queues.thopters.getJob(lifecycleJobId(thopterId));
+        const state = lifecycle ? await lifecycle.getState() : 'unknown';
+        // An active lifecycle job tears down itself. Otherwise this job does, but only once the
+        // provisioning flow has settled (its phases stop at the request), so that no phase run
+        // elsewhere creates anything after the teardown.
+        if (state !== 'active' && SETTLED.includes(await queues.provisionState(thopterId))) {
+          const queued = state === 'waiting' || state === 'prioritized' || state === 'delayed';
+          const removed = queued
+            ? await lifecycle!.remove().then(
+                () => true,
+                () => false,
+              )
+            : true;
+          if (removed) {
+            await teardown(
+              deps,
+              thopterId,
+              'destroyed',
+              queued && now === 'queued' ? `${reason} (before it started)` : reason,
+            );
+            log.info({ lifecycle: state }, 'torn down');
+            return 'torn down';
+          }
+          // It became active in between: its lifecycle job sees the request.
+        }
         if (Date.now() > deadline) {
-          throw new ThopterError('timeout', 'the lifecycle job has not torn the thopter down yet', true);
+          throw new ThopterError('timeout', 'the thopter has not been torn down yet', true);
         }
         await deps.changes.wait(thopterId, 1000, signal);
       }

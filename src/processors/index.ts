@@ -1,4 +1,4 @@
-import { Worker, type WorkerOptions } from 'bullmq';
+import { Worker, type Processor, type WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ProcessorDeps } from './deps.js';
 import { destroyProcessor } from './destroy.js';
@@ -16,8 +16,19 @@ export interface HubWorkers {
   close(): Promise<void>;
 }
 
+/**
+ * Gives a processor a signal that also aborts when the hub shuts down, so that a job a worker
+ * fetched just as shutdown began is handed back too (cancelAllJobs only reaches jobs already
+ * running), and close() never waits on a lifecycle job that would run forever.
+ */
+function handingOffAt<T, R>(shutdown: AbortSignal, processor: Processor<T, R>): Processor<T, R> {
+  return (job, token, signal) =>
+    processor(job, token, signal ? AbortSignal.any([signal, shutdown]) : shutdown);
+}
+
 export function startWorkers(deps: ProcessorDeps, connection: Redis): HubWorkers {
   const { config, log, queues } = deps;
+  const shutdown = new AbortController();
   const common: WorkerOptions = {
     connection,
     prefix: queues.prefix,
@@ -27,17 +38,17 @@ export function startWorkers(deps: ProcessorDeps, connection: Redis): HubWorkers
     // second time any hub holding it dies.
     maxStalledCount: 1000,
   };
-  const lifecycle = new Worker('thopters', lifecycleProcessor(deps), {
+  const lifecycle = new Worker('thopters', handingOffAt(shutdown.signal, lifecycleProcessor(deps)), {
     ...common,
     // The cap is the queue's global concurrency; this only has to be at least as large, so that
     // one surviving hub can adopt every thopter.
     concurrency: config.maxThopters,
   });
-  const phases = new Worker('phases', phaseProcessor(deps), {
+  const phases = new Worker('phases', handingOffAt(shutdown.signal, phaseProcessor(deps)), {
     ...common,
     concurrency: config.phaseConcurrency,
   });
-  const destroy = new Worker('destroy', destroyProcessor(deps), {
+  const destroy = new Worker('destroy', handingOffAt(shutdown.signal, destroyProcessor(deps)), {
     ...common,
     concurrency: config.destroyConcurrency,
   });
@@ -56,10 +67,9 @@ export function startWorkers(deps: ProcessorDeps, connection: Redis): HubWorkers
     phases,
     destroy,
     async close() {
-      lifecycle.cancelAllJobs(HANDOFF);
-      phases.cancelAllJobs(HANDOFF);
-      destroy.cancelAllJobs(HANDOFF);
+      shutdown.abort(HANDOFF);
       await Promise.all([lifecycle.close(), phases.close(), destroy.close()]);
+      // (a teardown under way finishes first: it does not listen to the signal)
     },
   };
 }

@@ -28,6 +28,10 @@ export function lifecycleProcessor(deps: ProcessorDeps): Processor<JobTable['lif
       return await live(deps, job, signal ?? new AbortController().signal, log);
     } catch (err) {
       if (isHandoff(signal) && token) {
+        // Back at the head of the line, ahead of every prioritized launch: this thopter's machine
+        // is alive, so it must get the next free slot, not a newcomer (priority 0 goes to the
+        // plain wait list, which BullMQ serves before the prioritized set).
+        await job.changePriority({ priority: 0 });
         await job.moveToWait(token);
         log.info('handed back for another hub to carry on');
         throw new WaitingError();
@@ -63,17 +67,25 @@ async function persist<T>(
 async function live(deps: ProcessorDeps, job: Job<JobTable['lifecycle']>, signal: AbortSignal, log: Logger) {
   const { store } = deps;
   const id = job.data.thopterId;
-  const record = await store.get(id);
+  const record = await persist(
+    'starting',
+    async () => {
+      const found = await store.get(id);
+      if (!found || isFinal(found.state)) return found;
+      if (found.state === 'queued') {
+        await store.setState(id, 'provisioning', 'startedAt');
+        await store.addEvent(id, 'provisioning', 'a slot is free: provisioning started');
+        log.info('provisioning started');
+      } else {
+        await store.addEvent(id, 'resumed', `resumed while ${found.state}`);
+        log.info({ state: found.state }, 'resumed');
+      }
+      return found;
+    },
+    signal,
+    log,
+  );
   if (!record || isFinal(record.state)) return 'already ended';
-
-  if (record.state === 'queued') {
-    await store.setState(id, 'provisioning', 'startedAt');
-    await store.addEvent(id, 'provisioning', 'a slot is free: provisioning started');
-    log.info('provisioning started');
-  } else {
-    await store.addEvent(id, 'resumed', `resumed while ${record.state} (attempt ${job.attemptsMade + 1})`);
-    log.info({ state: record.state }, 'resumed');
-  }
   const end = async (final: 'destroyed' | 'failed', reason: string) => {
     await persist('teardown', () => teardown(deps, id, final, reason), signal, log);
     return final;

@@ -20,8 +20,9 @@ const DAY_S = 86_400;
 /** Default options per job name; `enqueue` callers add only what is particular to one job. */
 const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
   lifecycle: {
-    // A lifecycle job that throws is retried: it resumes from the record, and its teardown is idempotent.
-    attempts: 5,
+    // A lifecycle job waits out errors itself once a machine may exist (see lifecycle.ts); the
+    // attempts are the net for anything else, and it resumes from the record each time.
+    attempts: 20,
     backoff: { type: 'exponential', delay: 5000 },
     // Kept so that a second add with the same id stays a no-op for a week.
     removeOnComplete: { age: 7 * DAY_S },

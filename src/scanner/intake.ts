@@ -59,14 +59,24 @@ export function cloneSource(repository: string): { cloneUrl: string; repoName: s
     return last.replace(/\.git$/, '');
   };
   let cloneUrl: string;
-  if (/^(https?|ssh|git|file):\/\//.test(text) || /^[\w.-]+@[\w.-]+:/.test(text)) {
-    if (/^https?:\/\/[^/]*@/.test(text)) {
+  if (/^(https?|ssh|git|file):\/\//.test(text)) {
+    // A URL is job data, log context and part of issue.json: it must carry no secret. A user
+    // name alone is allowed only for ssh (ssh://git@host/...); a token can pose as a user name.
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      throw new ThopterError('bad-input', `repository: "${text}" is not a valid URL`);
+    }
+    if (url.password || (url.username && url.protocol !== 'ssh:') || url.search || url.hash) {
       throw new ThopterError(
         'bad-input',
-        'repository: put no credentials in the URL; tokens belong in GITHUB_INTEGRATION_JSON',
+        'repository: put no credentials, query or fragment in the URL; tokens belong in GITHUB_INTEGRATION_JSON',
       );
     }
     cloneUrl = text;
+  } else if (/^[\w.-]+@[\w.-]+:[^:]/.test(text)) {
+    cloneUrl = text; // scp-like ssh: git@host:owner/repo.git
   } else if (path.isAbsolute(text)) {
     if (!existsSync(text))
       throw new ThopterError('bad-input', `repository: ${text} does not exist on the hub's machine`);

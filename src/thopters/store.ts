@@ -28,6 +28,17 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1`;
 
+/** KEYS: record hash, change channel. ARGV: id, machine JSON. Returns the machine that stands, or nil. */
+const CLAIM = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local s = redis.call('HGET', KEYS[1], 'state')
+if s == 'destroyed' or s == 'failed' then return nil end
+local current = redis.call('HGET', KEYS[1], 'machine')
+if current then return current end
+redis.call('HSET', KEYS[1], 'machine', ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return ARGV[2]`;
+
 /** KEYS: record hash, index zset, change channel. ARGV: id, score, field, value, ... */
 const CREATE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -149,6 +160,22 @@ export class ThopterStore {
     const fields: Record<string, string> = { state };
     if (stamp) fields[stamp] = new Date().toISOString();
     return this.update(id, fields);
+  }
+
+  /**
+   * Records `machine` unless one is recorded already, and returns the one that stands. Two runs of
+   * create-machine (a stalled job and its resumption) thus agree on one machine id.
+   */
+  async claimMachine(id: string, machine: MachineRecord): Promise<MachineRecord | null> {
+    const claimed = await this.redis.eval(
+      CLAIM,
+      2,
+      this.key(id),
+      this.changeChannel,
+      id,
+      JSON.stringify(machine),
+    );
+    return typeof claimed === 'string' ? (JSON.parse(claimed) as MachineRecord) : null;
   }
 
   setMachine(id: string, machine: MachineRecord) {

@@ -23,6 +23,8 @@ const silent = createLogger('silent');
  */
 export class TestWorld {
   readonly dir = mkdtempSync(path.join(tmpdir(), 'thw-'));
+  /** Sockets, servers and child processes open once the world started: anything more at the end leaked. */
+  private baseline = 0;
   redis!: EmbeddedRedis;
   client!: Redis;
   private hubs: Hub[] = [];
@@ -31,6 +33,8 @@ export class TestWorld {
   async start() {
     this.redis = await startEmbeddedRedis(path.join(this.dir, 'redis'), silent);
     this.client = new Redis({ path: this.redis.socket, maxRetriesPerRequest: null });
+    await this.client.ping();
+    this.baseline = openHandles();
     return this;
   }
 
@@ -153,11 +157,24 @@ export class TestWorld {
     } catch {
       // no machines
     }
-    this.client?.disconnect();
-    await this.redis?.stop();
-    rmSync(this.dir, { recursive: true, force: true });
+    try {
+      // A hub that did not close a Redis connection, a server or a child process fails the test
+      // file (checked while Redis still runs, so a leaked client is connected and counted).
+      await waitFor(
+        `every connection, server and child process to close (open: ${openHandles()}, at start: ${this.baseline})`,
+        () => openHandles() <= this.baseline,
+        { timeoutMs: 10_000 },
+      );
+    } finally {
+      this.client?.disconnect();
+      await this.redis?.stop();
+      rmSync(this.dir, { recursive: true, force: true });
+    }
   }
 }
+
+const HANDLE_TYPES = new Set(['TCPSocketWrap', 'TCPServerWrap', 'PipeWrap', 'PipeServerWrap', 'ProcessWrap']);
+const openHandles = () => process.getActiveResourcesInfo().filter((t) => HANDLE_TYPES.has(t)).length;
 
 /** Calls the hub's API with the test token. */
 export async function api(url: string, method: string, route: string, body?: unknown, token = TOKEN) {

@@ -43,6 +43,7 @@ describe('loadConfig', () => {
     assert.match(text, /HUB_PORT must be a whole number/);
     assert.match(text, /THOPTER_IDLE_TIMEOUT "soon" is not a duration: write it like 90s, 30m/);
     assert.match(text, /REDIS_URL must start with redis:\/\//);
+    assert.doesNotMatch(text, /localhost:6379/, 'a URL may hold a password: it is not echoed');
   });
 
   it('refuses the fly provider until it exists, saying what to use', () => {

@@ -17,6 +17,7 @@ it('derives where to clone from and the folder name', () => {
     repoName: 'widget',
   });
   assert.deepEqual(cloneSource('/tmp'), { cloneUrl: '/tmp', repoName: 'tmp' });
+  assert.equal(cloneSource('ssh://git@host/acme/widget.git').repoName, 'widget');
 });
 
 it('refuses what it cannot clone safely, saying what to give', () => {
@@ -26,6 +27,9 @@ it('refuses what it cannot clone safely, saying what to give', () => {
     '--upload-pack=evil',
     'relative/path/x',
     'https://me:token@github.com/a/b.git',
+    'https://ghp_token@github.com/a/b.git',
+    'ssh://git:secret@host/a/b.git',
+    'https://host/a/b.git?access_token=x',
   ]) {
     assert.throws(
       () => cloneSource(bad),

@@ -21,32 +21,37 @@ export const copyGolden: Phase = {
     // Streamed from the golden claude through the hub into the thopter: no temp file on either
     // side. .bashrc is the thopter's own; .claude/projects holds the golden claude's sessions.
     const pipe = new PassThrough();
-    const [pack, unpack] = await Promise.all([
-      gc.transport.exec(
-        [
-          'tar',
-          '-C',
-          gc.transport.paths.home,
-          '--exclude=./.bashrc',
-          '--exclude=./.claude/projects',
-          '-cf',
-          '-',
-          '.',
-        ],
-        { stdout: pipe, signal, timeoutMs: 10 * 60_000 },
-      ),
-      target.exec(['tar', '-C', target.paths.home, '-xf', '-'], {
-        input: pipe,
-        signal,
-        timeoutMs: 10 * 60_000,
-      }),
-    ]);
-    if (pack.exitCode !== 0 || unpack.exitCode !== 0) {
-      throw new ThopterError(
-        'transport',
-        `copying golden claude "${name}" failed: ${(pack.stderr || unpack.stderr).trim().slice(-500)}`,
-        true,
-      );
+    try {
+      const [pack, unpack] = await Promise.all([
+        gc.transport.exec(
+          [
+            'tar',
+            '-C',
+            gc.transport.paths.home,
+            '--exclude=./.bashrc',
+            '--exclude=./.claude/projects',
+            '-cf',
+            '-',
+            '.',
+          ],
+          { stdout: pipe, signal, timeoutMs: 10 * 60_000 },
+        ),
+        // When the receiving side ends, for good or not, the sending side must not wait on a
+        // pipe nobody reads.
+        target
+          .exec(['tar', '-C', target.paths.home, '-xf', '-'], { input: pipe, signal, timeoutMs: 10 * 60_000 })
+          .finally(() => pipe.destroy()),
+      ]);
+      if (pack.exitCode !== 0 || unpack.exitCode !== 0) {
+        throw new ThopterError(
+          'transport',
+          `copying golden claude "${name}" failed: ${(unpack.stderr || pack.stderr).trim().slice(-500)}`,
+          true,
+        );
+      }
+    } finally {
+      pipe.destroy();
+      await gc.transport.close();
     }
     await machineLog(`copied golden claude "${name}" into ${target.paths.home}`);
     return { summary: `copied golden claude "${name}"` };

@@ -11,22 +11,18 @@ export const createMachine: Phase = {
   attempts: 3,
   backoffMs: 2000,
   async run({ thopter, provider, store, config, signal }) {
-    let machine = thopter.machine;
-    if (!machine) {
-      const id = newMachineId();
-      machine = {
-        id,
-        provider: provider.name,
-        workBranch: workBranch(thopter.request.issue.number, id),
-        state: 'creating',
-        createdAt: new Date().toISOString(),
-      };
-      // Recorded before the provider is asked: a job resumed after a crash finds this id and
-      // creates (or finds) the same machine instead of a second one.
-      if (!(await store.setMachine(thopter.id, machine))) {
-        throw new ThopterError('destroy-requested', 'the thopter ended before its machine was created');
-      }
-    }
+    const id = newMachineId();
+    // Recorded before the provider is asked, and only if no machine is recorded yet: a job resumed
+    // after a crash, or running twice, finds that id and makes (or finds) the same machine.
+    const machine = await store.claimMachine(thopter.id, {
+      id,
+      provider: provider.name,
+      workBranch: workBranch(thopter.request.issue.number, id),
+      state: 'creating',
+      createdAt: new Date().toISOString(),
+    });
+    if (!machine)
+      throw new ThopterError('destroy-requested', 'the thopter ended before its machine was created');
     // A fresh token on every attempt: only its hash is stored, so a resumed attempt cannot know the
     // previous one, and create() delivers the new one to the machine.
     const statusToken = randomBytes(32).toString('base64url');
@@ -41,7 +37,11 @@ export const createMachine: Phase = {
       },
       signal,
     );
-    await store.setMachine(thopter.id, { ...machine, state: 'created' });
+    if (!(await store.setMachine(thopter.id, { ...machine, state: 'created' }))) {
+      // The thopter ended while its machine was being made: nobody else will remove it.
+      await provider.destroy(machine.id);
+      throw new ThopterError('destroy-requested', 'the thopter ended while its machine was being created');
+    }
     return { summary: `machine ${machine.id} (${provider.name}), work branch ${machine.workBranch}` };
   },
 };

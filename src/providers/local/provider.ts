@@ -14,6 +14,8 @@ import {
 import { run } from './run.js';
 import { LocalTransport, machineEnv } from './transport.js';
 
+/** A tmux call that takes longer than this is stuck: failing it lets the phase retry. */
+const TMUX_TIMEOUT_MS = 30_000;
 /** For ps and pgrep, which need nothing of the hub's environment. */
 const HOST_ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 const MACHINE_ID = /^[a-z0-9]{4,32}$/;
@@ -106,12 +108,14 @@ export class LocalProvider implements Provider {
 
     const env = machineEnv(paths.home, tmux);
     // Only a machine made before (a resumed create) can have its session already.
-    const has = fresh ? null : await run('tmux', ['has-session', '-t', SESSION], { env });
+    const has = fresh
+      ? null
+      : await run('tmux', ['has-session', '-t', SESSION], { env, timeoutMs: TMUX_TIMEOUT_MS });
     if (has?.exitCode !== 0) {
       const started = await run(
         'tmux',
         ['new-session', '-d', '-s', SESSION, '-x', '200', '-y', '50', '-c', paths.workspace, 'bash', '-i'],
-        { env },
+        { env, timeoutMs: TMUX_TIMEOUT_MS },
       );
       if (started.exitCode !== 0)
         throw new Error(`tmux could not start the session: ${started.stderr.trim()}`);
@@ -145,7 +149,7 @@ export class LocalProvider implements Provider {
     const { dir, tmux, paths } = this.layout(id);
     if (!existsSync(path.join(dir, 'ready'))) return false;
     const env = machineEnv(paths.home, tmux);
-    const has = await run('tmux', ['has-session', '-t', SESSION], { env });
+    const has = await run('tmux', ['has-session', '-t', SESSION], { env, timeoutMs: TMUX_TIMEOUT_MS });
     return has.exitCode === 0;
   }
 
@@ -155,13 +159,16 @@ export class LocalProvider implements Provider {
     const env = machineEnv(paths.home, tmux);
     // Ending the tmux server hangs up the shell; whatever the agent started that ignores SIGHUP
     // is ended explicitly, so no process outlives its machine.
-    const pane = await run('tmux', ['list-panes', '-a', '-F', '#{pane_pid}'], { env });
+    const pane = await run('tmux', ['list-panes', '-a', '-F', '#{pane_pid}'], {
+      env,
+      timeoutMs: TMUX_TIMEOUT_MS,
+    });
     const roots = pane.stdout
       .split('\n')
       .map(Number)
       .filter((n) => n > 1);
     const doomed = roots.length ? [...roots, ...(await descendants(roots))] : [];
-    await run('tmux', ['kill-server'], { env });
+    await run('tmux', ['kill-server'], { env, timeoutMs: TMUX_TIMEOUT_MS });
     for (const pid of doomed) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -186,7 +193,7 @@ export class LocalProvider implements Provider {
     const r = await run(
       'tmux',
       ['display-message', '-p', '-t', SESSION, '#{pane_pid}', ';', 'capture-pane', '-p', '-t', SESSION],
-      { env },
+      { env, timeoutMs: TMUX_TIMEOUT_MS },
     );
     if (r.exitCode !== 0) return { screen: '', agentRunning: false, sessionAlive: false };
     const out = r.stdout;
@@ -234,13 +241,15 @@ async function hasChildren(pid: number): Promise<boolean> {
   try {
     return (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim() !== '';
   } catch {
-    return (await run('pgrep', ['-P', String(pid)], { env: HOST_ENV })).exitCode === 0;
+    return (
+      (await run('pgrep', ['-P', String(pid)], { env: HOST_ENV, timeoutMs: TMUX_TIMEOUT_MS })).exitCode === 0
+    );
   }
 }
 
 /** Every descendant of `roots`, from one `ps` call. */
 async function descendants(roots: number[]): Promise<number[]> {
-  const ps = await run('ps', ['-e', '-o', 'pid=,ppid='], { env: HOST_ENV });
+  const ps = await run('ps', ['-e', '-o', 'pid=,ppid='], { env: HOST_ENV, timeoutMs: TMUX_TIMEOUT_MS });
   const children = new Map<number, number[]>();
   for (const line of ps.stdout.split('\n')) {
     const [pid, ppid] = line.trim().split(/\s+/).map(Number);
