@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { commandLines, findCommand, parseCommand } from '../../src/scanner/command.js';
+
+describe('finding /thopter commands', () => {
+  it('finds a command at the start of a line, with a little indent', () => {
+    assert.deepEqual(commandLines('Please look.\n/thopter\nthanks'), ['/thopter']);
+    assert.deepEqual(commandLines('   /thopter --gc big'), ['/thopter --gc big']);
+  });
+
+  it('ignores commands mid-line, indented as code, in quotes, in fenced code, and /thopters', () => {
+    const text = [
+      'run /thopter please',
+      '    /thopter',
+      '> /thopter',
+      '```',
+      '/thopter',
+      '```',
+      '~~~~',
+      '/thopter',
+      '~~~~',
+      '/thopters are great',
+      '/thopterish',
+    ].join('\n');
+    assert.deepEqual(commandLines(text), []);
+  });
+
+  it('keeps a fence open until the same kind of fence closes it', () => {
+    assert.deepEqual(commandLines('````\n```\n/thopter\n````\n/thopter -g x'), ['/thopter -g x']);
+  });
+
+  it('counts the first command and reports the others', () => {
+    const found = findCommand('/thopter --prompt review\nmore text\r\n/thopter kill\n');
+    assert.deepEqual(found, {
+      line: '/thopter --prompt review',
+      command: { kind: 'launch', prompt: 'review' },
+      ignored: 1,
+    });
+    assert.equal(findCommand('no command here'), null);
+  });
+});
+
+describe('parsing a command line', () => {
+  it('reads --gc/-g and --prompt/-p', () => {
+    assert.deepEqual(parseCommand('/thopter'), { kind: 'launch' });
+    assert.deepEqual(parseCommand('/thopter --gc big -p review'), {
+      kind: 'launch',
+      gc: 'big',
+      prompt: 'review',
+    });
+    assert.deepEqual(parseCommand('/thopter -g big --prompt=review.md'), {
+      kind: 'launch',
+      gc: 'big',
+      prompt: 'review.md',
+    });
+  });
+
+  it('reads kill and its alias stop', () => {
+    assert.deepEqual(parseCommand('/thopter kill'), { kind: 'kill' });
+    assert.deepEqual(parseCommand('/thopter stop'), { kind: 'kill' });
+  });
+
+  it('says what is wrong with a malformed line', () => {
+    const problem = (line: string) => {
+      const c = parseCommand(line);
+      assert.equal(c.kind, 'invalid', line);
+      return c.kind === 'invalid' ? c.problem : '';
+    };
+    assert.match(problem('/thopter --colour red'), /unknown option --colour/);
+    assert.match(problem('/thopter -x'), /unknown option -x/);
+    assert.match(problem('/thopter --gc'), /--gc needs a name/);
+    assert.match(problem('/thopter --gc a --gc b'), /more than once/);
+    assert.match(problem('/thopter --prompt ../../etc/passwd'), /not a valid name/);
+    assert.match(problem('/thopter please'), /unexpected `please`/);
+    assert.match(problem('/thopter kill --gc x'), /takes no options/);
+  });
+});
