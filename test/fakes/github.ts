@@ -1,0 +1,1472 @@
+/**
+ * A fake GitHub REST API for tests: a real HTTP server on 127.0.0.1 that answers the few endpoints
+ * the hub uses in GitHub's own wire format, so the hub's Octokit client runs unchanged against it
+ * (`baseUrl: fake.url`). Response bodies are typed against Octokit's types, which are generated
+ * from GitHub's OpenAPI description, so a field the real API sends and the fake forgets fails
+ * `tsc` rather than a test.
+ *
+ * Behaviour modelled on GitHub's documentation (docs.github.com, REST API version 2022-11-28):
+ * - Pagination ("Using pagination in the REST API"): 30 results a page by default, `per_page` at
+ *   most 100, and a `link` header with absolute URLs for rel="prev", "next", "last", "first",
+ *   keeping the request's other query parameters and written in the `/repositories/{id}/…` form
+ *   GitHub uses; no `link` header when everything fits on one page. `/repositories/{id}/…` paths
+ *   are served too, since clients follow those links.
+ * - Issues ("REST API endpoints for issues"): the list holds pull requests as well (marked by a
+ *   `pull_request` key) and shares their numbering; `state` open|closed|all (default open),
+ *   `sort` created|updated|comments (default created), `direction` (default desc), and `since`,
+ *   "only issues updated at or after this time". Comments are listed by ascending id with the
+ *   same `since`; creating one bumps the issue's `updated_at` and `comments`. Timestamps are
+ *   whole-second ISO 8601 (`YYYY-MM-DDTHH:MM:SSZ`), so events in one second share a timestamp.
+ * - Conditional requests ("Best practices for using the REST API"): every GET answers with a
+ *   weak `etag` derived from its body; a matching `if-none-match` gets `304 Not Modified`, no
+ *   body, and costs no rate limit.
+ * - Rate limits ("Rate limits for the REST API"): `x-ratelimit-limit`, `-remaining`, `-used`,
+ *   `-reset` (UTC epoch seconds) and `-resource` on every response; 5,000 an hour per token and
+ *   60 without one, in hourly windows; `GET /rate_limit` costs nothing. Past the limit: 403 (or
+ *   429) with `x-ratelimit-remaining: 0` and GitHub's "API rate limit exceeded" message. A
+ *   secondary limit (403 or 429, "You have exceeded a secondary rate limit", `retry-after`) is
+ *   injected with {@link secondaryRateLimit}; its message is what Octokit's throttling plugin
+ *   looks for.
+ * - Errors ("Troubleshooting the REST API"): bodies `{message, documentation_url, status}`; 401
+ *   "Bad credentials" for an unknown token; 404, not 403, for a private repository the caller
+ *   may not see; 404 for a trailing slash; 400 "Problems parsing JSON" / "Body should be a JSON
+ *   object"; 422 for a missing or ill-typed parameter.
+ * - Fine-grained tokens and GitHub App installation tokens restricted to some repositories: a
+ *   private repository outside the selection is 404; a public one stays readable and a write to
+ *   it is 403 "Resource not accessible by personal access token" (or "… by integration").
+ *   `GET /user` with an installation token (type 'Bot') is 403 "Resource not accessible by
+ *   integration", as GitHub answers.
+ * - "Get repository permissions for a user": `permission` holds only the legacy base roles admin,
+ *   write, read, none ("maintain" reads as write, "triage" as read) while `role_name` names the
+ *   role; a caller without push access gets 403 "Must have push access to view collaborator
+ *   permission." Someone with no role reads as `read` on a public repository, `none` on a private
+ *   one; the owner of a user-owned repository is admin.
+ * - Webhooks ("Webhook events and payloads", "Validating webhook deliveries"): deliveries are a
+ *   POST of the JSON payload with `X-GitHub-Event`, `X-GitHub-Delivery` (a GUID),
+ *   `X-Hub-Signature-256: sha256=<HMAC-SHA256 hex of the body>` (and the legacy SHA-1
+ *   `X-Hub-Signature`) when a secret is set, and a `GitHub-Hookshot/` user agent; `issues`
+ *   (opened, edited with `changes.{title,body}.from`, closed, reopened) and `issue_comment`
+ *   (created, edited with `changes.body.from`, deleted) payloads carry action, issue, comment,
+ *   repository and sender.
+ * - Comment bodies longer than 65,536 characters are refused with 422, as GitHub does.
+ *
+ * Choices where GitHub documents nothing: an exhausted token gets its rate-limit error even for a
+ * conditional request; injected faults and 401s cost no rate limit; editing a comment leaves its
+ * issue's `updated_at` alone (option `commentEditTouchesIssue`); 502–504 faults answer with an
+ * HTML page as GitHub's edge does, not JSON; any login is taken to be an existing user.
+ *
+ * Not modelled: other endpoints (creating issues, reactions, labels, pulls, git data), GraphQL,
+ * `last-modified`/`if-modified-since`, media types (`body_html`…), search and other rate-limit
+ * resources, secondary limits that trigger by themselves, the 10-second server timeout, redirects
+ * for renamed repositories, token scopes beyond repository selection.
+ */
+import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { RestEndpointMethodTypes } from '@octokit/rest';
+
+type Rest = RestEndpointMethodTypes;
+/** An issue or pull request as `GET /repos/{owner}/{repo}/issues/{number}` answers it. */
+export type GitHubIssue = Rest['issues']['get']['response']['data'];
+/** An issue comment as `GET /repos/{owner}/{repo}/issues/comments/{id}` answers it. */
+export type GitHubComment = Rest['issues']['getComment']['response']['data'];
+export type GitHubUser = NonNullable<GitHubIssue['user']>;
+export type GitHubPermissionLevel = Rest['repos']['getCollaboratorPermissionLevel']['response']['data'];
+export type GitHubRateLimit = Rest['rateLimit']['get']['response']['data'];
+type FullRepository = Rest['repos']['get']['response']['data'];
+/** The fields of `GET /repos/{owner}/{repo}` the fake sends (GitHub sends about eighty more). */
+export type GitHubRepository = Pick<
+  FullRepository,
+  | 'id'
+  | 'node_id'
+  | 'name'
+  | 'full_name'
+  | 'owner'
+  | 'private'
+  | 'visibility'
+  | 'html_url'
+  | 'description'
+  | 'fork'
+  | 'url'
+  | 'issues_url'
+  | 'comments_url'
+  | 'clone_url'
+  | 'git_url'
+  | 'ssh_url'
+  | 'default_branch'
+  | 'archived'
+  | 'disabled'
+  | 'has_issues'
+  | 'open_issues_count'
+  | 'created_at'
+  | 'updated_at'
+  | 'pushed_at'
+> &
+  Partial<Pick<FullRepository, 'permissions'>>;
+
+/** A repository role, as set by {@link FakeGitHub.setPermission} and reported in `role_name`. */
+export type RepositoryRole = 'admin' | 'maintain' | 'write' | 'triage' | 'read' | 'none';
+type UserType = 'User' | 'Bot' | 'Organization';
+type Timestamp = Date | string | number;
+
+export interface FakeGitHubOptions {
+  /** Clock for timestamps and rate-limit windows, in epoch milliseconds. Default `Date.now`. */
+  now?: () => number;
+  /** Requests an hour for a token. Default 5000, GitHub's limit for a user. */
+  rateLimit?: number;
+  /** Requests an hour without a token. Default 60, as on GitHub. */
+  anonymousRateLimit?: number;
+  /** Status for an exhausted primary rate limit; GitHub documents "403 or 429". Default 403. */
+  rateLimitStatus?: 403 | 429;
+  /** Base of the `html_url` links (the web UI, not the API). Default `https://github.com`. */
+  htmlUrl?: string;
+  /** Whether editing a comment also bumps its issue's `updated_at`; undocumented. Default false. */
+  commentEditTouchesIssue?: boolean;
+}
+
+export interface TokenOptions {
+  /** 'Bot' for a GitHub App installation token. Default: 'Bot' for a login ending in `[bot]`. */
+  type?: 'User' | 'Bot';
+  /** Restricts the token to these `owner/repo` (a fine-grained PAT or an installation). */
+  repositories?: string[];
+  /** Requests an hour for this token. Default: the server's `rateLimit`. */
+  rateLimit?: number;
+}
+
+export interface RepoOptions {
+  /** What `clone_url` says: a bare repository's path or a file:// URL. Default `${url}/git/{owner}/{repo}.git`. */
+  cloneUrl?: string;
+  private?: boolean;
+  defaultBranch?: string;
+  /** Default 'User'; the owner of a user-owned repository is its admin. */
+  ownerType?: 'User' | 'Organization';
+}
+
+export interface NewIssue {
+  title: string;
+  body?: string | null;
+  /** Author's login; a login ending in `[bot]` is a Bot. */
+  user: string;
+  /** Makes it a pull request (it then appears in the issue list with a `pull_request` key). */
+  pullRequest?: boolean | { draft?: boolean; mergedAt?: Timestamp };
+  labels?: string[];
+  createdAt?: Timestamp;
+  /** Default: `createdAt`. */
+  updatedAt?: Timestamp;
+}
+
+export interface NewComment {
+  body: string;
+  user: string;
+  createdAt?: Timestamp;
+}
+
+export interface RateLimitState {
+  limit: number;
+  used: number;
+  remaining: number;
+  /** UTC epoch seconds when the window resets. */
+  reset: number;
+}
+
+/** One request the fake answered, for assertions. The token never appears, only whether one was sent. */
+export interface RecordedRequest {
+  method: string;
+  /** Path as requested, e.g. `/repositories/1/issues`. */
+  path: string;
+  /** The same path in `/repos/{owner}/{repo}/…` form. */
+  canonicalPath: string;
+  query: Record<string, string>;
+  /** 0 while in flight, and for a connection the fake reset. */
+  status: number;
+  /** Request headers; `authorization` is `true` when one was sent, never its value. */
+  headers: Record<string, string | boolean>;
+  /** The token's login, or null without a (valid) token. */
+  login: string | null;
+  /** What the request cost against the primary rate limit: 0 or 1. */
+  cost: number;
+  /** Parsed JSON body of a POST or PATCH. */
+  body?: unknown;
+}
+
+export interface RequestInfo {
+  method: string;
+  path: string;
+  canonicalPath: string;
+  query: Record<string, string>;
+  headers: IncomingMessage['headers'];
+}
+
+/** `'GET /repos/acme/app/issues'`, `'POST /repos/*\/*\/issues/{n}/comments'`, a path alone (any method), a RegExp on the path, or a predicate. `*` and `{name}` match within one path segment, `**` across segments. */
+export type RequestMatch = string | RegExp | ((req: RequestInfo) => boolean);
+
+export interface FaultSpec {
+  /** Answer with this status instead of serving the request. Omit to only delay it. */
+  status?: number;
+  /** How many matching requests it applies to. Default 1; `Infinity` for all. */
+  times?: number;
+  /** JSON body (or raw text). Default: GitHub's body for the status. */
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Wait this long before answering (or serving) the request. */
+  delayMs?: number;
+  /** Destroy the connection instead of answering (a network error for the client). */
+  resetConnection?: boolean;
+}
+
+export interface FaultHandle {
+  /** Requests it has applied to so far. */
+  readonly hits: number;
+  /** Further requests it will apply to. */
+  readonly remaining: number;
+  cancel(): void;
+}
+
+export interface WebhookEvent {
+  /** The `X-GitHub-Event` header: `issues`, `issue_comment`. */
+  event: string;
+  payload: Record<string, unknown>;
+}
+
+const DOCS = 'https://docs.github.com/rest';
+const SECONDARY_DOCS =
+  'https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits';
+const RATE_LIMIT_DOCS = 'https://docs.github.com/rest/overview/rate-limits-for-the-rest-api';
+const MAX_COMMENT = 65_536;
+const ROLE_RANK: Record<RepositoryRole, number> = {
+  none: 0,
+  read: 1,
+  triage: 2,
+  write: 3,
+  maintain: 4,
+  admin: 5,
+};
+/** The legacy base role reported in `permission`. */
+const BASE_ROLE: Record<RepositoryRole, 'admin' | 'write' | 'read' | 'none'> = {
+  admin: 'admin',
+  maintain: 'write',
+  write: 'write',
+  triage: 'read',
+  read: 'read',
+  none: 'none',
+};
+
+interface UserState {
+  login: string;
+  id: number;
+  type: UserType;
+}
+
+interface RepoState {
+  id: number;
+  owner: UserState;
+  name: string;
+  private: boolean;
+  cloneUrl: string | undefined;
+  defaultBranch: string;
+  createdAt: number;
+  roles: Map<string, RepositoryRole>;
+  issues: Map<number, IssueState>;
+  nextNumber: number;
+}
+
+interface IssueState {
+  id: number;
+  number: number;
+  title: string;
+  body: string | null;
+  user: UserState;
+  state: 'open' | 'closed';
+  stateReason: 'completed' | 'not_planned' | 'reopened' | null;
+  labels: string[];
+  pullRequest: { draft: boolean; mergedAt: number | null } | null;
+  createdAt: number;
+  updatedAt: number;
+  closedAt: number | null;
+  closedBy: UserState | null;
+  comments: CommentState[];
+  /** Before the last edit, for an `edited` webhook's `changes`. */
+  previous: { title?: string; body?: string };
+  lastActor: UserState;
+}
+
+interface CommentState {
+  id: number;
+  body: string;
+  user: UserState;
+  createdAt: number;
+  updatedAt: number;
+  issue: IssueState;
+  repo: RepoState;
+  previousBody: string | undefined;
+  lastActor: UserState;
+}
+
+interface TokenState {
+  user: UserState;
+  repositories: Set<string> | null;
+  bucket: Bucket;
+}
+
+interface Bucket {
+  limit: number;
+  used: number;
+  /** Epoch seconds; 0 until the first request opens a window. */
+  reset: number;
+}
+
+interface Fault {
+  match: (req: RequestInfo) => boolean;
+  spec: FaultSpec;
+  remaining: number;
+  hits: number;
+}
+
+interface Reply {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Whether a 200 to this GET may become a 304. */
+  conditional?: boolean;
+  /** For a text body. Default `text/plain; charset=utf-8`. */
+  contentType?: string;
+}
+
+type Caller = { kind: 'token'; token: TokenState } | { kind: 'anonymous' };
+
+interface Ctx {
+  method: string;
+  query: URLSearchParams;
+  requestUrl: URL;
+  caller: Caller;
+  body: unknown;
+}
+
+class HttpError extends Error {
+  constructor(readonly reply: Reply) {
+    super(String((reply.body as { message?: string } | undefined)?.message ?? reply.status));
+  }
+}
+
+function errorReply(status: number, message: string, documentationUrl = DOCS, extra: object = {}): Reply {
+  return { status, body: { message, ...extra, documentation_url: documentationUrl, status: String(status) } };
+}
+
+const refuse = (status: number, message: string, documentationUrl?: string, extra?: object): never => {
+  throw new HttpError(errorReply(status, message, documentationUrl, extra));
+};
+
+/** GitHub's timestamp format: ISO 8601 to the second. */
+const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+const toSecond = (ms: number) => Math.floor(ms / 1000) * 1000;
+const nodeId = (kind: string, id: number) => Buffer.from(`0${kind.length}:${kind}${id}`).toString('base64');
+
+function toMs(t: Timestamp): number {
+  const ms = t instanceof Date ? t.getTime() : typeof t === 'number' ? t : Date.parse(t);
+  if (Number.isNaN(ms)) throw new Error(`not a timestamp: ${String(t)}`);
+  return toSecond(ms);
+}
+
+/** The `X-Hub-Signature-256` GitHub sends for `body` under `secret`. */
+export function signWebhook(secret: string, body: string): string {
+  return `sha256=${createHmac('sha256', secret).update(body, 'utf8').digest('hex')}`;
+}
+
+/**
+ * POSTs a webhook delivery to `url` as GitHub does. `payload` may be a string, sent as is (to test
+ * a body that does not match its signature, say). Without a secret no signature headers are sent.
+ */
+export async function deliverWebhook(
+  url: string,
+  delivery: {
+    event: string;
+    payload: unknown;
+    secret?: string;
+    deliveryId?: string;
+    headers?: Record<string, string>;
+  },
+): Promise<Response> {
+  const body = typeof delivery.payload === 'string' ? delivery.payload : JSON.stringify(delivery.payload);
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    'user-agent': 'GitHub-Hookshot/fake',
+    'x-github-event': delivery.event,
+    'x-github-delivery': delivery.deliveryId ?? randomUUID(),
+    'x-github-hook-id': '1',
+  };
+  if (delivery.secret !== undefined) {
+    headers['x-hub-signature'] =
+      `sha1=${createHmac('sha1', delivery.secret).update(body, 'utf8').digest('hex')}`;
+    headers['x-hub-signature-256'] = signWebhook(delivery.secret, body);
+  }
+  return fetch(url, { method: 'POST', headers: { ...headers, ...delivery.headers }, body });
+}
+
+/** A secondary rate limit as GitHub answers it, for {@link FakeGitHub.fail}. */
+export function secondaryRateLimit(
+  opts: { retryAfter?: number; status?: 403 | 429; times?: number } = {},
+): FaultSpec {
+  const status = opts.status ?? 403;
+  return {
+    status,
+    times: opts.times ?? 1,
+    headers: opts.retryAfter === undefined ? {} : { 'retry-after': String(opts.retryAfter) },
+    body: {
+      message:
+        'You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID FAKE:0000.',
+      documentation_url: SECONDARY_DOCS,
+      status: String(status),
+    },
+  };
+}
+
+/** Starts a fake GitHub REST API on 127.0.0.1 at a free port. */
+export async function startFakeGitHub(options: FakeGitHubOptions = {}): Promise<FakeGitHub> {
+  const fake = new FakeGitHub(options);
+  await fake.listen();
+  return fake;
+}
+
+export class FakeGitHub {
+  /** Base URL without a trailing slash: Octokit's `baseUrl`. */
+  url = '';
+  /** Every request answered (or in flight), oldest first. */
+  readonly requests: RecordedRequest[] = [];
+
+  private readonly server: Server;
+  private readonly now: () => number;
+  private readonly opts: Required<Omit<FakeGitHubOptions, 'now'>>;
+  private readonly users = new Map<string, UserState>();
+  private readonly repos = new Map<string, RepoState>();
+  private readonly reposById = new Map<number, RepoState>();
+  private readonly commentsById = new Map<number, CommentState>();
+  private readonly tokens = new Map<string, TokenState>();
+  private readonly anonymous: Bucket;
+  private faults: Fault[] = [];
+  private readonly pending = new Set<() => void>();
+  private closed = false;
+  private nextId = { user: 1, repo: 1_296_269, issue: 1_000_001, comment: 2_000_000_001 };
+
+  constructor(options: FakeGitHubOptions = {}) {
+    this.now = options.now ?? Date.now;
+    this.opts = {
+      rateLimit: options.rateLimit ?? 5000,
+      anonymousRateLimit: options.anonymousRateLimit ?? 60,
+      rateLimitStatus: options.rateLimitStatus ?? 403,
+      htmlUrl: (options.htmlUrl ?? 'https://github.com').replace(/\/+$/, ''),
+      commentEditTouchesIssue: options.commentEditTouchesIssue ?? false,
+    };
+    this.anonymous = { limit: this.opts.anonymousRateLimit, used: 0, reset: 0 };
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`fake GitHub failed: ${String(err)}`);
+      });
+    });
+  }
+
+  /** @internal Use {@link startFakeGitHub}. */
+  async listen(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', () => resolve());
+    });
+    const { port } = this.server.address() as AddressInfo;
+    this.url = `http://127.0.0.1:${port}`;
+  }
+
+  /** Stops the server, ending delayed requests and closing kept-alive connections. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const wake of this.pending) wake();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  // ---- state for tests ------------------------------------------------------------------------
+
+  /** Registers a token for `login`; `Authorization: token …` or `Bearer …` then acts as that user. */
+  addToken(token: string, login: string, opts: TokenOptions = {}): GitHubUser {
+    const user = this.user(login, opts.type);
+    const repositories = opts.repositories ? new Set(opts.repositories.map((r) => r.toLowerCase())) : null;
+    this.tokens.set(token, {
+      user,
+      repositories,
+      bucket: { limit: opts.rateLimit ?? this.opts.rateLimit, used: 0, reset: 0 },
+    });
+    return this.userJson(user);
+  }
+
+  addRepo(fullName: string, opts: RepoOptions = {}): GitHubRepository {
+    const [ownerLogin, name] = splitFullName(fullName);
+    if (this.repos.has(fullName.toLowerCase())) throw new Error(`${fullName} exists already`);
+    const repo: RepoState = {
+      id: this.nextId.repo++,
+      owner: this.user(ownerLogin, opts.ownerType ?? 'User'),
+      name,
+      private: opts.private ?? false,
+      cloneUrl: opts.cloneUrl,
+      defaultBranch: opts.defaultBranch ?? 'main',
+      createdAt: toSecond(this.now()),
+      roles: new Map(),
+      issues: new Map(),
+      nextNumber: 1,
+    };
+    this.repos.set(fullName.toLowerCase(), repo);
+    this.reposById.set(repo.id, repo);
+    return this.repoJson(repo);
+  }
+
+  /** Adds an issue (or a pull request) by `user`, numbered after the repository's last one. */
+  addIssue(fullName: string, issue: NewIssue): GitHubIssue {
+    const repo = this.repoOrThrow(fullName);
+    const user = this.user(issue.user);
+    const createdAt = issue.createdAt === undefined ? toSecond(this.now()) : toMs(issue.createdAt);
+    const pr = issue.pullRequest;
+    const state: IssueState = {
+      id: this.nextId.issue++,
+      number: repo.nextNumber++,
+      title: issue.title,
+      body: issue.body ?? null,
+      user,
+      state: 'open',
+      stateReason: null,
+      labels: issue.labels ?? [],
+      pullRequest: pr
+        ? {
+            draft: typeof pr === 'object' && pr.draft === true,
+            mergedAt: typeof pr === 'object' && pr.mergedAt !== undefined ? toMs(pr.mergedAt) : null,
+          }
+        : null,
+      createdAt,
+      updatedAt: issue.updatedAt === undefined ? createdAt : toMs(issue.updatedAt),
+      closedAt: null,
+      closedBy: null,
+      comments: [],
+      previous: {},
+      lastActor: user,
+    };
+    repo.issues.set(state.number, state);
+    return this.issueJson(repo, state);
+  }
+
+  /** Adds a comment by `user`; the issue's `updated_at` moves to the comment's time. */
+  addComment(fullName: string, number: number, comment: NewComment): GitHubComment {
+    const repo = this.repoOrThrow(fullName);
+    const issue = this.issueOrThrow(repo, number);
+    const at = comment.createdAt === undefined ? toSecond(this.now()) : toMs(comment.createdAt);
+    return this.commentJson(this.createComment(repo, issue, this.user(comment.user), comment.body, at));
+  }
+
+  /** Edits a comment, as its author unless `user` says who. */
+  editComment(
+    fullName: string,
+    commentId: number,
+    edit: { body: string; user?: string; at?: Timestamp },
+  ): GitHubComment {
+    const repo = this.repoOrThrow(fullName);
+    const comment = this.commentsById.get(commentId);
+    if (!comment || comment.repo !== repo) throw new Error(`${fullName} has no comment ${commentId}`);
+    const at = edit.at === undefined ? toSecond(this.now()) : toMs(edit.at);
+    this.updateComment(comment, edit.body, edit.user ? this.user(edit.user) : comment.user, at);
+    return this.commentJson(comment);
+  }
+
+  /** Edits an issue's title or body, keeping the old values for an `edited` webhook's `changes`. */
+  editIssue(
+    fullName: string,
+    number: number,
+    edit: { title?: string; body?: string; user?: string; at?: Timestamp },
+  ): GitHubIssue {
+    const repo = this.repoOrThrow(fullName);
+    const issue = this.issueOrThrow(repo, number);
+    issue.previous = {};
+    if (edit.title !== undefined && edit.title !== issue.title) {
+      issue.previous.title = issue.title;
+      issue.title = edit.title;
+    }
+    if (edit.body !== undefined && edit.body !== issue.body) {
+      issue.previous.body = issue.body ?? '';
+      issue.body = edit.body;
+    }
+    issue.lastActor = edit.user ? this.user(edit.user) : issue.user;
+    issue.updatedAt = edit.at === undefined ? toSecond(this.now()) : toMs(edit.at);
+    return this.issueJson(repo, issue);
+  }
+
+  closeIssue(
+    fullName: string,
+    number: number,
+    opts: { user?: string; reason?: 'completed' | 'not_planned'; at?: Timestamp } = {},
+  ): GitHubIssue {
+    const repo = this.repoOrThrow(fullName);
+    const issue = this.issueOrThrow(repo, number);
+    const at = opts.at === undefined ? toSecond(this.now()) : toMs(opts.at);
+    issue.state = 'closed';
+    issue.stateReason = opts.reason ?? 'completed';
+    issue.closedAt = at;
+    issue.updatedAt = at;
+    issue.closedBy = opts.user ? this.user(opts.user) : issue.user;
+    issue.lastActor = issue.closedBy;
+    return this.issueJson(repo, issue);
+  }
+
+  reopenIssue(fullName: string, number: number, opts: { user?: string; at?: Timestamp } = {}): GitHubIssue {
+    const repo = this.repoOrThrow(fullName);
+    const issue = this.issueOrThrow(repo, number);
+    issue.state = 'open';
+    issue.stateReason = 'reopened';
+    issue.closedAt = null;
+    issue.updatedAt = opts.at === undefined ? toSecond(this.now()) : toMs(opts.at);
+    issue.lastActor = opts.user ? this.user(opts.user) : issue.user;
+    return this.issueJson(repo, issue);
+  }
+
+  /** Gives `login` a role on the repository ('none' takes it away). */
+  setPermission(fullName: string, login: string, role: RepositoryRole): void {
+    const repo = this.repoOrThrow(fullName);
+    this.user(login);
+    repo.roles.set(login.toLowerCase(), role);
+  }
+
+  repo(fullName: string): GitHubRepository {
+    return this.repoJson(this.repoOrThrow(fullName));
+  }
+
+  issue(fullName: string, number: number): GitHubIssue {
+    const repo = this.repoOrThrow(fullName);
+    return this.issueJson(repo, this.issueOrThrow(repo, number));
+  }
+
+  /** An issue's comments, oldest first: what the hub posted, for assertions. */
+  comments(fullName: string, number: number): GitHubComment[] {
+    const repo = this.repoOrThrow(fullName);
+    return this.issueOrThrow(repo, number).comments.map((c) => this.commentJson(c));
+  }
+
+  // ---- rate limits, faults, the request log ---------------------------------------------------
+
+  /** A token's primary rate limit now (no token: the anonymous one). */
+  rateLimit(token?: string): RateLimitState {
+    const bucket = this.bucketOf(token);
+    this.refresh(bucket);
+    return {
+      limit: bucket.limit,
+      used: bucket.used,
+      remaining: bucket.limit - bucket.used,
+      reset: bucket.reset,
+    };
+  }
+
+  /** Sets a token's remaining requests or window, e.g. `{remaining: 0}` to exhaust it. */
+  setRateLimit(
+    token: string | undefined,
+    state: { limit?: number; remaining?: number; reset?: Timestamp },
+  ): void {
+    const bucket = this.bucketOf(token);
+    this.refresh(bucket);
+    if (state.limit !== undefined) bucket.limit = state.limit;
+    if (state.remaining !== undefined) bucket.used = Math.max(0, bucket.limit - state.remaining);
+    if (state.reset !== undefined) bucket.reset = Math.floor(toMs(state.reset) / 1000);
+  }
+
+  /** Answers the next `spec.times` (default 1) matching requests with `spec` instead of serving them. */
+  fail(match: RequestMatch, spec: FaultSpec): FaultHandle {
+    const fault: Fault = { match: matcher(match), spec, remaining: spec.times ?? 1, hits: 0 };
+    this.faults.push(fault);
+    return {
+      get hits() {
+        return fault.hits;
+      },
+      get remaining() {
+        return fault.remaining;
+      },
+      cancel: () => {
+        this.faults = this.faults.filter((f) => f !== fault);
+      },
+    };
+  }
+
+  /** Delays the next `times` (default 1) matching requests by `ms`, then serves them. */
+  delay(match: RequestMatch, ms: number, times = 1): FaultHandle {
+    return this.fail(match, { delayMs: ms, times });
+  }
+
+  clearFaults(): void {
+    this.faults = [];
+  }
+
+  clearRequests(): void {
+    this.requests.length = 0;
+  }
+
+  // ---- webhook payloads -----------------------------------------------------------------------
+
+  /** An `issues` webhook for the issue as it is now. `sender` defaults to whoever acted last. */
+  issuesEvent(
+    fullName: string,
+    number: number,
+    action: 'opened' | 'edited' | 'closed' | 'reopened',
+    opts: { sender?: string } = {},
+  ): WebhookEvent {
+    const repo = this.repoOrThrow(fullName);
+    const issue = this.issueOrThrow(repo, number);
+    const sender = opts.sender ? this.user(opts.sender) : action === 'opened' ? issue.user : issue.lastActor;
+    const payload: Record<string, unknown> = { action, issue: this.issueJson(repo, issue) };
+    if (action === 'edited') {
+      const changes: Record<string, { from: string }> = {};
+      if (issue.previous.title !== undefined) changes.title = { from: issue.previous.title };
+      if (issue.previous.body !== undefined) changes.body = { from: issue.previous.body };
+      payload.changes = changes;
+    }
+    Object.assign(payload, { repository: this.repoJson(repo), sender: this.userJson(sender) });
+    return { event: 'issues', payload };
+  }
+
+  /** An `issue_comment` webhook for the comment as it is now. */
+  issueCommentEvent(
+    fullName: string,
+    commentId: number,
+    action: 'created' | 'edited' | 'deleted',
+    opts: { sender?: string } = {},
+  ): WebhookEvent {
+    const repo = this.repoOrThrow(fullName);
+    const comment = this.commentsById.get(commentId);
+    if (!comment || comment.repo !== repo) throw new Error(`${fullName} has no comment ${commentId}`);
+    const sender = opts.sender
+      ? this.user(opts.sender)
+      : action === 'created'
+        ? comment.user
+        : comment.lastActor;
+    const payload: Record<string, unknown> = { action };
+    if (action === 'edited') payload.changes = { body: { from: comment.previousBody ?? comment.body } };
+    Object.assign(payload, {
+      issue: this.issueJson(repo, comment.issue),
+      comment: this.commentJson(comment),
+      repository: this.repoJson(repo),
+      sender: this.userJson(sender),
+    });
+    return { event: 'issue_comment', payload };
+  }
+
+  // ---- the server -----------------------------------------------------------------------------
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = (req.method ?? 'GET').toUpperCase();
+    const requestUrl = new URL(req.url ?? '/', this.url);
+    const path = requestUrl.pathname;
+    const raw = await readBody(req);
+    const headers: Record<string, string | boolean> = {};
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (k === 'authorization') continue;
+      if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+    }
+    headers.authorization = req.headers.authorization !== undefined;
+    const canonicalPath = this.canonical(path);
+    const record: RecordedRequest = {
+      method,
+      path,
+      canonicalPath,
+      query: Object.fromEntries(requestUrl.searchParams),
+      status: 0,
+      headers,
+      login: null,
+      cost: 0,
+    };
+    this.requests.push(record);
+    const info: RequestInfo = { method, path, canonicalPath, query: record.query, headers: req.headers };
+
+    const fault = this.takeFault(info);
+    if (fault?.delayMs) await this.sleep(fault.delayMs);
+    if (this.closed) {
+      res.destroy();
+      return;
+    }
+    if (fault?.resetConnection) {
+      res.destroy();
+      return;
+    }
+
+    const auth = this.authenticate(req.headers.authorization);
+    const caller: Caller | null = auth === 'bad' ? null : auth;
+    if (caller?.kind === 'token') record.login = caller.token.user.login;
+    const bucket = caller?.kind === 'token' ? caller.token.bucket : this.anonymous;
+    this.refresh(bucket);
+
+    let reply: Reply;
+    if (fault?.status !== undefined) reply = faultReply(fault);
+    else if (!caller) reply = errorReply(401, 'Bad credentials');
+    else {
+      const free = canonicalPath === '/rate_limit';
+      if (!free && bucket.used >= bucket.limit) reply = this.rateLimited(caller);
+      else {
+        try {
+          let body: unknown;
+          if (method === 'POST' || method === 'PATCH' || method === 'PUT') {
+            body = parseJson(raw);
+            record.body = body;
+          }
+          reply = this.route(canonicalPath, {
+            method,
+            query: requestUrl.searchParams,
+            requestUrl,
+            caller,
+            body,
+          });
+        } catch (err) {
+          if (!(err instanceof HttpError)) throw err;
+          reply = err.reply;
+        }
+        if (reply.conditional && reply.status === 200) {
+          const etag = `W/"${createHash('sha256').update(JSON.stringify(reply.body)).digest('hex')}"`;
+          reply.headers = { ...reply.headers, etag };
+          if (etagMatches(req.headers['if-none-match'], etag)) reply = { status: 304, headers: { etag } };
+        }
+        if (!free && reply.status !== 304) {
+          bucket.used++;
+          record.cost = 1;
+        }
+      }
+    }
+    record.status = reply.status;
+    this.send(res, method, reply, bucket);
+  }
+
+  private send(res: ServerResponse, method: string, reply: Reply, bucket: Bucket): void {
+    const headers: Record<string, string> = {
+      'cache-control': 'private, max-age=60, s-maxage=60',
+      vary: 'Accept, Authorization, Cookie, X-GitHub-OTP',
+      'x-github-media-type': 'github.v3; format=json',
+      'x-github-api-version-selected': '2022-11-28',
+      'x-github-request-id': randomUUID().slice(0, 18).toUpperCase(),
+      'x-ratelimit-limit': String(bucket.limit),
+      'x-ratelimit-remaining': String(Math.max(0, bucket.limit - bucket.used)),
+      'x-ratelimit-reset': String(bucket.reset),
+      'x-ratelimit-used': String(bucket.used),
+      'x-ratelimit-resource': 'core',
+      'access-control-expose-headers':
+        'ETag, Link, Location, Retry-After, X-GitHub-OTP, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Used, X-RateLimit-Resource, X-RateLimit-Reset, X-OAuth-Scopes, X-Accepted-OAuth-Scopes, X-Poll-Interval, X-GitHub-Media-Type, X-GitHub-SSO, X-GitHub-Request-Id, Deprecation, Sunset',
+    };
+    let text = '';
+    if (reply.status !== 304 && reply.body !== undefined) {
+      if (typeof reply.body === 'string') {
+        headers['content-type'] = reply.contentType ?? 'text/plain; charset=utf-8';
+        text = reply.body;
+      } else {
+        headers['content-type'] = 'application/json; charset=utf-8';
+        text = JSON.stringify(reply.body);
+      }
+    }
+    Object.assign(headers, reply.headers);
+    res.writeHead(reply.status, headers);
+    res.end(method === 'HEAD' ? undefined : text);
+  }
+
+  private route(path: string, ctx: Ctx): Reply {
+    const { method } = ctx;
+    const get = method === 'GET' || method === 'HEAD';
+    if (path === '/user' && get) return this.getUser(ctx);
+    if (path === '/rate_limit' && get) return this.getRateLimit(ctx);
+    const m = /^\/repos\/([^/]+)\/([^/]+)(\/.*)?$/.exec(path);
+    if (!m) return errorReply(404, 'Not Found');
+    const rest = m[3] ?? '';
+    const repo = this.repos.get(`${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}`.toLowerCase());
+    const repoDocs = `${DOCS}/repos/repos#get-a-repository`;
+    if (!repo || !this.canSee(ctx.caller, repo)) return errorReply(404, 'Not Found', repoDocs);
+    let r: RegExpExecArray | null;
+    if (rest === '' && get) return this.ok(this.repoJson(repo, ctx.caller));
+    if (rest === '/issues' && get) return this.listIssues(repo, ctx);
+    if ((r = /^\/issues\/comments\/(\d+)$/.exec(rest))) {
+      const comment = this.commentsById.get(Number(r[1]));
+      const docs = `${DOCS}/issues/comments#${get ? 'get' : 'update'}-an-issue-comment`;
+      if (!comment || comment.repo !== repo) return errorReply(404, 'Not Found', docs);
+      if (get) return this.ok(this.commentJson(comment));
+      if (method === 'PATCH') return this.patchComment(repo, comment, ctx);
+    }
+    if ((r = /^\/issues\/(\d+)(\/comments)?$/.exec(rest))) {
+      const issue = repo.issues.get(Number(r[1]));
+      const list = r[2] !== undefined;
+      const docs = `${DOCS}/issues/${list ? 'comments#list-issue-comments' : 'issues#get-an-issue'}`;
+      if (!issue) return errorReply(404, 'Not Found', docs);
+      if (!list && get) return this.ok(this.issueJson(repo, issue));
+      if (list && get) return this.listComments(repo, issue, ctx);
+      if (list && method === 'POST') return this.postComment(repo, issue, ctx);
+    }
+    if ((r = /^\/collaborators\/([^/]+)\/permission$/.exec(rest)) && get) {
+      return this.getPermission(repo, decodeURIComponent(r[1]!), ctx);
+    }
+    return errorReply(404, 'Not Found');
+  }
+
+  private getUser(ctx: Ctx): Reply {
+    const docs = `${DOCS}/users/users#get-the-authenticated-user`;
+    if (ctx.caller.kind === 'anonymous') return errorReply(401, 'Requires authentication', docs);
+    const { user } = ctx.caller.token;
+    if (user.type === 'Bot') return errorReply(403, 'Resource not accessible by integration', docs);
+    return this.ok({ ...this.userJson(user), name: null, created_at: iso(0), updated_at: iso(0) });
+  }
+
+  private getRateLimit(ctx: Ctx): Reply {
+    const bucket = ctx.caller.kind === 'token' ? ctx.caller.token.bucket : this.anonymous;
+    const core = {
+      limit: bucket.limit,
+      used: bucket.used,
+      remaining: Math.max(0, bucket.limit - bucket.used),
+      reset: bucket.reset,
+    };
+    const fresh = (limit: number) => ({ limit, used: 0, remaining: limit, reset: bucket.reset });
+    const body: GitHubRateLimit = {
+      resources: { core, search: fresh(30), graphql: fresh(5000), integration_manifest: fresh(5000) },
+      rate: core,
+    };
+    return this.ok(body);
+  }
+
+  private listIssues(repo: RepoState, ctx: Ctx): Reply {
+    const q = ctx.query;
+    const docs = `${DOCS}/issues/issues#list-repository-issues`;
+    const state = oneOf(q.get('state'), ['open', 'closed', 'all'], 'open', 'state', docs);
+    const sort = oneOf(q.get('sort'), ['created', 'updated', 'comments'], 'created', 'sort', docs);
+    const direction = oneOf(q.get('direction'), ['asc', 'desc'], 'desc', 'direction', docs);
+    const since = parseSince(q.get('since'), docs);
+    const key = (i: IssueState) =>
+      sort === 'updated' ? i.updatedAt : sort === 'comments' ? i.comments.length : i.createdAt;
+    const issues = [...repo.issues.values()]
+      .filter((i) => state === 'all' || i.state === state)
+      .filter((i) => since === null || i.updatedAt >= since)
+      .sort((a, b) => (direction === 'asc' ? 1 : -1) * (key(a) - key(b) || a.number - b.number));
+    return this.paginate(
+      issues.map((i) => this.issueJson(repo, i)),
+      ctx,
+      `/repositories/${repo.id}/issues`,
+    );
+  }
+
+  private listComments(repo: RepoState, issue: IssueState, ctx: Ctx): Reply {
+    const since = parseSince(ctx.query.get('since'), `${DOCS}/issues/comments#list-issue-comments`);
+    const comments = issue.comments.filter((c) => since === null || c.updatedAt >= since);
+    return this.paginate(
+      comments.map((c) => this.commentJson(c)),
+      ctx,
+      `/repositories/${repo.id}/issues/${issue.number}/comments`,
+    );
+  }
+
+  private postComment(repo: RepoState, issue: IssueState, ctx: Ctx): Reply {
+    const docs = `${DOCS}/issues/comments#create-an-issue-comment`;
+    const user = this.writer(ctx.caller, repo, docs);
+    const body = commentBody(ctx.body, docs);
+    const comment = this.createComment(repo, issue, user, body, toSecond(this.now()));
+    const json = this.commentJson(comment);
+    return { status: 201, body: json, headers: { location: json.url } };
+  }
+
+  private patchComment(repo: RepoState, comment: CommentState, ctx: Ctx): Reply {
+    const docs = `${DOCS}/issues/comments#update-an-issue-comment`;
+    const user = this.writer(ctx.caller, repo, docs);
+    // Someone else's comment needs push access; GitHub hides what the caller may not change.
+    if (user.id !== comment.user.id && ROLE_RANK[this.roleOf(repo, user)] < ROLE_RANK.write) {
+      refuse(404, 'Not Found', docs);
+    }
+    this.updateComment(comment, commentBody(ctx.body, docs), user, toSecond(this.now()));
+    return this.ok(this.commentJson(comment));
+  }
+
+  private getPermission(repo: RepoState, login: string, ctx: Ctx): Reply {
+    const docs = `${DOCS}/collaborators/collaborators#get-repository-permissions-for-a-user`;
+    const { caller } = ctx;
+    if (caller.kind === 'anonymous') return errorReply(401, 'Requires authentication', docs);
+    const self = caller.token.user;
+    if (self.type !== 'Bot' && ROLE_RANK[this.roleOf(repo, self)] < ROLE_RANK.write) {
+      return errorReply(403, 'Must have push access to view collaborator permission.', docs);
+    }
+    const user = this.user(login);
+    const role = this.roleOf(repo, user);
+    const rank = ROLE_RANK[role];
+    const body: GitHubPermissionLevel = {
+      permission: BASE_ROLE[role],
+      role_name: role,
+      user: {
+        ...this.userJson(user),
+        permissions: {
+          admin: rank >= ROLE_RANK.admin,
+          maintain: rank >= ROLE_RANK.maintain,
+          push: rank >= ROLE_RANK.write,
+          triage: rank >= ROLE_RANK.triage,
+          pull: rank >= ROLE_RANK.read,
+        },
+        role_name: role,
+      },
+    };
+    return this.ok(body);
+  }
+
+  private ok(body: unknown): Reply {
+    return { status: 200, body, conditional: true };
+  }
+
+  /** One page of `items` and GitHub's `link` header, with URLs in the `/repositories/{id}` form. */
+  private paginate(items: unknown[], ctx: Ctx, linkPath: string): Reply {
+    const perPage = clampInt(ctx.query.get('per_page'), 30, 1, 100);
+    const page = clampInt(ctx.query.get('page'), 1, 1, Number.MAX_SAFE_INTEGER);
+    const last = Math.max(1, Math.ceil(items.length / perPage));
+    const reply = this.ok(items.slice((page - 1) * perPage, page * perPage));
+    if (last === 1 && page === 1) return reply;
+    const link = (p: number, rel: string) => {
+      const u = new URL(linkPath, this.url);
+      u.search = ctx.requestUrl.search;
+      u.searchParams.set('page', String(p));
+      return `<${u.href}>; rel="${rel}"`;
+    };
+    const links: string[] = [];
+    if (page > 1) links.push(link(Math.min(page - 1, last), 'prev'));
+    if (page < last) links.push(link(page + 1, 'next'), link(last, 'last'));
+    if (page > 1) links.push(link(1, 'first'));
+    reply.headers = { link: links.join(', ') };
+    return reply;
+  }
+
+  private rateLimited(caller: Caller): Reply {
+    const status = this.opts.rateLimitStatus;
+    const message =
+      caller.kind === 'token'
+        ? `API rate limit exceeded for user ID ${caller.token.user.id}. If you reach out to GitHub Support for help, please include the request ID FAKE:0000 and timestamp ${new Date(this.now()).toISOString()}.`
+        : "API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.) If you reach out to GitHub Support for help, please include the request ID FAKE:0000.";
+    return errorReply(status, message, RATE_LIMIT_DOCS);
+  }
+
+  // ---- who may do what ------------------------------------------------------------------------
+
+  private authenticate(header: string | undefined): Caller | 'bad' {
+    if (header === undefined) return { kind: 'anonymous' };
+    const m = /^(token|bearer|basic)\s+(\S+)\s*$/i.exec(header);
+    if (!m) return 'bad';
+    let secret = m[2]!;
+    if (m[1]!.toLowerCase() === 'basic') {
+      const decoded = Buffer.from(secret, 'base64').toString('utf8');
+      secret = decoded.slice(decoded.indexOf(':') + 1);
+    }
+    const token = this.tokens.get(secret);
+    return token ? { kind: 'token', token } : 'bad';
+  }
+
+  private roleOf(repo: RepoState, user: UserState): RepositoryRole {
+    const role = repo.roles.get(user.login.toLowerCase());
+    if (role !== undefined) return role;
+    if (repo.owner.type === 'User' && repo.owner.id === user.id) return 'admin';
+    return repo.private ? 'none' : 'read';
+  }
+
+  private selected(token: TokenState, repo: RepoState): boolean {
+    return !token.repositories || token.repositories.has(`${repo.owner.login}/${repo.name}`.toLowerCase());
+  }
+
+  /** Whether the caller may know the repository exists. */
+  private canSee(caller: Caller, repo: RepoState): boolean {
+    if (!repo.private) return true;
+    if (caller.kind === 'anonymous' || !this.selected(caller.token, repo)) return false;
+    const { user } = caller.token;
+    return user.type === 'Bot' || ROLE_RANK[this.roleOf(repo, user)] >= ROLE_RANK.read;
+  }
+
+  /** The user a write acts as, or the error GitHub answers a caller who may not write. */
+  private writer(caller: Caller, repo: RepoState, docs: string): UserState {
+    if (caller.kind === 'anonymous') return refuse(401, 'Requires authentication', docs);
+    const { user } = caller.token;
+    if (!this.selected(caller.token, repo)) {
+      const by = user.type === 'Bot' ? 'integration' : 'personal access token';
+      return refuse(403, `Resource not accessible by ${by}`, docs);
+    }
+    return user;
+  }
+
+  // ---- state --------------------------------------------------------------------------------
+
+  private user(login: string, type?: UserType): UserState {
+    const key = login.toLowerCase();
+    let user = this.users.get(key);
+    if (!user) {
+      user = { login, id: this.nextId.user++, type: type ?? (login.endsWith('[bot]') ? 'Bot' : 'User') };
+      this.users.set(key, user);
+    } else if (type && type !== user.type) {
+      user.type = type;
+    }
+    return user;
+  }
+
+  private repoOrThrow(fullName: string): RepoState {
+    const repo = this.repos.get(fullName.toLowerCase());
+    if (!repo) throw new Error(`no repository ${fullName}: addRepo it first`);
+    return repo;
+  }
+
+  private issueOrThrow(repo: RepoState, number: number): IssueState {
+    const issue = repo.issues.get(number);
+    if (!issue) throw new Error(`${repo.owner.login}/${repo.name} has no issue #${number}`);
+    return issue;
+  }
+
+  private createComment(repo: RepoState, issue: IssueState, user: UserState, body: string, at: number) {
+    const comment: CommentState = {
+      id: this.nextId.comment++,
+      body,
+      user,
+      createdAt: at,
+      updatedAt: at,
+      issue,
+      repo,
+      previousBody: undefined,
+      lastActor: user,
+    };
+    issue.comments.push(comment);
+    issue.updatedAt = Math.max(issue.updatedAt, at);
+    this.commentsById.set(comment.id, comment);
+    return comment;
+  }
+
+  private updateComment(comment: CommentState, body: string, by: UserState, at: number): void {
+    comment.previousBody = comment.body;
+    comment.body = body;
+    comment.lastActor = by;
+    comment.updatedAt = Math.max(comment.updatedAt, at);
+    if (this.opts.commentEditTouchesIssue) comment.issue.updatedAt = Math.max(comment.issue.updatedAt, at);
+  }
+
+  private canonical(path: string): string {
+    const m = /^\/repositories\/(\d+)(\/.*)?$/.exec(path);
+    const repo = m ? this.reposById.get(Number(m[1])) : undefined;
+    if (!m || !repo) return path;
+    return `/repos/${repo.owner.login}/${repo.name}${m[2] ?? ''}`;
+  }
+
+  private bucketOf(token: string | undefined): Bucket {
+    if (token === undefined) return this.anonymous;
+    const state = this.tokens.get(token);
+    if (!state) throw new Error('unknown token: addToken it first');
+    return state.bucket;
+  }
+
+  /** Opens a new hourly window when the last one has passed. */
+  private refresh(bucket: Bucket): void {
+    const nowS = Math.floor(this.now() / 1000);
+    if (bucket.reset <= nowS) {
+      bucket.used = 0;
+      bucket.reset = nowS + 3600;
+    }
+  }
+
+  private takeFault(req: RequestInfo): FaultSpec | undefined {
+    const fault = this.faults.find((f) => f.remaining > 0 && f.match(req));
+    if (!fault) return undefined;
+    fault.remaining--;
+    fault.hits++;
+    if (fault.remaining <= 0) this.faults = this.faults.filter((f) => f !== fault);
+    return fault.spec;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.pending.delete(wake);
+        resolve();
+      };
+      // A held request never keeps the test process alive by itself.
+      const timer = setTimeout(wake, ms).unref();
+      this.pending.add(wake);
+    });
+  }
+
+  // ---- JSON as GitHub writes it ---------------------------------------------------------------
+
+  private userJson(user: UserState): GitHubUser {
+    const api = `${this.url}/users/${encodeURIComponent(user.login)}`;
+    const html =
+      user.type === 'Bot'
+        ? `${this.opts.htmlUrl}/apps/${user.login.replace(/\[bot\]$/, '')}`
+        : `${this.opts.htmlUrl}/${user.login}`;
+    return {
+      login: user.login,
+      id: user.id,
+      node_id: nodeId(user.type === 'Bot' ? 'Bot' : user.type, user.id),
+      avatar_url: `https://avatars.githubusercontent.com/u/${user.id}?v=4`,
+      gravatar_id: '',
+      url: api,
+      html_url: html,
+      followers_url: `${api}/followers`,
+      following_url: `${api}/following{/other_user}`,
+      gists_url: `${api}/gists{/gist_id}`,
+      starred_url: `${api}/starred{/owner}{/repo}`,
+      subscriptions_url: `${api}/subscriptions`,
+      organizations_url: `${api}/orgs`,
+      repos_url: `${api}/repos`,
+      events_url: `${api}/events{/privacy}`,
+      received_events_url: `${api}/received_events`,
+      type: user.type,
+      user_view_type: 'public',
+      site_admin: false,
+    };
+  }
+
+  private repoJson(repo: RepoState, caller?: Caller): GitHubRepository {
+    const fullName = `${repo.owner.login}/${repo.name}`;
+    const api = `${this.url}/repos/${fullName}`;
+    const open = [...repo.issues.values()].filter((i) => i.state === 'open').length;
+    const json: GitHubRepository = {
+      id: repo.id,
+      node_id: nodeId('Repository', repo.id),
+      name: repo.name,
+      full_name: fullName,
+      owner: this.userJson(repo.owner),
+      private: repo.private,
+      visibility: repo.private ? 'private' : 'public',
+      html_url: `${this.opts.htmlUrl}/${fullName}`,
+      description: null,
+      fork: false,
+      url: api,
+      issues_url: `${api}/issues{/number}`,
+      comments_url: `${api}/comments{/number}`,
+      clone_url: repo.cloneUrl ?? `${this.url}/git/${fullName}.git`,
+      git_url: `git://${new URL(this.opts.htmlUrl).host}/${fullName}.git`,
+      ssh_url: `git@${new URL(this.opts.htmlUrl).host}:${fullName}.git`,
+      default_branch: repo.defaultBranch,
+      archived: false,
+      disabled: false,
+      has_issues: true,
+      open_issues_count: open,
+      created_at: iso(repo.createdAt),
+      updated_at: iso(repo.createdAt),
+      pushed_at: iso(repo.createdAt),
+    };
+    if (caller?.kind === 'token' && caller.token.user.type !== 'Bot') {
+      const rank = ROLE_RANK[this.roleOf(repo, caller.token.user)];
+      json.permissions = {
+        admin: rank >= ROLE_RANK.admin,
+        maintain: rank >= ROLE_RANK.maintain,
+        push: rank >= ROLE_RANK.write,
+        triage: rank >= ROLE_RANK.triage,
+        pull: rank >= ROLE_RANK.read,
+      };
+    }
+    return json;
+  }
+
+  private association(repo: RepoState, user: UserState): GitHubComment['author_association'] {
+    if (repo.owner.id === user.id) return 'OWNER';
+    const role = repo.roles.get(user.login.toLowerCase());
+    return role !== undefined && role !== 'none' ? 'COLLABORATOR' : 'NONE';
+  }
+
+  private issueJson(repo: RepoState, issue: IssueState): GitHubIssue {
+    const fullName = `${repo.owner.login}/${repo.name}`;
+    const api = `${this.url}/repos/${fullName}`;
+    const url = `${api}/issues/${issue.number}`;
+    const pr = issue.pullRequest;
+    const html = `${this.opts.htmlUrl}/${fullName}/${pr ? 'pull' : 'issues'}/${issue.number}`;
+    const json: GitHubIssue = {
+      url,
+      repository_url: api,
+      labels_url: `${url}/labels{/name}`,
+      comments_url: `${url}/comments`,
+      events_url: `${url}/events`,
+      html_url: html,
+      id: issue.id,
+      node_id: nodeId(pr ? 'PullRequest' : 'Issue', issue.id),
+      number: issue.number,
+      title: issue.title,
+      user: this.userJson(issue.user),
+      labels: issue.labels.map((name, i) => ({
+        id: issue.id * 100 + i,
+        node_id: nodeId('Label', issue.id * 100 + i),
+        url: `${api}/labels/${encodeURIComponent(name)}`,
+        name,
+        color: 'ededed',
+        default: false,
+        description: null,
+      })),
+      state: issue.state,
+      locked: false,
+      assignee: null,
+      assignees: [],
+      milestone: null,
+      comments: issue.comments.length,
+      created_at: iso(issue.createdAt),
+      updated_at: iso(issue.updatedAt),
+      closed_at: issue.closedAt === null ? null : iso(issue.closedAt),
+      author_association: this.association(repo, issue.user),
+      active_lock_reason: null,
+      body: issue.body,
+      closed_by: issue.closedBy && issue.state === 'closed' ? this.userJson(issue.closedBy) : null,
+      timeline_url: `${url}/timeline`,
+      performed_via_github_app: null,
+      state_reason: issue.stateReason,
+    };
+    if (pr) {
+      json.draft = pr.draft;
+      json.pull_request = {
+        url: `${api}/pulls/${issue.number}`,
+        html_url: html,
+        diff_url: `${html}.diff`,
+        patch_url: `${html}.patch`,
+        merged_at: pr.mergedAt === null ? null : iso(pr.mergedAt),
+      };
+    }
+    return json;
+  }
+
+  private commentJson(comment: CommentState): GitHubComment {
+    const { repo, issue } = comment;
+    const fullName = `${repo.owner.login}/${repo.name}`;
+    const kind = issue.pullRequest ? 'pull' : 'issues';
+    return {
+      url: `${this.url}/repos/${fullName}/issues/comments/${comment.id}`,
+      html_url: `${this.opts.htmlUrl}/${fullName}/${kind}/${issue.number}#issuecomment-${comment.id}`,
+      issue_url: `${this.url}/repos/${fullName}/issues/${issue.number}`,
+      id: comment.id,
+      node_id: nodeId('IssueComment', comment.id),
+      user: this.userJson(comment.user),
+      created_at: iso(comment.createdAt),
+      updated_at: iso(comment.updatedAt),
+      author_association: this.association(repo, comment.user),
+      body: comment.body,
+      performed_via_github_app: null,
+    };
+  }
+}
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+function splitFullName(fullName: string): [string, string] {
+  const m = /^([^/\s]+)\/([^/\s]+)$/.exec(fullName);
+  if (!m) throw new Error(`"${fullName}" is not owner/repo`);
+  return [m[1]!, m[2]!];
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function parseJson(raw: string): unknown {
+  if (raw.trim() === '') return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return refuse(400, 'Problems parsing JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return refuse(400, 'Body should be a JSON object');
+  }
+  return value;
+}
+
+/** A comment body from a request, refused as GitHub refuses it. */
+function commentBody(body: unknown, docs: string): string {
+  const value = (body as Record<string, unknown>).body;
+  if (value === undefined) return refuse(422, 'Invalid request.\n\n"body" wasn\'t supplied.', docs);
+  if (typeof value !== 'string') {
+    return refuse(
+      422,
+      `Invalid request.\n\nFor 'properties/body', ${JSON.stringify(value)} is not a string.`,
+      docs,
+    );
+  }
+  if (value.trim() === '') {
+    return refuse(422, 'Validation Failed', docs, {
+      errors: [{ resource: 'IssueComment', code: 'missing_field', field: 'body' }],
+    });
+  }
+  if (value.length > MAX_COMMENT) {
+    return refuse(422, 'Validation Failed', docs, {
+      errors: [
+        {
+          resource: 'IssueComment',
+          code: 'custom',
+          field: 'body',
+          message: `body is too long (maximum is ${MAX_COMMENT} characters)`,
+        },
+      ],
+    });
+  }
+  return value;
+}
+
+function oneOf<T extends string>(
+  value: string | null,
+  allowed: T[],
+  fallback: T,
+  field: string,
+  docs: string,
+): T {
+  if (value === null) return fallback;
+  if ((allowed as string[]).includes(value)) return value as T;
+  return refuse(422, 'Validation Failed', docs, { errors: [{ resource: 'Issue', field, code: 'invalid' }] });
+}
+
+function parseSince(value: string | null, docs: string): number | null {
+  if (value === null) return null;
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms)) {
+    return refuse(422, 'Validation Failed', docs, {
+      errors: [{ resource: 'Issue', field: 'since', code: 'invalid' }],
+    });
+  }
+  return ms;
+}
+
+function clampInt(value: string | null, fallback: number, min: number, max: number): number {
+  const n = value === null || !/^\d+$/.test(value) ? NaN : Number(value);
+  if (Number.isNaN(n) || n < min) return fallback;
+  return Math.min(n, max);
+}
+
+/** If-None-Match with the weak comparison RFC 9110 prescribes: `W/` is ignored, `*` matches. */
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  const opaque = (t: string) => t.trim().replace(/^W\//, '');
+  return header.split(',').some((t) => t.trim() === '*' || opaque(t) === opaque(etag));
+}
+
+function faultReply(spec: FaultSpec): Reply {
+  const status = spec.status!;
+  const headers = { ...spec.headers };
+  if (spec.body !== undefined) return { status, body: spec.body, headers };
+  if (status >= 502 && status <= 504) {
+    // GitHub's edge answers these with a web page, not JSON.
+    const page = `<!DOCTYPE html><html><head><title>${status}</title></head><body>GitHub is unavailable.</body></html>`;
+    return { status, body: page, headers, contentType: 'text/html; charset=utf-8' };
+  }
+  if (status === 500) return { status, body: { message: 'Server Error' }, headers };
+  return { ...errorReply(status, `Injected fault ${status}`), headers };
+}
+
+function matcher(match: RequestMatch): (req: RequestInfo) => boolean {
+  if (typeof match === 'function') return match;
+  if (match instanceof RegExp) return (req) => match.test(req.path) || match.test(req.canonicalPath);
+  const m = /^(?:([A-Z*]+)\s+)?(\/\S*)$/.exec(match.trim());
+  if (!m) throw new Error(`not a request pattern: "${match}" (say "GET /repos/o/r/issues")`);
+  const method = m[1] ?? '*';
+  const source = m[2]!
+    .split(/(\*\*|\*|\{[^}]+\})/)
+    .map((part) =>
+      part === '**'
+        ? '.*'
+        : part === '*'
+          ? '[^/]*'
+          : /^\{[^}]+\}$/.test(part)
+            ? '[^/]+'
+            : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'),
+    )
+    .join('');
+  const re = new RegExp(`^${source}$`, 'i');
+  return (req) =>
+    (method === '*' || method === req.method) && (re.test(req.path) || re.test(req.canonicalPath));
+}
