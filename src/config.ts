@@ -129,6 +129,18 @@ const fields = z.object({
   THOPTER_POST_CHECKOUT_SCRIPT: existingFile,
   PROMPTS_DIR: z.string().default(path.join(PROJECT_DIR, 'prompts')),
   GITHUB_INTEGRATION_JSON: githubIntegration,
+  GITHUB_API_URL: z
+    .string()
+    .default('https://api.github.com')
+    .refine(
+      (v) => /^https?:\/\/\S+$/.test(v),
+      'must be an http(s) URL, e.g. https://github.example.com/api/v3',
+    ),
+  GITHUB_ISSUES_POLLING_INTERVAL: int(30, 1, 86_400),
+  GITHUB_COLD_START_LOOKBACK: requiredDuration('24h'),
+  GITHUB_WEBHOOK_SECRET: optionalText,
+  GITHUB_INCLUDE_PULL_REQUESTS: z.enum(['true', 'false']).default('false'),
+  GITHUB_DESTROY_ON_CLOSE: z.enum(['true', 'false']).default('true'),
   HUB_LOCK_DURATION: requiredDuration('30s'),
   HUB_STALLED_INTERVAL: requiredDuration('15s'),
   HUB_PHASE_CONCURRENCY: int(20, 1, 1000),
@@ -172,6 +184,17 @@ export interface Config {
   postCheckoutScript: string | undefined;
   promptsDir: string;
   repositories: Record<string, RepositorySettings>;
+  github: {
+    apiUrl: string;
+    /** Seconds between polls (seed: 30). */
+    pollIntervalS: number;
+    /** How far back the first poll of a repository looks, in ms. */
+    coldStartLookbackMs: number;
+    /** Enables POST /github/webhook. */
+    webhookSecret: string | undefined;
+    includePullRequests: boolean;
+    destroyOnClose: boolean;
+  };
   lockDurationMs: number;
   stalledIntervalMs: number;
   phaseConcurrency: number;
@@ -200,7 +223,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           i.code === 'invalid_value' && 'values' in i
             ? `must be one of ${(i.values as unknown[]).join(', ')}`
             : i.message;
-        return `${name} ${message}${given !== undefined && !/TOKEN|JSON|PAT|URL/.test(name) ? ` (got "${given}")` : ''}: set it in .env or the environment (see .env.example)`;
+        return `${name} ${message}${given !== undefined && !/TOKEN|JSON|PAT|SECRET|REDIS_URL/.test(name) ? ` (got "${given}")` : ''}: set it in .env or the environment (see .env.example)`;
       }),
     );
   }
@@ -225,6 +248,14 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     postCheckoutScript: c.THOPTER_POST_CHECKOUT_SCRIPT,
     promptsDir: path.resolve(c.PROMPTS_DIR),
     repositories: c.GITHUB_INTEGRATION_JSON.repositories,
+    github: {
+      apiUrl: c.GITHUB_API_URL.replace(/\/+$/, ''),
+      pollIntervalS: c.GITHUB_ISSUES_POLLING_INTERVAL,
+      coldStartLookbackMs: c.GITHUB_COLD_START_LOOKBACK,
+      webhookSecret: c.GITHUB_WEBHOOK_SECRET,
+      includePullRequests: c.GITHUB_INCLUDE_PULL_REQUESTS === 'true',
+      destroyOnClose: c.GITHUB_DESTROY_ON_CLOSE === 'true',
+    },
     lockDurationMs: c.HUB_LOCK_DURATION,
     stalledIntervalMs: c.HUB_STALLED_INTERVAL,
     phaseConcurrency: c.HUB_PHASE_CONCURRENCY,

@@ -15,6 +15,9 @@ import { reconcile } from './reconcile.js';
 import { connectRedis, startEmbeddedRedis, type RedisTarget } from './redis.js';
 import { RecordChanges } from './thopters/changes.js';
 import { ThopterStore } from './thopters/store.js';
+import { GitHubClients } from './github/clients.js';
+import { labelOf } from './scanner/intake.js';
+import { Intake } from './scanner/pause.js';
 
 const RECONCILE_EVERY_MS = 10 * 60_000;
 
@@ -90,12 +93,29 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
 
     const transports = new TransportPool(provider);
     closers.push(() => transports.closeAll());
+    const github = new GitHubClients(config, client, log);
+    const intake = new Intake(client, config.redisPrefix);
+    const publicUrl = config.publicUrl ?? `http://localhost:${config.port}`;
+    const announce = async (thopterId: string) => {
+      const record = await store.get(thopterId);
+      if (record?.request.source !== 'github') return;
+      await queues.enqueue('comment', { thopterId, label: labelOf(record.request) });
+    };
     await reconcile({ store, queues, provider, log });
+    const scanner = { config, redis: client, store, queues, prompts, provider, github, intake, log };
     const workers = startWorkers(
-      { config, log, store, changes, queues, provider, prompts, transports },
+      { config, log, store, changes, queues, provider, prompts, transports, announce },
+      { scanner, github: { store, queues, github, publicUrl, log } },
       workerConnection,
     );
     closers.push(() => workers.close());
+    if (github.repositories.length > 0) {
+      await queues.schedulePolling(config.github.pollIntervalS);
+      log.info(
+        { repositories: github.repositories, everySeconds: config.github.pollIntervalS },
+        'watching GitHub',
+      );
+    }
     const timer = setInterval(() => {
       reconcile({ store, queues, provider, log }).catch((err) =>
         log.warn({ err: err.message }, 'reconcile failed'),
@@ -104,7 +124,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     timer.unref();
     closers.push(async () => clearInterval(timer));
 
-    const app = createApi({ store, queues, prompts, provider, redis: client, apiToken, log });
+    const app = createApi({ ...scanner, apiToken });
     const server: Server = await new Promise((resolve, reject) => {
       const s = app.listen(config.port, config.host, () => resolve(s));
       s.once('error', reject);

@@ -26,6 +26,16 @@ export async function readJson(ctx: Context, limit = MAX_BODY_BYTES): Promise<un
       'send the body as JSON with Content-Type: application/json',
     );
   }
+  const raw = await readRaw(ctx, limit);
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'bad-json', 'the body is not valid JSON');
+  }
+}
+
+/** Reads the raw body, refusing anything larger than `limit` before it is buffered. */
+export async function readRaw(ctx: Context, limit: number): Promise<Buffer> {
   const declared = Number(ctx.get('content-length') || 0);
   if (declared > limit) throw new HttpError(413, 'too-large', `the body is over ${limit} bytes`);
   const chunks: Buffer[] = [];
@@ -38,11 +48,7 @@ export async function readJson(ctx: Context, limit = MAX_BODY_BYTES): Promise<un
     }
     chunks.push(chunk as Buffer);
   }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new HttpError(400, 'bad-json', 'the body is not valid JSON');
-  }
+  return Buffer.concat(chunks);
 }
 
 /** Parses with a schema; a failure names the first bad field. */

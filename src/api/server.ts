@@ -1,21 +1,14 @@
 import { Router } from '@koa/router';
 import Koa from 'koa';
-import type { Redis } from 'ioredis';
-import type { Logger } from '../log.js';
-import type { HubQueues } from '../queues/index.js';
-import type { IntakeDeps } from '../scanner/intake.js';
-import type { ThopterStore } from '../thopters/store.js';
+import type { ScannerDeps } from '../scanner/github.js';
+import { webhookRoutes } from '../scanner/webhook.js';
 import { requireHubToken } from './auth.js';
 import { bullBoard } from './board.js';
 import { errorMiddleware } from './http.js';
 import { statusRoutes, thopterRoutes } from './thopters.js';
 
-export interface ApiDeps extends IntakeDeps {
-  store: ThopterStore;
-  queues: HubQueues;
-  redis: Redis;
+export interface ApiDeps extends ScannerDeps {
   apiToken: string;
-  log: Logger;
 }
 
 export function createApi(deps: ApiDeps): Koa {
@@ -42,6 +35,8 @@ export function createApi(deps: ApiDeps): Koa {
   app.use(open.routes());
   // Authenticated with each thopter's own token, not the hub's.
   app.use(statusRoutes(deps).routes());
+  // Authenticated by GitHub's signature.
+  app.use(webhookRoutes(deps).routes());
 
   // Everything else, whatever its path, needs HUB_API_TOKEN: deny by default.
   app.use(requireHubToken(deps.apiToken));
@@ -50,7 +45,15 @@ export function createApi(deps: ApiDeps): Koa {
   ready.get('/ready', async (ctx) => {
     try {
       await deps.redis.ping();
-      ctx.body = { ready: true, redis: 'ok' };
+      // A repository whose token fails is reported here; the others keep working.
+      const github = await deps.github.health();
+      const failing = Object.entries(github).filter(([, h]) => h && !h.ok);
+      ctx.body = {
+        ready: true,
+        redis: 'ok',
+        github,
+        ...(failing.length ? { degraded: failing.map(([r]) => r) } : {}),
+      };
     } catch (err) {
       ctx.status = 503;
       ctx.body = { ready: false, redis: (err as Error).message };

@@ -4,6 +4,7 @@ import { acceptLaunch, labelOf, type IntakeDeps } from '../scanner/intake.js';
 import { statusPostSchema } from '../status/schema.js';
 import { isFinal, type ThopterState } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
+import type { Intake } from '../scanner/pause.js';
 import { credentialOf } from './auth.js';
 import { HttpError, parseWith, readJson } from './http.js';
 import { launchSchema, listQuerySchema, thopterIdSchema } from './schemas.js';
@@ -12,6 +13,7 @@ import { thopterView } from './views.js';
 export interface ThopterRoutesDeps extends IntakeDeps {
   store: ThopterStore;
   queues: HubQueues;
+  intake: Intake;
 }
 
 /** Routes behind HUB_API_TOKEN: launch, list, inspect, destroy. */
@@ -36,6 +38,14 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
           ? 'title: give the task as title and body (or an issueNumber with its title and body)'
           : 'title: reading an issue from GitHub is not available in this version of the hub; give its title and body too',
         'title',
+      );
+    }
+    const intake = await deps.intake.state();
+    if (intake.paused) {
+      throw new HttpError(
+        503,
+        'paused',
+        `intake is paused since ${intake.since}: resume it with POST /api/intake/resume`,
       );
     }
     const key = ctx.get('idempotency-key');
@@ -103,6 +113,17 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
     }
     ctx.status = 202;
     ctx.body = { id: record.id, state: isFinal(record.state) ? record.state : 'stopping' };
+  });
+
+  // Pausing intake stops new launches (API and issues); destroys and running thopters carry on.
+  router.get('/api/intake', async (ctx) => {
+    ctx.body = await deps.intake.state();
+  });
+  router.post('/api/intake/pause', async (ctx) => {
+    ctx.body = await deps.intake.pause('api');
+  });
+  router.post('/api/intake/resume', async (ctx) => {
+    ctx.body = await deps.intake.resume();
   });
 
   return router;

@@ -16,6 +16,8 @@ export interface ProcessorDeps {
   provider: Provider;
   prompts: Prompts;
   transports: TransportPool;
+  /** Tells the thopter's issue (if it came from one) that its state changed; cheap, deduplicated. */
+  announce(thopterId: string): Promise<void>;
 }
 
 /** A transport unused this long is closed; the next phase on this hub opens a new one. */

@@ -1,7 +1,9 @@
 import { Worker, type Processor, type WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ProcessorDeps } from './deps.js';
+import { scanAll, type ScannerDeps } from '../scanner/github.js';
 import { destroyProcessor } from './destroy.js';
+import { githubProcessor, type GitHubProcessorDeps } from './github.js';
 import { HANDOFF } from './handoff.js';
 import { lifecycleProcessor } from './lifecycle.js';
 import { phaseProcessor } from './phase-worker.js';
@@ -12,6 +14,8 @@ export interface HubWorkers {
   lifecycle: Worker;
   phases: Worker;
   destroy: Worker;
+  scan: Worker;
+  github: Worker;
   /** Hands active jobs back at once (a teardown under way finishes first), then closes every worker. */
   close(): Promise<void>;
 }
@@ -26,7 +30,11 @@ function handingOffAt<T, R>(shutdown: AbortSignal, processor: Processor<T, R>): 
     processor(job, token, signal ? AbortSignal.any([signal, shutdown]) : shutdown);
 }
 
-export function startWorkers(deps: ProcessorDeps, connection: Redis): HubWorkers {
+export function startWorkers(
+  deps: ProcessorDeps,
+  intake: { scanner: ScannerDeps; github: GitHubProcessorDeps },
+  connection: Redis,
+): HubWorkers {
   const { config, log, queues } = deps;
   const shutdown = new AbortController();
   const common: WorkerOptions = {
@@ -53,7 +61,11 @@ export function startWorkers(deps: ProcessorDeps, connection: Redis): HubWorkers
     concurrency: config.destroyConcurrency,
   });
 
-  for (const [name, worker] of Object.entries({ lifecycle, phases, destroy })) {
+  // One poll at a time across hubs is the queue's global concurrency; this hub runs one too.
+  const scan = new Worker('scan', async () => scanAll(intake.scanner), { ...common, concurrency: 1 });
+  const github = new Worker('github', githubProcessor(intake.github), { ...common, concurrency: 5 });
+
+  for (const [name, worker] of Object.entries({ lifecycle, phases, destroy, scan, github })) {
     worker.on('error', (err) => log.warn({ worker: name, err: err.message }, 'worker error'));
     // Losing a lock means another hub may now run the job too: stop ours.
     worker.on('lockRenewalFailed', (jobIds: string[]) => {
@@ -66,9 +78,11 @@ export function startWorkers(deps: ProcessorDeps, connection: Redis): HubWorkers
     lifecycle,
     phases,
     destroy,
+    scan,
+    github,
     async close() {
       shutdown.abort(HANDOFF);
-      await Promise.all([lifecycle.close(), phases.close(), destroy.close()]);
+      await Promise.all([lifecycle.close(), phases.close(), destroy.close(), scan.close(), github.close()]);
       // (a teardown under way finishes first: it does not listen to the signal)
     },
   };

@@ -75,6 +75,7 @@ async function live(deps: ProcessorDeps, job: Job<JobTable['lifecycle']>, signal
       if (found.state === 'queued') {
         await store.setState(id, 'provisioning', 'startedAt');
         await store.addEvent(id, 'provisioning', 'a slot is free: provisioning started');
+        await deps.announce(id);
         log.info('provisioning started');
       } else {
         await store.addEvent(id, 'resumed', `resumed while ${found.state}`);
@@ -105,6 +106,7 @@ async function live(deps: ProcessorDeps, job: Job<JobTable['lifecycle']>, signal
       async () => {
         await store.setState(id, 'running', 'runningAt');
         await store.addEvent(id, 'running', 'the agent is running');
+        await deps.announce(id);
       },
       signal,
       log,

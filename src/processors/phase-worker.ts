@@ -46,6 +46,7 @@ export function phaseProcessor(deps: ProcessorDeps): Processor<JobTable['phase']
         ? previous.startedAt
         : new Date().toISOString();
     await store.setPhase(thopterId, name, { outcome: 'running', attempts: attempt, startedAt });
+    await deps.announce(thopterId);
     log.info({ attempt }, 'phase started');
 
     const ctx: PhaseContext = {

@@ -7,7 +7,7 @@ import type { ProcessorDeps } from './deps.js';
  * the provider lists for this thopter, so none outlives it.
  */
 export async function teardown(
-  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'log'>,
+  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'log' | 'announce'>,
   thopterId: string,
   final: 'destroyed' | 'failed',
   reason: string,
@@ -18,7 +18,7 @@ export async function teardown(
   if (record?.machine) ids.add(record.machine.id);
   for (const m of await provider.list()) if (m.thopterId === thopterId) ids.add(m.id);
   // `stopping` means a machine is going away; a thopter that never had one ends at once.
-  if (ids.size > 0) await store.setState(thopterId, 'stopping');
+  if (ids.size > 0 && (await store.setState(thopterId, 'stopping'))) await deps.announce(thopterId);
   for (const id of ids) {
     await transports.release(id);
     try {
@@ -30,6 +30,7 @@ export async function teardown(
   }
   if (await store.finish(thopterId, final, reason)) {
     await store.addEvent(thopterId, final, reason);
+    await deps.announce(thopterId);
     log.info({ thopter: thopterId, machines: [...ids], final, reason }, 'thopter torn down');
   }
 }

@@ -1,10 +1,13 @@
+import { createHash } from 'node:crypto';
 import { FlowProducer, Queue, type FlowJob, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { PHASES } from '../processors/phases/index.js';
 import {
+  commentDedupId,
   destroyDedupId,
   lifecycleJobId,
+  SCAN_SCHEDULER_ID,
   phaseJobId,
   PRIORITY,
   QUEUE_OF,
@@ -32,6 +35,26 @@ const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
     removeOnComplete: { age: DAY_S },
     removeOnFail: { age: 7 * DAY_S },
   },
+  scan: {
+    priority: PRIORITY.scan,
+    removeOnComplete: { count: 100 },
+    removeOnFail: { count: 100 },
+  },
+  comment: {
+    priority: PRIORITY.github,
+    attempts: 8,
+    backoff: { type: 'exponential', delay: 2000 },
+    removeOnComplete: { age: DAY_S, count: 1000 },
+    removeOnFail: { age: 7 * DAY_S },
+  },
+  reply: {
+    priority: PRIORITY.github,
+    attempts: 8,
+    backoff: { type: 'exponential', delay: 2000 },
+    // Kept a month: the reply's job id is what makes a second detection post nothing.
+    removeOnComplete: { age: 30 * DAY_S },
+    removeOnFail: { age: 30 * DAY_S },
+  },
   destroy: {
     priority: PRIORITY.destroy,
     attempts: 5,
@@ -40,6 +63,33 @@ const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
     removeOnFail: { age: 7 * DAY_S },
   },
 };
+
+/** How a second add of the same thing is recognised, per job name. */
+function identityOf(name: Exclude<JobName, 'phase'>, data: JobTable[Exclude<JobName, 'phase'>]): JobsOptions {
+  switch (name) {
+    case 'lifecycle':
+      return { jobId: lifecycleJobId((data as JobTable['lifecycle']).thopterId) };
+    case 'destroy':
+      return { deduplication: { id: destroyDedupId((data as JobTable['destroy']).thopterId) } };
+    case 'comment':
+      // One edit running and the latest one waiting: the comment always ends on the last state.
+      return {
+        deduplication: {
+          id: commentDedupId((data as JobTable['comment']).thopterId),
+          keepLastIfActive: true,
+        },
+      };
+    case 'reply':
+      return {
+        jobId: `reply.${createHash('sha256')
+          .update((data as JobTable['reply']).key)
+          .digest('hex')
+          .slice(0, 24)}`,
+      };
+    case 'scan':
+      return {};
+  }
+}
 
 /** The hub's queues, and the only way onto them. */
 export class HubQueues {
@@ -56,7 +106,13 @@ export class HubQueues {
       q.on('error', (err) => log.warn({ queue: name, err: err.message }, 'queue error'));
       return q;
     };
-    this.queues = { thopters: make('thopters'), phases: make('phases'), destroy: make('destroy') };
+    this.queues = {
+      thopters: make('thopters'),
+      phases: make('phases'),
+      destroy: make('destroy'),
+      scan: make('scan'),
+      github: make('github'),
+    };
     this.flows = new FlowProducer({ connection, prefix });
     this.flows.on('error', (err) => log.warn({ err: err.message }, 'flow producer error'));
   }
@@ -64,15 +120,24 @@ export class HubQueues {
   /** The MAX_THOPTERS cap lives in Redis and outlasts us: set it at every start. */
   async start(maxThopters: number): Promise<void> {
     await this.queues.thopters.setGlobalConcurrency(maxThopters);
+    // Iterations overlap when a poll outlasts the interval: one at a time, across every hub.
+    await this.queues.scan.setGlobalConcurrency(1);
+  }
+
+  /** Polls every `intervalS` seconds; upserting from several hubs still makes one scheduler. */
+  async schedulePolling(intervalS: number): Promise<void> {
+    const data: JobTable['scan'] = { trigger: 'schedule' };
+    await this.queues.scan.upsertJobScheduler(
+      SCAN_SCHEDULER_ID,
+      { every: intervalS * 1000 },
+      { name: 'scan', data, opts: { ...JOB_DEFAULTS.scan } },
+    );
   }
 
   /** Adds a job. For lifecycle jobs the id derives from the thopter, so a second add is a no-op. */
-  async enqueue<N extends 'lifecycle' | 'destroy'>(name: N, data: JobTable[N], opts: JobsOptions = {}) {
+  async enqueue<N extends Exclude<JobName, 'phase'>>(name: N, data: JobTable[N], opts: JobsOptions = {}) {
     const queue = this.queues[QUEUE_OF[name]];
-    const identity: JobsOptions =
-      name === 'lifecycle'
-        ? { jobId: lifecycleJobId(data.thopterId) }
-        : { deduplication: { id: destroyDedupId(data.thopterId) } };
+    const identity = identityOf(name, data);
     const options = { ...JOB_DEFAULTS[name], ...identity, ...opts };
     if (options.priority === undefined) throw new Error(`every ${name} job needs a priority`);
     return queue.add(name, data, options);

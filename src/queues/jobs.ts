@@ -12,6 +12,12 @@ export interface JobTable {
   phase: { thopterId: string; label: string; phase: PhaseName };
   /** Tear one thopter down. */
   destroy: { thopterId: string; label: string; reason: string };
+  /** One poll of every watched repository. */
+  scan: { trigger: 'schedule' | 'manual' };
+  /** Create or edit a GitHub thopter's status comment (the acknowledgement) to show its state now. */
+  comment: { thopterId: string; label: string };
+  /** A one-off reply on an issue (a refused command, a kill). `key` makes it be posted once. */
+  reply: { repository: string; issueNumber: number; key: string; body: string; label: string };
 }
 
 export type JobName = keyof JobTable;
@@ -20,16 +26,21 @@ export const QUEUE_OF = {
   lifecycle: 'thopters',
   phase: 'phases',
   destroy: 'destroy',
+  scan: 'scan',
+  comment: 'github',
+  reply: 'github',
 } as const satisfies Record<JobName, string>;
 
 export type QueueName = (typeof QUEUE_OF)[JobName];
-export const QUEUE_NAMES = Object.values(QUEUE_OF) as QueueName[];
+export const QUEUE_NAMES = [...new Set(Object.values(QUEUE_OF))] as QueueName[];
 
 /** Priorities: lower runs sooner; BullMQ runs an unprioritized job before every prioritized one. */
 export const PRIORITY = {
   /** Default for launches. API launches may choose 1 … MAX. */
   launch: 100,
   destroy: 1,
+  scan: 1,
+  github: 10,
   max: 2_097_151,
 } as const;
 
@@ -37,3 +48,6 @@ export const PRIORITY = {
 export const lifecycleJobId = (thopterId: string) => thopterId;
 export const phaseJobId = (thopterId: string, phase: PhaseName) => `${thopterId}.${phase}`;
 export const destroyDedupId = (thopterId: string) => `destroy.${thopterId}`;
+export const commentDedupId = (thopterId: string) => `comment.${thopterId}`;
+/** The poll's job scheduler: one for every hub, so n hubs poll once. */
+export const SCAN_SCHEDULER_ID = 'poll';

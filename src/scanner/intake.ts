@@ -26,6 +26,10 @@ export interface LaunchInput {
   prompt?: string;
   priority?: number;
   requestedBy: string;
+  /** Where to clone from when the repository is known to GitHub (its API's `clone_url`). */
+  cloneUrl?: string;
+  /** For a GitHub command: `body` or `comment:{id}`. */
+  instance?: string;
   /**
    * Makes the launch idempotent: the same key always names the same thopter, so a retried API
    * call (or a command detected twice) adds nothing. Commands use repo + issue + instance.
@@ -121,7 +125,9 @@ export async function acceptLaunch(deps: IntakeDeps, input: LaunchInput): Promis
       );
     }
   }
-  const { cloneUrl, repoName } = cloneSource(input.repository);
+  const { cloneUrl, repoName } = input.cloneUrl
+    ? { cloneUrl: input.cloneUrl, repoName: cloneSource(input.repository).repoName }
+    : cloneSource(input.repository);
 
   const id = thopterIdFor(input.dedupeKey);
   const request: Request = {
@@ -135,6 +141,7 @@ export async function acceptLaunch(deps: IntakeDeps, input: LaunchInput): Promis
     prompt,
     priority: input.priority ?? PRIORITY.launch,
     requestedBy: input.requestedBy,
+    ...(input.instance ? { instance: input.instance } : {}),
     createdAt: new Date().toISOString(),
   };
   const { created, record } = await store.create(request);

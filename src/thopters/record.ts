@@ -42,6 +42,8 @@ export interface Request {
   priority: number;
   /** Who asked: a GitHub login, or `api`. */
   requestedBy: string;
+  /** For a GitHub command: where it stands, `body` or `comment:{id}`. */
+  instance?: string;
   createdAt: string;
 }
 
@@ -92,6 +94,8 @@ export interface ThopterRecord {
   phases: Partial<Record<PhaseName, PhaseRecord>>;
   session?: SessionStatus;
   destroyRequested?: { reason: string; at: string };
+  /** The GitHub comment that acknowledged the command and shows the thopter's state. */
+  commentId?: number;
   /** Why it ended (destroyed) or what failed (failed). */
   endReason?: string;
   createdAt: string;

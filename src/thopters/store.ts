@@ -186,6 +186,11 @@ export class ThopterStore {
     return this.update(id, { [`phase:${phase}`]: JSON.stringify(record) });
   }
 
+  /** Recorded even after the thopter ended: the comment still shows its last state. */
+  setCommentId(id: string, commentId: number) {
+    return this.update(id, { commentId: String(commentId) }, false);
+  }
+
   setSession(id: string, session: SessionStatus) {
     return this.update(id, { session: JSON.stringify(session) });
   }
@@ -238,6 +243,7 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     session: json<SessionStatus>(h.session),
     destroyRequested: json<{ reason: string; at: string }>(h.destroyRequested),
     endReason: h.endReason,
+    commentId: h.commentId ? Number(h.commentId) : undefined,
     createdAt: h.createdAt!,
     startedAt: h.startedAt,
     runningAt: h.runningAt,

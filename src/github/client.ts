@@ -1,0 +1,164 @@
+import { retry } from '@octokit/plugin-retry';
+import { throttling } from '@octokit/plugin-throttling';
+import { Octokit } from '@octokit/rest';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import type { Logger } from '../log.js';
+import {
+  commentSchema,
+  issueSchema,
+  permissionSchema,
+  repositorySchema,
+  type GitHubComment,
+  type GitHubIssue,
+  type GitHubRepository,
+} from './schemas.js';
+
+const ThrottledOctokit = Octokit.plugin(throttling, retry);
+
+/** How long a cached response (for conditional requests) is kept. */
+const ETAG_TTL_S = 7 * 86_400;
+const RETRIES_ON_LIMIT = 3;
+
+/**
+ * GitHub's REST API for one token: the hub's real client (Octokit) for github.com, GitHub
+ * Enterprise, or the test server, by base URL. Every GET is conditional: the ETag and body of the
+ * last answer are kept in Redis (shared by every hub), and a 304 — which GitHub does not count
+ * against the rate limit — is answered from there, so polling an idle repository is free.
+ * Secondary rate limits and 5xx are waited out by Octokit's throttling and retry plugins.
+ */
+export class GitHubClient {
+  readonly octokit: InstanceType<typeof ThrottledOctokit>;
+
+  constructor(opts: { baseUrl: string; token: string; redis: Redis; prefix: string; log: Logger }) {
+    const { redis, prefix, log } = opts;
+    this.octokit = new ThrottledOctokit({
+      baseUrl: opts.baseUrl.replace(/\/+$/, ''),
+      auth: opts.token,
+      userAgent: 'thopter-swarm',
+      log: {
+        debug: () => {},
+        info: () => {},
+        warn: (m: string) => log.debug(m),
+        error: (m: string) => log.debug(m),
+      },
+      retry: { doNotRetry: [304, 400, 401, 403, 404, 410, 422, 451] },
+      throttle: {
+        onRateLimit: (
+          retryAfter: number,
+          options: { method: string; url: string },
+          _o: unknown,
+          count: number,
+        ) => {
+          log.warn({ retryAfter, url: options.url }, 'GitHub rate limit reached');
+          return count < RETRIES_ON_LIMIT;
+        },
+        onSecondaryRateLimit: (
+          retryAfter: number,
+          options: { method: string; url: string },
+          _o: unknown,
+          count: number,
+        ) => {
+          log.warn({ retryAfter, url: options.url }, 'GitHub secondary rate limit');
+          return count < RETRIES_ON_LIMIT;
+        },
+      },
+    });
+
+    this.octokit.hook.wrap('request', async (request, options) => {
+      if (options.method !== 'GET') return request(options);
+      const { url } = this.octokit.request.endpoint.parse(options);
+      const key = `${prefix}:github:etag:${url}`;
+      const cached = await redis.get(key);
+      const entry = cached ? (JSON.parse(cached) as { etag: string; link?: string; data: unknown }) : null;
+      if (entry) options.headers = { ...options.headers, 'if-none-match': entry.etag };
+      try {
+        const response = await request(options);
+        const etag = response.headers.etag;
+        if (etag) {
+          const link = response.headers.link;
+          await redis.set(key, JSON.stringify({ etag, link, data: response.data }), 'EX', ETAG_TTL_S);
+        }
+        return response;
+      } catch (err) {
+        if (entry && (err as { status?: number }).status === 304) {
+          const headers = (err as { response?: { headers: Record<string, string> } }).response?.headers ?? {};
+          return { status: 200, url, headers: { ...headers, link: entry.link }, data: entry.data } as never;
+        }
+        throw err;
+      }
+    });
+  }
+
+  async repository(fullName: string): Promise<GitHubRepository> {
+    const [owner, repo] = split(fullName);
+    const { data } = await this.octokit.rest.repos.get({ owner, repo });
+    return repositorySchema.parse(data);
+  }
+
+  /** Open issues (and pull requests) updated at or after `since`, oldest change first, every page. */
+  async issuesSince(fullName: string, since: string): Promise<GitHubIssue[]> {
+    const [owner, repo] = split(fullName);
+    const data = await this.octokit.paginate(this.octokit.rest.issues.listForRepo, {
+      owner,
+      repo,
+      state: 'open',
+      since,
+      sort: 'updated',
+      direction: 'asc',
+      per_page: 100,
+    });
+    return z.array(issueSchema).parse(data);
+  }
+
+  async issue(fullName: string, number: number): Promise<GitHubIssue> {
+    const [owner, repo] = split(fullName);
+    const { data } = await this.octokit.rest.issues.get({ owner, repo, issue_number: number });
+    return issueSchema.parse(data);
+  }
+
+  /** Every comment of an issue, every page. */
+  async comments(fullName: string, number: number): Promise<GitHubComment[]> {
+    const [owner, repo] = split(fullName);
+    const data = await this.octokit.paginate(this.octokit.rest.issues.listComments, {
+      owner,
+      repo,
+      issue_number: number,
+      per_page: 100,
+    });
+    return z.array(commentSchema).parse(data);
+  }
+
+  /** `admin`, `write`, `read` or `none` (maintainers read as `write`, triage as `read`). */
+  async permission(fullName: string, login: string): Promise<string> {
+    const [owner, repo] = split(fullName);
+    const { data } = await this.octokit.rest.repos.getCollaboratorPermissionLevel({
+      owner,
+      repo,
+      username: login,
+    });
+    return permissionSchema.parse(data).permission;
+  }
+
+  async createComment(fullName: string, number: number, body: string): Promise<number> {
+    const [owner, repo] = split(fullName);
+    const { data } = await this.octokit.rest.issues.createComment({
+      owner,
+      repo,
+      issue_number: number,
+      body,
+    });
+    return commentSchema.parse(data).id;
+  }
+
+  async updateComment(fullName: string, commentId: number, body: string): Promise<void> {
+    const [owner, repo] = split(fullName);
+    await this.octokit.rest.issues.updateComment({ owner, repo, comment_id: commentId, body });
+  }
+}
+
+function split(fullName: string): [string, string] {
+  const [owner, repo] = fullName.split('/');
+  if (!owner || !repo) throw new Error(`"${fullName}" is not owner/repo`);
+  return [owner, repo];
+}

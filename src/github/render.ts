@@ -1,0 +1,61 @@
+import { PHASES } from '../processors/phases/index.js';
+import type { ThopterRecord } from '../thopters/record.js';
+
+/** The seed's marker: it lets a retried post find the comment it already made. */
+export const ackMarker = (instance: string) => `<!-- thopter-ack:${instance} -->`;
+
+const PHASE_ICON: Record<string, string> = {
+  running: '⏳',
+  retrying: '🔁',
+  succeeded: '✅',
+  skipped: '➖',
+  warning: '⚠️',
+  failed: '❌',
+};
+
+/**
+ * The thopter's status comment: posted as the acknowledgement, then edited as the thopter moves
+ * (queued with its place in line, each phase, running, destroyed or failed with the reason).
+ */
+export function renderStatus(
+  record: ThopterRecord,
+  opts: { instance: string; publicUrl: string; queuePosition: number | null },
+): string {
+  const { request } = record;
+  const who = request.issue.mentionAuthor ? `@${request.issue.mentionAuthor}` : request.requestedBy;
+  const link = `${opts.publicUrl}/api/thopters/${record.id}`;
+  const lines = [
+    ackMarker(opts.instance),
+    `**Thopter** \`${record.id}\` for ${who}: ${headline(record, opts.queuePosition)}`,
+    '',
+  ];
+  if (record.machine) lines.push(`Work branch: \`${record.machine.workBranch}\``);
+  const phases = PHASES.filter((p) => record.phases[p.name]).map((p) => {
+    const ph = record.phases[p.name]!;
+    return `${PHASE_ICON[ph.outcome] ?? ''} ${p.name}${ph.outcome === 'warning' && ph.error ? ` (${ph.error})` : ''}`;
+  });
+  if (phases.length) lines.push(`Phases: ${phases.join(' · ')}`);
+  lines.push(`Request \`${record.id}\` · [status](${link})`);
+  return lines.join('\n') + '\n';
+}
+
+function headline(record: ThopterRecord, position: number | null): string {
+  switch (record.state) {
+    case 'queued':
+      return position ? `**queued**, number ${position} in line.` : '**queued**.';
+    case 'provisioning': {
+      const current = PHASES.find((p) =>
+        ['running', 'retrying'].includes(record.phases[p.name]?.outcome ?? ''),
+      );
+      return `**provisioning**${current ? `: ${current.name}` : ''}.`;
+    }
+    case 'running':
+      return '**running**: the agent is at work.';
+    case 'stopping':
+      return `**stopping** (${record.destroyRequested?.reason ?? 'destroy requested'}).`;
+    case 'destroyed':
+      return `**destroyed** (${record.endReason ?? 'destroyed'}).`;
+    case 'failed':
+      return `**failed**: ${record.endReason ?? 'unknown error'}. The machine was destroyed.`;
+  }
+}

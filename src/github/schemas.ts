@@ -1,0 +1,53 @@
+import { z } from 'zod';
+
+/** What the hub reads of GitHub's responses; anything else in them is ignored. */
+export const userSchema = z.object({
+  login: z.string(),
+  id: z.number(),
+  type: z.string().default('User'),
+});
+
+export const repositorySchema = z.object({
+  id: z.number(),
+  full_name: z.string(),
+  clone_url: z.string(),
+  html_url: z.string(),
+  private: z.boolean().default(false),
+  default_branch: z.string().optional(),
+});
+
+export const issueSchema = z.object({
+  id: z.number(),
+  number: z.number(),
+  title: z.string(),
+  body: z.string().nullable().default(null),
+  state: z.string(),
+  user: userSchema.nullable(),
+  html_url: z.string(),
+  created_at: z.string(),
+  updated_at: z.string(),
+  pull_request: z.unknown().optional(),
+});
+
+export const commentSchema = z.object({
+  id: z.number(),
+  body: z.string().nullable().default(null),
+  user: userSchema.nullable(),
+  html_url: z.string().optional(),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+
+export const permissionSchema = z.object({
+  permission: z.string(),
+  role_name: z.string().optional(),
+});
+
+export type GitHubUser = z.infer<typeof userSchema>;
+export type GitHubRepository = z.infer<typeof repositorySchema>;
+export type GitHubIssue = z.infer<typeof issueSchema>;
+export type GitHubComment = z.infer<typeof commentSchema>;
+
+/** Bots (GitHub Apps, dependabot, this hub's own token if it is one) never launch anything. */
+export const isBot = (user: GitHubUser | null) =>
+  !user || user.type === 'Bot' || user.login.endsWith('[bot]');

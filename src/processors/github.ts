@@ -1,0 +1,83 @@
+import { createHash } from 'node:crypto';
+import { UnrecoverableError, type Job, type Processor } from 'bullmq';
+import type { GitHubClients } from '../github/clients.js';
+import { ackMarker, renderStatus } from '../github/render.js';
+import type { Logger } from '../log.js';
+import type { HubQueues, JobTable } from '../queues/index.js';
+import type { ThopterStore } from '../thopters/store.js';
+
+export interface GitHubProcessorDeps {
+  store: ThopterStore;
+  queues: HubQueues;
+  github: GitHubClients;
+  publicUrl: string;
+  log: Logger;
+}
+
+const replyMarker = (key: string) =>
+  `<!-- thopter-reply:${createHash('sha256').update(key).digest('hex').slice(0, 24)} -->`;
+
+/**
+ * The GitHub outbox: every comment the hub writes goes through here, retried with backoff. A
+ * retry after a crash looks for its own marker in the issue's comments before posting, so a
+ * comment is never doubled; an edit always renders the thopter's state as it is now.
+ */
+export function githubProcessor(
+  deps: GitHubProcessorDeps,
+): Processor<JobTable['comment'] | JobTable['reply'], string> {
+  return async (job: Job<JobTable['comment'] | JobTable['reply']>) => {
+    try {
+      return job.name === 'comment'
+        ? await postStatus(deps, job.data as JobTable['comment'])
+        : await postReply(deps, job.data as JobTable['reply']);
+    } catch (err) {
+      const status = (err as { status?: number }).status;
+      // GitHub's refusals (bad token, no access, gone) do not get better by retrying.
+      if (status && [400, 401, 404, 410, 422].includes(status)) {
+        throw new UnrecoverableError(`GitHub answered ${status}: ${(err as Error).message}`);
+      }
+      throw err;
+    }
+  };
+}
+
+async function postStatus(deps: GitHubProcessorDeps, data: JobTable['comment']): Promise<string> {
+  const record = await deps.store.get(data.thopterId);
+  if (!record || record.request.source !== 'github' || record.request.issue.number === undefined)
+    return 'not a GitHub thopter';
+  const { repository } = record.request;
+  const number = record.request.issue.number;
+  const client = deps.github.for(repository);
+  if (!client) return `${repository} is not watched`;
+  const instance = record.request.instance ?? 'body';
+  const body = renderStatus(record, {
+    instance,
+    publicUrl: deps.publicUrl,
+    queuePosition: record.state === 'queued' ? await deps.queues.queuePosition(record.id) : null,
+  });
+  let commentId = record.commentId;
+  if (commentId === undefined) {
+    const marker = ackMarker(instance);
+    commentId = (await client.comments(repository, number)).find((c) => c.body?.includes(marker))?.id;
+    if (commentId === undefined) {
+      commentId = await client.createComment(repository, number, body);
+      await deps.store.setCommentId(record.id, commentId);
+      return 'acknowledged';
+    }
+    await deps.store.setCommentId(record.id, commentId);
+  }
+  await client.updateComment(repository, commentId, body);
+  return `updated: ${record.state}`;
+}
+
+async function postReply(deps: GitHubProcessorDeps, data: JobTable['reply']): Promise<string> {
+  const client = deps.github.for(data.repository);
+  if (!client) return `${data.repository} is not watched`;
+  const marker = replyMarker(data.key);
+  const existing = (await client.comments(data.repository, data.issueNumber)).find((c) =>
+    c.body?.includes(marker),
+  );
+  if (existing) return 'already replied';
+  await client.createComment(data.repository, data.issueNumber, `${marker}\n${data.body}`);
+  return 'replied';
+}

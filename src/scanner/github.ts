@@ -1,0 +1,258 @@
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import { ThopterError, messageOf } from '../errors.js';
+import type { GitHubClients } from '../github/clients.js';
+import { isBot, type GitHubComment, type GitHubIssue, type GitHubUser } from '../github/schemas.js';
+import type { Logger } from '../log.js';
+import type { Prompts } from '../prompts.js';
+import type { Provider } from '../providers/types.js';
+import type { HubQueues } from '../queues/index.js';
+import { isFinal } from '../thopters/record.js';
+import type { ThopterStore } from '../thopters/store.js';
+import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
+import { acceptLaunch, thopterIdFor } from './intake.js';
+import type { Intake } from './pause.js';
+
+export interface ScannerDeps {
+  config: Config;
+  redis: Redis;
+  store: ThopterStore;
+  queues: HubQueues;
+  prompts: Prompts;
+  provider: Provider;
+  github: GitHubClients;
+  intake: Intake;
+  log: Logger;
+}
+
+/** Users with these permissions may launch and kill (maintainers read as `write`). */
+const ALLOWED = new Set(['admin', 'write']);
+const PERMISSION_CACHE_S = 300;
+/** Seed: each poll looks back a minute further than the last change it saw. */
+const OVERLAP_MS = 60_000;
+
+/** One poll: every watched repository; one whose token fails is reported and the rest go on. */
+export async function scanAll(deps: ScannerDeps): Promise<void> {
+  for (const repository of deps.github.repositories) {
+    try {
+      await scanRepository(deps, repository);
+      await deps.github.setHealth(repository);
+    } catch (err) {
+      await deps.github.setHealth(repository, describe(err));
+    }
+  }
+}
+
+/**
+ * Polls one repository for issues updated since the newest change seen (less a minute), fetches
+ * each one's comments, and acts on the commands found. `since` moves only when something changed,
+ * so an idle repository's poll repeats the same request and GitHub answers 304, for free.
+ */
+export async function scanRepository(deps: ScannerDeps, repository: string): Promise<void> {
+  const { redis, config } = deps;
+  const client = deps.github.for(repository);
+  if (!client) return;
+  const markKey = `${config.redisPrefix}:scan:newest:${repository}`;
+  const newestSeen = await redis.get(markKey);
+  const since = newestSeen
+    ? new Date(Date.parse(newestSeen) - OVERLAP_MS).toISOString()
+    : new Date(Date.now() - config.github.coldStartLookbackMs).toISOString();
+  let newest = newestSeen ?? since;
+  for (const issue of await client.issuesSince(repository, since)) {
+    if (issue.updated_at > newest) newest = issue.updated_at;
+    if (issue.pull_request !== undefined && !config.github.includePullRequests) continue;
+    const comments = await client.comments(repository, issue.number);
+    await actOnIssue(deps, repository, issue, comments);
+  }
+  await redis.set(markKey, newest);
+}
+
+/** Acts on every command in an issue's body and comments (or only in `onlyInstance`). */
+export async function actOnIssue(
+  deps: ScannerDeps,
+  repository: string,
+  issue: GitHubIssue,
+  comments: GitHubComment[],
+  onlyInstance?: string,
+): Promise<void> {
+  const sources = [
+    { instance: 'body', text: issue.body ?? '', author: issue.user },
+    ...comments.map((c) => ({ instance: `comment:${c.id}`, text: c.body ?? '', author: c.user })),
+  ];
+  for (const { instance, text, author } of sources) {
+    if (onlyInstance && instance !== onlyInstance) continue;
+    const found = findCommand(text);
+    if (!found || isBot(author)) continue;
+    try {
+      await actOnCommand(deps, { repository, issue, comments, instance, author: author!, found });
+    } catch (err) {
+      deps.log.error(
+        { issue: `${repository}#${issue.number}`, instance, err: messageOf(err) },
+        'command not handled',
+      );
+    }
+  }
+}
+
+interface Detected {
+  repository: string;
+  issue: GitHubIssue;
+  comments: GitHubComment[];
+  instance: string;
+  author: GitHubUser;
+  found: FoundCommand;
+}
+
+/**
+ * One command. Idempotent: its thopter id and its replies derive from repository, issue and
+ * instance, so detecting it again (next poll, a webhook, another hub) changes nothing.
+ */
+async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
+  const { store, queues, redis, config } = deps;
+  const key = `${d.repository}#${d.issue.number}@${d.instance}`;
+  const label = `${d.repository}#${d.issue.number}`;
+  const thopterId = thopterIdFor(`github:${key}`);
+  const handledKey = `${config.redisPrefix}:scan:handled:${key}`;
+  const reply = (suffix: string, body: string) =>
+    queues.enqueue('reply', {
+      repository: d.repository,
+      issueNumber: d.issue.number,
+      key: `${key}:${suffix}`,
+      body,
+      label,
+    });
+
+  const existing = await store.get(thopterId);
+  if (existing) {
+    // Accepted before: make sure its lifecycle job and acknowledgement exist (a crash may have
+    // come between), and nothing else.
+    if (existing.state === 'queued') {
+      await queues.enqueue('lifecycle', { thopterId, label }, { priority: existing.request.priority });
+    }
+    if (existing.commentId === undefined) await queues.enqueue('comment', { thopterId, label });
+    return;
+  }
+  if (await redis.exists(handledKey)) return;
+  const handled = () => redis.set(handledKey, new Date().toISOString());
+  const who = `@${d.author.login}`;
+
+  if (!(await mayAct(deps, d.repository, d.author.login))) {
+    await reply(
+      'refused',
+      `${who}, thank you for asking, but only people with write access to ${d.repository} can run thopters here.`,
+    );
+    return void (await handled());
+  }
+  if (d.found.ignored > 0) {
+    await reply(
+      'ignored',
+      `${who}: only the first \`/thopter\` line of a comment counts; the other ${d.found.ignored} ${d.found.ignored === 1 ? 'was' : 'were'} ignored.`,
+    );
+  }
+  const { command } = d.found;
+  if (command.kind === 'invalid') {
+    const prompts = (await deps.prompts.names()).join(', ');
+    const gcs = (await deps.provider.goldenClaudes()).join(', ') || '(none yet)';
+    await reply(
+      'invalid',
+      `${who}: \`${d.found.line}\` is not a command I understand: ${command.problem}.\n\nUse ${COMMAND_USAGE}. Prompts: ${prompts}. Golden claudes: ${gcs}.`,
+    );
+    return void (await handled());
+  }
+  if (command.kind === 'kill') {
+    const doomed = (await store.list({ limit: 5000 })).filter(
+      (t) =>
+        t.request.repository === d.repository &&
+        t.request.issue.number === d.issue.number &&
+        !isFinal(t.state),
+    );
+    for (const t of doomed) {
+      await queues.enqueue('destroy', {
+        thopterId: t.id,
+        label,
+        reason: `/thopter ${d.found.line.split(/\s+/)[1]} by ${who}`,
+      });
+    }
+    await reply(
+      'kill',
+      doomed.length
+        ? `${who}: destroying ${doomed.map((t) => `\`${t.id}\``).join(', ')}.`
+        : `${who}: there is no live thopter on this issue.`,
+    );
+    return void (await handled());
+  }
+  const intake = await deps.intake.state();
+  if (intake.paused) {
+    await reply(
+      'paused',
+      `${who}: the hub is paused and accepts no new thopters right now. Write \`/thopter\` again once it is resumed.`,
+    );
+    return void (await handled());
+  }
+  const repo = await deps.github.for(d.repository)!.repository(d.repository);
+  try {
+    await acceptLaunch(deps, {
+      source: 'github',
+      repository: d.repository,
+      cloneUrl: repo.clone_url,
+      instance: d.instance,
+      issue: {
+        number: d.issue.number,
+        title: d.issue.title,
+        body: d.issue.body ?? '',
+        url: d.issue.html_url,
+        author: d.issue.user?.login,
+        mentionAuthor: d.author.login,
+        comments: d.comments.map((c) => ({
+          author: c.user?.login ?? 'ghost',
+          body: c.body ?? '',
+          createdAt: c.created_at,
+          updatedAt: c.updated_at,
+        })),
+      },
+      gc: command.gc,
+      prompt: command.prompt,
+      requestedBy: d.author.login,
+      dedupeKey: `github:${key}`,
+    });
+  } catch (err) {
+    if (err instanceof ThopterError && err.code === 'bad-input') {
+      await reply('invalid', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
+      return void (await handled());
+    }
+    throw err;
+  }
+  await queues.enqueue('comment', { thopterId, label });
+}
+
+async function mayAct(deps: ScannerDeps, repository: string, login: string): Promise<boolean> {
+  const cacheKey = `${deps.config.redisPrefix}:github:permission:${repository}:${login}`;
+  let permission = await deps.redis.get(cacheKey);
+  if (!permission) {
+    try {
+      permission = await deps.github.for(repository)!.permission(repository, login);
+    } catch (err) {
+      const status = (err as { status?: number }).status;
+      if (status === 403) {
+        throw new Error(
+          `the issuesPAT of ${repository} may not read collaborators' permissions: its user needs push access to the repository`,
+          { cause: err },
+        );
+      }
+      // GitHub answers 404 for someone who is not a collaborator at all.
+      if (status !== 404) throw err;
+      permission = 'none';
+    }
+    await deps.redis.set(cacheKey, permission, 'EX', PERMISSION_CACHE_S);
+  }
+  return ALLOWED.has(permission);
+}
+
+function describe(err: unknown): string {
+  const status = (err as { status?: number }).status;
+  if (status === 401)
+    return 'the issuesPAT is invalid or expired (GitHub answered 401 Bad credentials): renew it in GITHUB_INTEGRATION_JSON';
+  if (status === 403 || status === 404)
+    return `the issuesPAT cannot read this repository (GitHub answered ${status}): check its access`;
+  return messageOf(err);
+}

@@ -1,0 +1,110 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Router } from '@koa/router';
+import { z } from 'zod';
+import { HttpError, readRaw } from '../api/http.js';
+import { commentSchema, isBot, issueSchema } from '../github/schemas.js';
+import { isFinal } from '../thopters/record.js';
+import { actOnIssue, type ScannerDeps } from './github.js';
+
+/** GitHub sends at most 25 MB; issue and comment events are far smaller. */
+const MAX_DELIVERY_BYTES = 5 * 1024 * 1024;
+
+const deliverySchema = z.object({
+  action: z.string(),
+  repository: z.object({ full_name: z.string() }),
+  issue: issueSchema,
+  comment: commentSchema.optional(),
+});
+
+/** X-Hub-Signature-256 is `sha256=` and the HMAC of the raw body with the webhook secret. */
+export function signatureMatches(secret: string, body: Buffer, header: string | undefined): boolean {
+  if (!header?.startsWith('sha256=')) return false;
+  const expected = Buffer.from(createHmac('sha256', secret).update(body).digest('hex'));
+  const given = Buffer.from(header.slice('sha256='.length));
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+/**
+ * POST /github/webhook: deliveries go through the same detection as polling, so a command is
+ * seen within seconds; polling stays on as the safety net, and detecting twice changes nothing.
+ */
+export function webhookRoutes(deps: ScannerDeps): Router {
+  const router = new Router({ sensitive: true, strict: true });
+  router.post('/github/webhook', async (ctx) => {
+    const secret = deps.config.github.webhookSecret;
+    if (!secret)
+      throw new HttpError(
+        404,
+        'not-found',
+        'the webhook receiver is off: set GITHUB_WEBHOOK_SECRET to turn it on',
+      );
+    const raw = await readRaw(ctx, MAX_DELIVERY_BYTES);
+    if (!signatureMatches(secret, raw, ctx.get('x-hub-signature-256') || undefined)) {
+      throw new HttpError(
+        401,
+        'bad-signature',
+        "X-Hub-Signature-256 does not match this hub's GITHUB_WEBHOOK_SECRET",
+      );
+    }
+    const event = ctx.get('x-github-event');
+    if (event !== 'issues' && event !== 'issue_comment') {
+      ctx.status = 202;
+      ctx.body = { ignored: `event ${event || '(none)'}` };
+      return;
+    }
+    let payload: z.infer<typeof deliverySchema>;
+    try {
+      payload = deliverySchema.parse(JSON.parse(raw.toString('utf8')));
+    } catch {
+      throw new HttpError(400, 'bad-input', `this is not a ${event} delivery GitHub sends`);
+    }
+    const repository = payload.repository.full_name;
+    const client = deps.github.for(repository);
+    if (!client) {
+      ctx.status = 202;
+      ctx.body = { ignored: `${repository} is not watched` };
+      return;
+    }
+    const { issue, action } = payload;
+    if (issue.pull_request !== undefined && !deps.config.github.includePullRequests) {
+      ctx.status = 202;
+      ctx.body = { ignored: 'pull request' };
+      return;
+    }
+    if (event === 'issues' && action === 'closed') {
+      if (deps.config.github.destroyOnClose) await destroyIssueThopters(deps, repository, issue.number);
+    } else if (event === 'issues' && (action === 'opened' || action === 'edited')) {
+      await actOnIssue(deps, repository, issue, await client.comments(repository, issue.number), 'body');
+    } else if (
+      event === 'issue_comment' &&
+      (action === 'created' || action === 'edited') &&
+      payload.comment
+    ) {
+      if (!isBot(payload.comment.user)) {
+        await actOnIssue(
+          deps,
+          repository,
+          issue,
+          await client.comments(repository, issue.number),
+          `comment:${payload.comment.id}`,
+        );
+      }
+    }
+    ctx.status = 202;
+    ctx.body = { accepted: `${event}.${action}` };
+  });
+  return router;
+}
+
+async function destroyIssueThopters(deps: ScannerDeps, repository: string, number: number) {
+  const live = (await deps.store.list({ limit: 5000 })).filter(
+    (t) => t.request.repository === repository && t.request.issue.number === number && !isFinal(t.state),
+  );
+  for (const t of live) {
+    await deps.queues.enqueue('destroy', {
+      thopterId: t.id,
+      label: `${repository}#${number}`,
+      reason: 'the issue was closed',
+    });
+  }
+}

@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Hub } from '../src/hub.js';
+import { deliverWebhook, secondaryRateLimit, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
+import { api, TestWorld } from './helpers/env.js';
+import { waitFor } from './helpers/wait.js';
+
+const world = new TestWorld();
+const REPO = 'acme/widget';
+const TOKEN = 'ghp_issues_token_for_the_hub';
+const SECRET = 'webhook-secret-for-tests';
+let gh: FakeGitHub;
+let hub: Hub;
+let origin: string;
+
+const ackMarkers = (number: number) =>
+  gh.comments(REPO, number).filter((c) => c.body?.includes('<!-- thopter-ack:'));
+const replies = (number: number) =>
+  gh.comments(REPO, number).filter((c) => c.body?.includes('<!-- thopter-reply:'));
+const thoptersOf = async (number: number) =>
+  (await hub.store.list()).filter((t) => t.request.repository === REPO && t.request.issue.number === number);
+
+before(async () => {
+  await world.start();
+  origin = world.origin('widget');
+  gh = await startFakeGitHub();
+  gh.addToken(TOKEN, 'thopter-hub');
+  gh.addRepo(REPO, { cloneUrl: origin });
+  gh.addToken('ghp_expired', 'someone');
+  gh.addRepo('acme/other');
+  gh.setPermission(REPO, 'thopter-hub', 'write'); // GitHub shows permissions only to users with push access
+  gh.setPermission(REPO, 'alice', 'write');
+  gh.setPermission(REPO, 'mallory', 'read');
+  hub = await world.hub({
+    GITHUB_API_URL: gh.url,
+    GITHUB_INTEGRATION_JSON: JSON.stringify({
+      repositories: {
+        [REPO]: { issuesPAT: TOKEN, userName: 'Widget Bot', userEmail: 'bot@widget.test' },
+        'acme/other': { issuesPAT: 'ghp_wrong' },
+      },
+    }),
+    GITHUB_ISSUES_POLLING_INTERVAL: '1',
+    GITHUB_WEBHOOK_SECRET: SECRET,
+    HUB_PUBLIC_URL: 'https://hub.example.test',
+  });
+});
+after(async () => {
+  await gh?.close();
+  await world.close();
+});
+
+describe('GitHub intake by polling', () => {
+  it("acknowledges a collaborator's /thopter, tracks the thopter to running, and /thopter kill stops it", async () => {
+    const issue = gh.addIssue(REPO, { title: 'Add a greeting', body: 'We need a greeting.', user: 'bob' });
+    gh.addComment(REPO, issue.number, { user: 'carol', body: 'Yes please, make it friendly.' });
+    gh.addComment(REPO, issue.number, { user: 'alice', body: 'Let a thopter try.\n/thopter' });
+
+    const ack = await waitFor('the acknowledgement', () => ackMarkers(issue.number)[0]);
+    assert.match(ack.body ?? '', /\*\*Thopter\*\* `thopter-[a-f0-9]{12}` for @alice/);
+    const [thopter] = await thoptersOf(issue.number);
+    assert.ok(thopter, 'a thopter was accepted');
+    assert.equal(thopter.request.requestedBy, 'alice');
+    assert.equal(thopter.request.cloneUrl, origin, "cloned from the repository's clone_url");
+
+    await waitFor('the comment to say running', () =>
+      /\*\*running\*\*/.test(gh.comments(REPO, issue.number).find((c) => c.id === ack.id)?.body ?? ''),
+    );
+    const running = (await hub.store.get(thopter.id))!;
+    await waitFor('the work branch on origin', () =>
+      world.branches(origin).includes(running.machine!.workBranch),
+    );
+    const issueMd = readFileSync(
+      path.join(world.dir, 'data', 'thopters', running.machine!.id, 'home', 'workspace', 'issue.md'),
+      'utf8',
+    );
+    assert.match(issueMd, /Add a greeting[\s\S]*We need a greeting[\s\S]*carol[\s\S]*make it friendly/);
+    assert.equal(running.request.issue.mentionAuthor, 'alice');
+    assert.equal(running.request.issue.author, 'bob');
+
+    gh.addComment(REPO, issue.number, { user: 'alice', body: '/thopter kill' });
+    await waitFor('the thopter destroyed', async () => (await hub.store.state(thopter.id)) === 'destroyed');
+    await waitFor('the comment to say destroyed', () =>
+      /\*\*destroyed\*\*/.test(gh.comments(REPO, issue.number).find((c) => c.id === ack.id)?.body ?? ''),
+    );
+    await waitFor('a reply to the kill', () =>
+      replies(issue.number).some((c) => /destroying `thopter-/.test(c.body ?? '')),
+    );
+    assert.equal(ackMarkers(issue.number).length, 1, 'exactly one acknowledgement');
+    assert.equal((await thoptersOf(issue.number)).length, 1, 'exactly one thopter');
+  });
+
+  it('gives anyone without write access one polite reply, and no thopter', async () => {
+    const issue = gh.addIssue(REPO, { title: 'Mine', body: '/thopter', user: 'mallory' });
+    await waitFor('a reply', () => replies(issue.number)[0]);
+    const scansBefore = gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/issues`).length;
+    await waitFor(
+      'two more polls',
+      () => gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/issues`).length >= scansBefore + 2,
+    );
+    assert.equal(replies(issue.number).length, 1, 'one reply, however often it is seen');
+    assert.match(replies(issue.number)[0]!.body ?? '', /@mallory.*only people with write access/);
+    assert.deepEqual(await thoptersOf(issue.number), []);
+  });
+
+  it('answers a malformed command with the valid values, and provisions nothing', async () => {
+    const issue = gh.addIssue(REPO, { title: 'Typo', body: 'body', user: 'bob' });
+    gh.addComment(REPO, issue.number, { user: 'alice', body: '/thopter --colour red' });
+    const reply = await waitFor('a reply', () => replies(issue.number)[0]);
+    assert.match(reply.body ?? '', /unknown option --colour[\s\S]*Prompts: default/);
+    gh.addComment(REPO, issue.number, { user: 'alice', body: '/thopter --prompt nosuch' });
+    await waitFor('a second reply', () => replies(issue.number).length === 2);
+    assert.match(replies(issue.number)[1]!.body ?? '', /no prompt "nosuch"; the prompts are: default/);
+    assert.deepEqual(await thoptersOf(issue.number), []);
+  });
+
+  it('ignores commands in quotes, code and pull requests, and from bots', async () => {
+    const issue = gh.addIssue(REPO, { title: 'Docs', body: '> /thopter\n```\n/thopter\n```', user: 'alice' });
+    gh.addComment(REPO, issue.number, { user: 'helper[bot]', body: '/thopter' });
+    const pr = gh.addIssue(REPO, { title: 'PR', body: '/thopter', user: 'alice', pullRequest: true });
+    const marker = gh.addIssue(REPO, { title: 'after', body: 'x', user: 'bob' });
+    gh.addComment(REPO, marker.number, { user: 'mallory', body: '/thopter' });
+    await waitFor('the later command to be answered', () => replies(marker.number)[0]);
+    assert.deepEqual(
+      gh.comments(REPO, issue.number).filter((c) => c.user?.login === 'thopter-hub'),
+      [],
+    );
+    assert.deepEqual(gh.comments(REPO, pr.number), []);
+    assert.deepEqual(await thoptersOf(issue.number), []);
+  });
+
+  it('finds a command on any page: more than 100 changed issues hide nothing', async () => {
+    const many = Array.from({ length: 130 }, (_, i) =>
+      gh.addIssue(REPO, { title: `bulk ${i}`, body: 'nothing', user: 'bob' }),
+    );
+    gh.addComment(REPO, many[5]!.number, { user: 'mallory', body: '/thopter' });
+    await waitFor('the command on an early page', () => replies(many[5]!.number)[0], { timeoutMs: 60_000 });
+  });
+
+  it('waits out 5xx answers and secondary rate limits instead of failing', async () => {
+    const outage = gh.fail(`GET /repos/${REPO}/issues`, { status: 502, times: 2 });
+    const limited = gh.fail(`GET /repos/${REPO}/issues`, secondaryRateLimit({ retryAfter: 1 }));
+    const issue = gh.addIssue(REPO, { title: 'Flaky day', body: '/thopter', user: 'mallory' });
+    await waitFor('the reply despite the faults', () => replies(issue.number)[0]);
+    assert.equal(outage.hits, 2, 'two 502 answers were waited out');
+    assert.equal(limited.hits, 1, 'a secondary rate limit was waited out');
+  });
+
+  it('costs no rate limit to poll once nothing changes', async () => {
+    const settled = () => gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/issues`);
+    const start = settled().length;
+    await waitFor('two more polls', () => settled().length >= start + 3);
+    const used = gh.rateLimit(TOKEN).used;
+    const polls = settled().length;
+    await waitFor('two more polls', () => settled().length >= polls + 2);
+    assert.equal(gh.rateLimit(TOKEN).used, used, 'idle polls were answered 304, for free');
+    assert.ok(settled().slice(-1)[0]!.status === 304);
+  });
+
+  it('reports a repository whose token fails, and keeps the others working', async () => {
+    const ready = await waitFor('/ready to report acme/other', async () => {
+      const r = await api(hub.url, 'GET', '/ready');
+      return r.body.github?.['acme/other'] ? r : undefined;
+    });
+    assert.equal(ready.status, 200);
+    assert.deepEqual(ready.body.degraded, ['acme/other']);
+    assert.match(ready.body.github['acme/other'].error, /invalid or expired.*GITHUB_INTEGRATION_JSON/);
+    assert.equal(ready.body.github[REPO].ok, true);
+  });
+
+  it('refuses launches while intake is paused, and says so on the issue', async () => {
+    assert.equal((await api(hub.url, 'POST', '/api/intake/pause')).body.paused, true);
+    const issue = gh.addIssue(REPO, { title: 'While paused', body: '/thopter', user: 'alice' });
+    const reply = await waitFor('a reply', () => replies(issue.number)[0]);
+    assert.match(reply.body ?? '', /paused/);
+    const launch = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'x' });
+    assert.equal(launch.status, 503);
+    assert.match(launch.body.error.message, /paused/);
+    assert.deepEqual(await thoptersOf(issue.number), []);
+    assert.equal((await api(hub.url, 'POST', '/api/intake/resume')).body.paused, false);
+  });
+});
+
+describe('GitHub intake by webhook', () => {
+  it('refuses a delivery with a bad signature, and acts on a good one at once', async () => {
+    const issue = gh.addIssue(REPO, { title: 'Hooked', body: 'x', user: 'bob' });
+    const comment = gh.addComment(REPO, issue.number, { user: 'mallory', body: '/thopter' });
+    const event = gh.issueCommentEvent(REPO, comment.id, 'created');
+    const bad = await deliverWebhook(`${hub.url}/github/webhook`, { ...event, secret: 'not-the-secret' });
+    assert.equal(bad.status, 401);
+    const unsigned = await deliverWebhook(`${hub.url}/github/webhook`, { ...event });
+    assert.equal(unsigned.status, 401);
+    const good = await deliverWebhook(`${hub.url}/github/webhook`, { ...event, secret: SECRET });
+    assert.equal(good.status, 202);
+    // The webhook handled it before answering: the reply is queued already.
+    await waitFor('the reply', () => replies(issue.number)[0], { timeoutMs: 10_000 });
+  });
+});
