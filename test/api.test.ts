@@ -37,6 +37,12 @@ describe('bad API input gets a clear 4xx and changes nothing', () => {
   const cases: Array<[string, unknown, number, RegExp]> = [
     ['a missing repository', { title: 't' }, 400, /repository/],
     ['a missing title with no issue', { repository: 'acme/x' }, 400, /title/],
+    [
+      'an issue of a repository the hub does not watch',
+      { repository: 'acme/x', issueNumber: 3 },
+      422,
+      /not in GITHUB_INTEGRATION_JSON/,
+    ],
     ['a wrong type', { repository: 'acme/x', title: 't', issueNumber: 'seven' }, 400, /issueNumber/],
     ['a negative priority', { repository: 'acme/x', title: 't', priority: -1 }, 400, /priority/],
     ['an unknown field', { repository: 'acme/x', title: 't', colour: 'blue' }, 400, /colour|Unrecognized/],

@@ -182,6 +182,24 @@ describe('GitHub intake by polling', () => {
   });
 });
 
+describe('a scripted launch of an issue', () => {
+  it("reads the issue's context and clone URL from GitHub", async () => {
+    const issue = gh.addIssue(REPO, { title: 'From the API', body: 'Do the thing.', user: 'bob' });
+    gh.addComment(REPO, issue.number, { user: 'carol', body: 'Details here.' });
+    const res = await api(hub.url, 'POST', '/api/thopters', { repository: REPO, issueNumber: issue.number });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    const record = (await hub.store.get(res.body.id))!;
+    assert.equal(record.request.issue.title, 'From the API');
+    assert.equal(record.request.issue.comments[0]?.body, 'Details here.');
+    assert.equal(record.request.cloneUrl, origin);
+    const missing = await api(hub.url, 'POST', '/api/thopters', { repository: REPO, issueNumber: 9999 });
+    assert.equal(missing.status, 404);
+    assert.match(missing.body.error.message, /no issue #9999/);
+    await api(hub.url, 'DELETE', `/api/thopters/${res.body.id}`);
+    await waitFor('destroyed', async () => (await hub.store.state(res.body.id)) === 'destroyed');
+  });
+});
+
 describe('GitHub intake by webhook', () => {
   it('refuses a delivery with a bad signature, and acts on a good one at once', async () => {
     const issue = gh.addIssue(REPO, { title: 'Hooked', body: 'x', user: 'bob' });

@@ -5,6 +5,7 @@ import { statusPostSchema } from '../status/schema.js';
 import { isFinal, type ThopterState } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import type { Intake } from '../scanner/pause.js';
+import type { GitHubClients } from '../github/clients.js';
 import { credentialOf } from './auth.js';
 import { HttpError, parseWith, readJson } from './http.js';
 import { launchSchema, listQuerySchema, thopterIdSchema } from './schemas.js';
@@ -14,6 +15,54 @@ export interface ThopterRoutesDeps extends IntakeDeps {
   store: ThopterStore;
   queues: HubQueues;
   intake: Intake;
+  github: GitHubClients;
+}
+
+/** `{repository, issueNumber}`: the issue's full context and clone URL, read from GitHub. */
+async function readIssue(github: GitHubClients, repository: string, number: number) {
+  const client = github.for(repository);
+  if (!client) {
+    throw new HttpError(
+      422,
+      'bad-input',
+      `repository: ${repository} is not in GITHUB_INTEGRATION_JSON with an issuesPAT, so its issue cannot be read; give title and body instead`,
+      'repository',
+    );
+  }
+  let issue;
+  try {
+    issue = await client.issue(repository, number);
+  } catch (err) {
+    if ((err as { status?: number }).status === 404) {
+      throw new HttpError(
+        404,
+        'not-found',
+        `issueNumber: ${repository} has no issue #${number}`,
+        'issueNumber',
+      );
+    }
+    throw err;
+  }
+  const [repo, comments] = await Promise.all([
+    client.repository(repository),
+    client.comments(repository, number),
+  ]);
+  return {
+    cloneUrl: repo.clone_url,
+    issue: {
+      number,
+      title: issue.title,
+      body: issue.body ?? '',
+      url: issue.html_url,
+      author: issue.user?.login,
+      comments: comments.map((c) => ({
+        author: c.user?.login ?? 'ghost',
+        body: c.body ?? '',
+        createdAt: c.created_at,
+        updatedAt: c.updated_at,
+      })),
+    },
+  };
 }
 
 /** Routes behind HUB_API_TOKEN: launch, list, inspect, destroy. */
@@ -30,13 +79,11 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
 
   router.post('/api/thopters', async (ctx) => {
     const body = parseWith(launchSchema, await readJson(ctx));
-    if (body.title === undefined) {
+    if (body.title === undefined && body.issueNumber === undefined) {
       throw new HttpError(
         400,
         'bad-input',
-        body.issueNumber === undefined
-          ? 'title: give the task as title and body (or an issueNumber with its title and body)'
-          : 'title: reading an issue from GitHub is not available in this version of the hub; give its title and body too',
+        'title: give an issueNumber, or the task as title and body',
         'title',
       );
     }
@@ -57,12 +104,15 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
         'Idempotency-Key',
       );
     }
+    const given = body.title !== undefined;
+    const fromGitHub = given ? undefined : await readIssue(deps.github, body.repository, body.issueNumber!);
     const accepted = await acceptLaunch(deps, {
       source: 'api',
       repository: body.repository,
-      issue: {
+      cloneUrl: fromGitHub?.cloneUrl,
+      issue: fromGitHub?.issue ?? {
         number: body.issueNumber,
-        title: body.title,
+        title: body.title!,
         body: body.body ?? '',
         url: body.url,
         comments: body.comments ?? [],
