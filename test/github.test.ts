@@ -214,4 +214,22 @@ describe('GitHub intake by webhook', () => {
     // The webhook handled it before answering: the reply is queued already.
     await waitFor('the reply', () => replies(issue.number)[0], { timeoutMs: 10_000 });
   });
+
+  it("destroys an issue's thopters when the issue is closed", async () => {
+    const issue = gh.addIssue(REPO, { title: 'Soon closed', body: 'x', user: 'bob' });
+    const launched = await api(hub.url, 'POST', '/api/thopters', {
+      repository: REPO,
+      issueNumber: issue.number,
+    });
+    assert.equal(launched.status, 202);
+    gh.closeIssue(REPO, issue.number, { user: 'bob' });
+    const closed = await deliverWebhook(`${hub.url}/github/webhook`, {
+      ...gh.issuesEvent(REPO, issue.number, 'closed'),
+      secret: SECRET,
+    });
+    assert.equal(closed.status, 202);
+    await waitFor('destroyed', async () =>
+      (await hub.store.get(launched.body.id))?.endReason?.startsWith('the issue was closed'),
+    );
+  });
 });

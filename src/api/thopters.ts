@@ -5,6 +5,7 @@ import { statusPostSchema } from '../status/schema.js';
 import { isFinal, type ThopterState } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import type { Intake } from '../scanner/pause.js';
+import { toIssueComments } from '../scanner/github.js';
 import type { GitHubClients } from '../github/clients.js';
 import { credentialOf } from './auth.js';
 import { HttpError, parseWith, readJson } from './http.js';
@@ -55,12 +56,7 @@ async function readIssue(github: GitHubClients, repository: string, number: numb
       body: issue.body ?? '',
       url: issue.html_url,
       author: issue.user?.login,
-      comments: comments.map((c) => ({
-        author: c.user?.login ?? 'ghost',
-        body: c.body ?? '',
-        createdAt: c.created_at,
-        updatedAt: c.updated_at,
-      })),
+      comments: toIssueComments(comments),
     },
   };
 }

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { Prompts } from '../prompts.js';
 import type { Provider } from '../providers/types.js';
 import type { HubQueues } from '../queues/index.js';
-import { isFinal } from '../thopters/record.js';
+import { isFinal, type IssueComment } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
 import { acceptLaunch, thopterIdFor } from './intake.js';
@@ -160,19 +160,12 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
     return void (await handled());
   }
   if (command.kind === 'kill') {
-    const doomed = (await store.list({ limit: 5000 })).filter(
-      (t) =>
-        t.request.repository === d.repository &&
-        t.request.issue.number === d.issue.number &&
-        !isFinal(t.state),
+    const doomed = await destroyIssueThopters(
+      deps,
+      d.repository,
+      d.issue.number,
+      `/thopter ${d.found.line.split(/\s+/)[1]} by ${who}`,
     );
-    for (const t of doomed) {
-      await queues.enqueue('destroy', {
-        thopterId: t.id,
-        label,
-        reason: `/thopter ${d.found.line.split(/\s+/)[1]} by ${who}`,
-      });
-    }
     await reply(
       'kill',
       doomed.length
@@ -203,12 +196,7 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
         url: d.issue.html_url,
         author: d.issue.user?.login,
         mentionAuthor: d.author.login,
-        comments: d.comments.map((c) => ({
-          author: c.user?.login ?? 'ghost',
-          body: c.body ?? '',
-          createdAt: c.created_at,
-          updatedAt: c.updated_at,
-        })),
+        comments: toIssueComments(d.comments),
       },
       gc: command.gc,
       prompt: command.prompt,
@@ -223,6 +211,32 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
     throw err;
   }
   await queues.enqueue('comment', { thopterId, label });
+}
+
+/** Destroys every live thopter of one issue (`/thopter kill`, a closed issue). Returns them. */
+export async function destroyIssueThopters(
+  deps: ScannerDeps,
+  repository: string,
+  number: number,
+  reason: string,
+) {
+  const live = (await deps.store.list({ limit: 5000 })).filter(
+    (t) => t.request.repository === repository && t.request.issue.number === number && !isFinal(t.state),
+  );
+  for (const t of live) {
+    await deps.queues.enqueue('destroy', { thopterId: t.id, label: `${repository}#${number}`, reason });
+  }
+  return live;
+}
+
+/** GitHub's comments as the request's conversation thread (seed: author and timestamps). */
+export function toIssueComments(comments: GitHubComment[]): IssueComment[] {
+  return comments.map((c) => ({
+    author: c.user?.login ?? 'ghost',
+    body: c.body ?? '',
+    createdAt: c.created_at,
+    updatedAt: c.updated_at,
+  }));
 }
 
 async function mayAct(deps: ScannerDeps, repository: string, login: string): Promise<boolean> {

@@ -3,8 +3,7 @@ import { Router } from '@koa/router';
 import { z } from 'zod';
 import { HttpError, readRaw } from '../api/http.js';
 import { commentSchema, isBot, issueSchema } from '../github/schemas.js';
-import { isFinal } from '../thopters/record.js';
-import { actOnIssue, type ScannerDeps } from './github.js';
+import { actOnIssue, destroyIssueThopters, type ScannerDeps } from './github.js';
 
 /** GitHub sends at most 25 MB; issue and comment events are far smaller. */
 const MAX_DELIVERY_BYTES = 5 * 1024 * 1024;
@@ -72,7 +71,8 @@ export function webhookRoutes(deps: ScannerDeps): Router {
       return;
     }
     if (event === 'issues' && action === 'closed') {
-      if (deps.config.github.destroyOnClose) await destroyIssueThopters(deps, repository, issue.number);
+      if (deps.config.github.destroyOnClose)
+        await destroyIssueThopters(deps, repository, issue.number, 'the issue was closed');
     } else if (event === 'issues' && (action === 'opened' || action === 'edited')) {
       await actOnIssue(deps, repository, issue, await client.comments(repository, issue.number), 'body');
     } else if (
@@ -94,17 +94,4 @@ export function webhookRoutes(deps: ScannerDeps): Router {
     ctx.body = { accepted: `${event}.${action}` };
   });
   return router;
-}
-
-async function destroyIssueThopters(deps: ScannerDeps, repository: string, number: number) {
-  const live = (await deps.store.list({ limit: 5000 })).filter(
-    (t) => t.request.repository === repository && t.request.issue.number === number && !isFinal(t.state),
-  );
-  for (const t of live) {
-    await deps.queues.enqueue('destroy', {
-      thopterId: t.id,
-      label: `${repository}#${number}`,
-      reason: 'the issue was closed',
-    });
-  }
 }
