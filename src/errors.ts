@@ -3,15 +3,7 @@
  * again can help. Processors turn non-retryable ones into BullMQ's UnrecoverableError.
  */
 export type ErrorCode =
-  | 'bad-input'
-  | 'not-found'
-  | 'conflict'
-  | 'destroy-requested'
-  | 'machine'
-  | 'transport'
-  | 'phase'
-  | 'redis'
-  | 'timeout';
+  'bad-input' | 'not-found' | 'destroy-requested' | 'machine' | 'transport' | 'phase' | 'timeout';
 
 export class ThopterError extends Error {
   constructor(

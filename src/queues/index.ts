@@ -20,6 +20,13 @@ export * from './jobs.js';
 
 const DAY_S = 86_400;
 
+/** Every write to GitHub is retried with backoff: a comment is never lost. */
+const GITHUB_RETRIES: JobsOptions = {
+  priority: PRIORITY.github,
+  attempts: 8,
+  backoff: { type: 'exponential', delay: 2000 },
+};
+
 /** Default options per job name; `enqueue` callers add only what is particular to one job. */
 const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
   lifecycle: {
@@ -41,16 +48,12 @@ const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
     removeOnFail: { count: 100 },
   },
   comment: {
-    priority: PRIORITY.github,
-    attempts: 8,
-    backoff: { type: 'exponential', delay: 2000 },
+    ...GITHUB_RETRIES,
     removeOnComplete: { age: DAY_S, count: 1000 },
     removeOnFail: { age: 7 * DAY_S },
   },
   reply: {
-    priority: PRIORITY.github,
-    attempts: 8,
-    backoff: { type: 'exponential', delay: 2000 },
+    ...GITHUB_RETRIES,
     // Kept a month: the reply's job id is what makes a second detection post nothing.
     removeOnComplete: { age: 30 * DAY_S },
     removeOnFail: { age: 30 * DAY_S },

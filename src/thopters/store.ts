@@ -100,10 +100,6 @@ export class ThopterStore {
     return h.id ? parseRecord(h) : null;
   }
 
-  async exists(id: string): Promise<boolean> {
-    return (await this.redis.exists(this.key(id))) === 1;
-  }
-
   async state(id: string): Promise<ThopterState | null> {
     return (await this.redis.hget(this.key(id), 'state')) as ThopterState | null;
   }
