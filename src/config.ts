@@ -94,6 +94,25 @@ const githubIntegration = optionalText.transform((raw, ctx) => {
   return parsed.data;
 });
 
+/**
+ * Fly's machine size presets (what `fly machine run --vm-size` accepts), as the Machines API's
+ * `guest` object wants them.
+ */
+export const VM_SIZES: Record<
+  string,
+  { cpu_kind: 'shared' | 'performance'; cpus: number; memory_mb: number }
+> = {
+  'shared-cpu-1x': { cpu_kind: 'shared', cpus: 1, memory_mb: 256 },
+  'shared-cpu-2x': { cpu_kind: 'shared', cpus: 2, memory_mb: 512 },
+  'shared-cpu-4x': { cpu_kind: 'shared', cpus: 4, memory_mb: 1024 },
+  'shared-cpu-8x': { cpu_kind: 'shared', cpus: 8, memory_mb: 2048 },
+  'performance-1x': { cpu_kind: 'performance', cpus: 1, memory_mb: 2048 },
+  'performance-2x': { cpu_kind: 'performance', cpus: 2, memory_mb: 4096 },
+  'performance-4x': { cpu_kind: 'performance', cpus: 4, memory_mb: 8192 },
+  'performance-8x': { cpu_kind: 'performance', cpus: 8, memory_mb: 16384 },
+  'performance-16x': { cpu_kind: 'performance', cpus: 16, memory_mb: 32768 },
+};
+
 const fields = z.object({
   DATA_DIR: z.string().default('./data'),
   REDIS_URL: optionalText.refine(
@@ -145,17 +164,61 @@ const fields = z.object({
   HUB_STALLED_INTERVAL: requiredDuration('15s'),
   HUB_PHASE_CONCURRENCY: int(20, 1, 1000),
   HUB_DESTROY_CONCURRENCY: int(10, 1, 1000),
+  HUB_STATUS_URL: optionalText.refine(
+    (v) => v === undefined || /^https?:\/\/\S+$/.test(v),
+    'must be an http(s) URL at which thopters reach the hub, e.g. http://hub.internal:8080',
+  ),
+  FLY_API_URL: z
+    .string()
+    .default('https://api.machines.dev')
+    .refine((v) => /^https?:\/\/\S+$/.test(v), 'must be an http(s) URL, e.g. https://api.machines.dev'),
+  FLY_API_TOKEN: optionalText,
+  FLY_DEPLOY_KEY: optionalText,
+  APP_NAME: optionalText.refine(
+    (v) => v === undefined || /^[a-z0-9][a-z0-9-]{0,62}$/.test(v),
+    'must be a Fly app name: lowercase letters, digits and dashes',
+  ),
+  REGION: optionalText.refine(
+    (v) => v === undefined || /^[a-z]{3}$/.test(v),
+    'must be a Fly region code such as ord, iad or ams',
+  ),
+  THOPTER_IMAGE: optionalText,
+  THOPTER_VM_SIZE: z
+    .string()
+    .default('shared-cpu-1x')
+    .refine((v) => v in VM_SIZES, `must be one of ${Object.keys(VM_SIZES).join(', ')}`),
+  THOPTER_VM_MEMORY: optionalText.refine(
+    (v) => v === undefined || (/^\d+$/.test(v) && Number(v) >= 256 && Number(v) % 256 === 0),
+    'must be a number of megabytes, a multiple of 256 (e.g. 2048)',
+  ),
+  THOPTER_VOLUME_SIZE: int(10, 1, 500),
+  THOPTER_SSH_HOST: z
+    .string()
+    .default('{id}.vm.{app}.internal')
+    .refine(
+      (v) => /\{(id|private_ip)\}/.test(v),
+      'must contain {id} or {private_ip}, e.g. {id}.vm.{app}.internal',
+    ),
+  THOPTER_SSH_PORT: int(22, 1, 65535),
+  WEB_TERMINAL_PORT: int(7681, 1, 65535),
+  DANGEROUSLY_SKIP_FIREWALL: optionalText,
+  ALLOWED_DOMAINS: optionalText,
 });
 
 const schema = fields.superRefine((c, ctx) => {
-  if (c.THOPTER_PROVIDER === 'fly') {
+  if (c.THOPTER_PROVIDER !== 'fly') return;
+  const need = (name: keyof typeof c, message: string) => {
+    if (c[name] === undefined) ctx.addIssue({ code: 'custom', path: [name], message });
+  };
+  if (c.FLY_API_TOKEN === undefined && c.FLY_DEPLOY_KEY === undefined) {
     ctx.addIssue({
       code: 'custom',
-      path: ['THOPTER_PROVIDER'],
-      message:
-        'fly is not available in this version of the hub yet: use THOPTER_PROVIDER=local (the default)',
+      path: ['FLY_API_TOKEN'],
+      message: 'is needed with THOPTER_PROVIDER=fly: create one with `fly tokens create deploy -a APP_NAME`',
     });
   }
+  need('APP_NAME', 'is needed with THOPTER_PROVIDER=fly: the Fly app the thopter machines belong to');
+  need('REGION', 'is needed with THOPTER_PROVIDER=fly: the Fly region for machines and volumes, e.g. ord');
 });
 
 export type RepositorySettings = z.infer<typeof repositorySettings>;
@@ -199,6 +262,30 @@ export interface Config {
   stalledIntervalMs: number;
   phaseConcurrency: number;
   destroyConcurrency: number;
+  /** Where thopters post their status: HUB_STATUS_URL, else HUB_PUBLIC_URL, else the listen address. */
+  statusUrl: string;
+  /** Passed to every thopter machine (seed phase 2). */
+  machineEnv: {
+    webTerminalPort: number;
+    skipFirewall: string | undefined;
+    allowedDomains: string | undefined;
+  };
+  fly: FlyConfig;
+}
+
+export interface FlyConfig {
+  apiUrl: string;
+  /** FLY_API_TOKEN, or the seed's FLY_DEPLOY_KEY. */
+  token: string | undefined;
+  app: string;
+  region: string;
+  /** THOPTER_IMAGE; when unset the image is read from the hub's Redis (seed: the metadata service). */
+  image: string | undefined;
+  guest: { cpu_kind: 'shared' | 'performance'; cpus: number; memory_mb: number };
+  volumeSizeGb: number;
+  /** Where the hub's SSH reaches a machine: {id}, {app} and {private_ip} are filled in. */
+  sshHost: string;
+  sshPort: number;
 }
 
 export class ConfigError extends Error {
@@ -223,7 +310,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           i.code === 'invalid_value' && 'values' in i
             ? `must be one of ${(i.values as unknown[]).join(', ')}`
             : i.message;
-        return `${name} ${message}${given !== undefined && !/TOKEN|JSON|PAT|SECRET|REDIS_URL/.test(name) ? ` (got "${given}")` : ''}: set it in .env or the environment (see .env.example)`;
+        return `${name} ${message}${given !== undefined && !/TOKEN|JSON|PAT|SECRET|REDIS_URL|KEY/.test(name) ? ` (got "${given}")` : ''}: set it in .env or the environment (see .env.example)`;
       }),
     );
   }
@@ -260,5 +347,29 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     stalledIntervalMs: c.HUB_STALLED_INTERVAL,
     phaseConcurrency: c.HUB_PHASE_CONCURRENCY,
     destroyConcurrency: c.HUB_DESTROY_CONCURRENCY,
+    statusUrl: (
+      c.HUB_STATUS_URL ??
+      c.HUB_PUBLIC_URL ??
+      `http://${c.HUB_HOST.includes(':') ? `[${c.HUB_HOST}]` : c.HUB_HOST}:${c.HUB_PORT}`
+    ).replace(/\/+$/, ''),
+    machineEnv: {
+      webTerminalPort: c.WEB_TERMINAL_PORT,
+      skipFirewall: c.DANGEROUSLY_SKIP_FIREWALL,
+      allowedDomains: c.ALLOWED_DOMAINS,
+    },
+    fly: {
+      apiUrl: c.FLY_API_URL.replace(/\/+$/, ''),
+      token: c.FLY_API_TOKEN ?? c.FLY_DEPLOY_KEY,
+      app: c.APP_NAME ?? '',
+      region: c.REGION ?? '',
+      image: c.THOPTER_IMAGE,
+      guest: {
+        ...VM_SIZES[c.THOPTER_VM_SIZE]!,
+        ...(c.THOPTER_VM_MEMORY ? { memory_mb: Number(c.THOPTER_VM_MEMORY) } : {}),
+      },
+      volumeSizeGb: c.THOPTER_VOLUME_SIZE,
+      sshHost: c.THOPTER_SSH_HOST,
+      sshPort: c.THOPTER_SSH_PORT,
+    },
   };
 }

@@ -75,8 +75,9 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     });
     await client.ping();
 
-    const provider = options.provider ?? createProvider(config, log);
+    const provider = options.provider ?? createProvider(config, log, client);
     closers.push(() => provider.close());
+    await provider.start?.();
     const store = new ThopterStore(client, config.redisPrefix);
     const changes = await RecordChanges.start(client, store.changeChannel, log);
     closers.push(() => changes.close());

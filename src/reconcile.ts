@@ -20,16 +20,20 @@ export async function reconcile(deps: {
   const { store, queues, provider, log } = deps;
   const report = { machinesDestroyed: 0, requeued: 0, tornDown: 0 };
 
-  for (const machine of await provider.list()) {
+  const machines = await provider.list();
+  for (const machine of machines) {
     const record = machine.thopterId ? await store.get(machine.thopterId) : null;
-    if (record && !isFinal(record.state)) continue;
+    // Adopted: the live thopter whose record names this machine carries on with it (after a
+    // restart the hub knows it again from Redis plus the provider's list).
+    if (record && !isFinal(record.state) && record.machine?.id === machine.id) continue;
     log.warn(
-      { machine: machine.id, thopter: machine.thopterId || undefined },
+      { machine: machine.id, providerId: machine.providerId, thopter: machine.thopterId || undefined },
       'destroying a machine no live thopter owns',
     );
     await provider.destroy(machine.id);
     report.machinesDestroyed++;
   }
+  const listed = new Set(machines.map((m) => m.id));
 
   for (const record of await store.list({
     limit: 10_000,
@@ -51,6 +55,15 @@ export async function reconcile(deps: {
         label,
         reason: 'its lifecycle job ended without closing it',
       });
+      report.tornDown++;
+    } else if (
+      state !== 'active' &&
+      record.machine?.state === 'created' &&
+      !listed.has(record.machine.id) &&
+      !(await provider.get(record.machine.id))
+    ) {
+      // Its machine is gone and no job is watching it: close the record.
+      await queues.enqueue('destroy', { thopterId: record.id, label, reason: 'its machine is gone' });
       report.tornDown++;
     }
   }

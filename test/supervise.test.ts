@@ -61,6 +61,9 @@ describe('reconciliation', () => {
       id: 'feedf00d',
       thopterId: 'thopter-000000000000',
       statusToken: 'x',
+      requestId: 'thopter-000000000000',
+      repository: 'acme/widget',
+      git: { userName: 'Thopter', userEmail: 'thopter@localhost' },
     });
     await world.stopHub(hub);
     const dir = path.join(world.dir, 'data', 'thopters', orphan.id);

@@ -74,6 +74,11 @@ export async function errorMiddleware(ctx: Context, next: () => Promise<unknown>
       ctx.status = err.code === 'bad-input' ? 422 : 404;
       const field = /^(\w+):/.exec(err.message)?.[1];
       ctx.body = { error: { code: err.code, message: err.message, ...(field ? { field } : {}) } };
+    } else if (err instanceof ThopterError && err.code === 'machine') {
+      // The provider refused (a bad Fly token, no capacity): its message says what to fix.
+      ctx.status = 502;
+      ctx.body = { error: { code: 'provider', message: err.message } };
+      ctx.app.emit('error', err, ctx);
     } else {
       ctx.status = 500;
       ctx.body = { error: { code: 'internal', message: 'internal error: see the hub log' } };

@@ -1,3 +1,4 @@
+import { GOLDEN_NAME } from '../providers/types.js';
 import { z } from 'zod';
 import { PRIORITY } from '../queues/jobs.js';
 
@@ -23,10 +24,7 @@ export const launchSchema = z
     url: z.string().url().max(1000).optional(),
     gc: z
       .string()
-      .regex(
-        /^[a-z0-9][a-z0-9_-]{0,62}$/,
-        'must be a golden claude name (lower-case letters, digits, - and _)',
-      )
+      .regex(GOLDEN_NAME, 'must be a golden claude name (lower-case letters, digits, - and _; at most 30)')
       .optional(),
     prompt: z
       .string()

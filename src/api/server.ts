@@ -4,6 +4,7 @@ import type { ScannerDeps } from '../scanner/github.js';
 import { webhookRoutes } from '../scanner/webhook.js';
 import { requireHubToken } from './auth.js';
 import { bullBoard } from './board.js';
+import { goldenRoutes } from './golden.js';
 import { errorMiddleware } from './http.js';
 import { statusRoutes, thopterRoutes } from './thopters.js';
 
@@ -62,6 +63,8 @@ export function createApi(deps: ApiDeps): Koa {
   app.use(ready.routes());
   const api = thopterRoutes(deps);
   app.use(api.routes()).use(api.allowedMethods());
+  const golden = goldenRoutes(deps);
+  app.use(golden.routes()).use(golden.allowedMethods());
   app.use(bullBoard(Object.values(deps.queues.queues)));
   return app;
 }

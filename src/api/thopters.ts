@@ -61,6 +61,21 @@ async function readIssue(github: GitHubClients, repository: string, number: numb
   };
 }
 
+async function watchedCloneUrl(github: GitHubClients, repository: string): Promise<string | undefined> {
+  const client = github.for(repository);
+  if (!client) return undefined;
+  try {
+    return (await client.repository(repository)).clone_url;
+  } catch (err) {
+    throw new HttpError(
+      502,
+      'github',
+      `repository: ${repository} could not be read from GitHub (${(err as Error).message}); check its issuesPAT`,
+      'repository',
+    );
+  }
+}
+
 /** Routes behind HUB_API_TOKEN: launch, list, inspect, destroy. */
 export function thopterRoutes(deps: ThopterRoutesDeps): Router {
   const { store, queues } = deps;
@@ -105,7 +120,9 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
     const accepted = await acceptLaunch(deps, {
       source: 'api',
       repository: body.repository,
-      cloneUrl: fromGitHub?.cloneUrl,
+      // A watched repository is cloned from its API object's clone_url, so GitHub Enterprise
+      // works like github.com also when the task is given as title and body.
+      cloneUrl: fromGitHub?.cloneUrl ?? (await watchedCloneUrl(deps.github, body.repository)),
       issue: fromGitHub?.issue ?? {
         number: body.issueNumber,
         title: body.title!,

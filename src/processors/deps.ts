@@ -37,8 +37,13 @@ export class TransportPool {
     this.sweeper.unref();
   }
 
-  get(machineId: string): Promise<Transport> {
+  async get(machineId: string): Promise<Transport> {
     let entry = this.open.get(machineId);
+    // A connection that broke (the machine rebooted, the network blinked) is replaced.
+    if (entry && !(await entry.transport.then((t) => t.isOpen).catch(() => false))) {
+      this.open.delete(machineId);
+      entry = undefined;
+    }
     if (!entry) {
       const transport = this.provider.transport(machineId);
       transport.catch(() => this.open.delete(machineId));

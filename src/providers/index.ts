@@ -1,16 +1,17 @@
+import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
+import { FlyProvider } from './fly/provider.js';
 import { LocalProvider } from './local/provider.js';
 import type { Provider } from './types.js';
 
 /** The provider registry: THOPTER_PROVIDER names one. */
-export function createProvider(config: Config, log: Logger): Provider {
+export function createProvider(config: Config, log: Logger, redis: Redis): Provider {
   switch (config.provider) {
     case 'local':
       return new LocalProvider(config.dataDir, log.child({ provider: 'local' }));
     case 'fly':
-      // loadConfig refuses fly until its provider exists; this keeps the switch exhaustive.
-      throw new Error('THOPTER_PROVIDER=fly is not available in this version of the hub');
+      return new FlyProvider(config, redis, log.child({ provider: 'fly' }));
   }
 }
 

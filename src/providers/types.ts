@@ -10,6 +10,8 @@ export interface MachinePaths {
   workspace: string;
   /** The provisioning log (seed: /thopter/log). */
   log: string;
+  /** Written by the machine's init as its last step: wait-ready looks for it. */
+  ready: string;
 }
 
 export interface ExecOptions {
@@ -33,6 +35,8 @@ export interface ExecResult {
 /** Runs commands and moves files on one machine. Commands are argv arrays: no shell parses them. */
 export interface Transport {
   readonly paths: MachinePaths;
+  /** False once the connection behind it is gone: the pool then opens a new one. */
+  readonly isOpen: boolean;
   exec(argv: string[], opts?: ExecOptions): Promise<ExecResult>;
   writeFile(path: string, data: string | Buffer, mode?: number): Promise<void>;
   appendFile(path: string, data: string): Promise<void>;
@@ -48,15 +52,24 @@ export interface MachineSpec {
   thopterId: string;
   /** The thopter's own token for its status posts; delivered as a file only its user can read. */
   statusToken: string;
+  requestId: string;
+  /** `owner/repo`, and the issue when there is one: names and labels the machine. */
+  repository: string;
+  issueNumber?: number;
+  git: { userName: string; userEmail: string };
   /** Optional files from the operator (seed: /tmp/.env.thopters and /tmp/post-checkout.sh). */
   envFile?: string;
   postCheckoutScript?: string;
 }
 
 export interface MachineInfo {
+  /** The hub's id for the machine (MachineSpec.id). */
   id: string;
   thopterId: string;
   createdAt: string;
+  /** The provider's own id and name when they differ from the hub's (a Fly machine id). */
+  providerId?: string;
+  name?: string;
 }
 
 /** What the hub saw in a thopter's terminal session. */
@@ -71,6 +84,16 @@ export interface GoldenClaude {
   name: string;
   /** A transport onto the golden claude, and the home to copy from. */
   transport: Transport;
+  /** Why its home should not be copied now (Claude is running on it), or undefined. */
+  busy(): Promise<string | undefined>;
+}
+
+export interface GoldenClaudeInfo {
+  name: string;
+  /** `ready`, or the provider's word for where it stands (a Fly machine state). */
+  state: string;
+  /** Where an operator logs it in: a folder (local) or a machine (fly). */
+  location: string;
 }
 
 /** Where machines come from. Phases talk to this and to Transport, never to a provider's API. */
@@ -81,21 +104,36 @@ export interface Provider {
    * machine posts its status (fly).
    */
   readonly hubObserves: boolean;
+  /** Called once by the hub before anything else. */
+  start?(): Promise<void>;
   /** Creates the machine, or finds the one already created for `spec.id`. */
   create(spec: MachineSpec, signal?: AbortSignal): Promise<MachineInfo>;
   get(id: string): Promise<MachineInfo | null>;
   /** Every machine this hub's provider created, live or half-made. */
   list(): Promise<MachineInfo[]>;
-  /** True once the machine's init has finished and its terminal session exists. */
-  ready(id: string): Promise<boolean>;
+  /**
+   * True once the machine is up and reachable (a Fly machine started). Whether its init has
+   * finished is checked over the transport, by wait-ready. Throws when it can never come up.
+   */
+  ready(id: string, signal?: AbortSignal): Promise<boolean>;
   /** Idempotent: destroying a machine that is gone succeeds. */
   destroy(id: string): Promise<void>;
   transport(id: string): Promise<Transport>;
-  snapshot(id: string): Promise<SessionSnapshot>;
+  /** Reads the terminal session, over `via` when the caller has a transport open already. */
+  snapshot(id: string, via?: Transport): Promise<SessionSnapshot>;
+  /** Names of the golden claudes that exist. */
   goldenClaudes(): Promise<string[]>;
   goldenClaude(name: string): Promise<GoldenClaude | null>;
+  listGoldenClaudes(): Promise<GoldenClaudeInfo[]>;
+  /** Makes an empty golden claude for an operator to log in to (seed: recreate-gc.sh). */
+  createGoldenClaude(name: string): Promise<GoldenClaudeInfo>;
+  /** Idempotent: false when there was none. */
+  destroyGoldenClaude(name: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
 /** The seed's tmux session name inside every thopter. */
 export const SESSION = 'thopter';
+
+/** Golden claude names: what `--gc` and the API accept. */
+export const GOLDEN_NAME = /^[a-z0-9][a-z0-9_-]{0,29}$/;

@@ -53,6 +53,9 @@ export interface MachineRecord {
   workBranch: string;
   /** `creating` is written before the provider is asked, so a resumed job finds its machine. */
   state: 'creating' | 'created';
+  /** The provider's own id and name for it (a Fly machine's), once created. */
+  providerId?: string;
+  name?: string;
   createdAt: string;
 }
 

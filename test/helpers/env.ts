@@ -137,7 +137,8 @@ export class TestWorld {
     return { child, url, output: () => out };
   }
 
-  async close() {
+  /** Stops every hub of this world, in this process or spawned. */
+  async closeHubs() {
     for (const hub of this.hubs.splice(0)) await hub.stop().catch(() => {});
     for (const c of this.children.splice(0)) {
       if (c.exitCode === null && c.signalCode === null) {
@@ -145,6 +146,10 @@ export class TestWorld {
         await new Promise((r) => c.once('exit', r));
       }
     }
+  }
+
+  async close() {
+    await this.closeHubs();
     // Any machine a test left behind: end its tmux server so no process outlives the test.
     const machines = path.join(this.dir, 'data', 'thopters');
     try {

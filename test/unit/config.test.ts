@@ -46,12 +46,31 @@ describe('loadConfig', () => {
     assert.doesNotMatch(text, /localhost:6379/, 'a URL may hold a password: it is not echoed');
   });
 
-  it('refuses the fly provider until it exists, saying what to use', () => {
+  it('names what the fly provider needs, without echoing the token', () => {
+    const text = problems({ THOPTER_PROVIDER: 'fly', THOPTER_VM_SIZE: 'huge' });
     assert.match(
-      problems({ THOPTER_PROVIDER: 'fly' }),
-      /THOPTER_PROVIDER fly is not available.*THOPTER_PROVIDER=local/,
+      text,
+      /FLY_API_TOKEN is needed with THOPTER_PROVIDER=fly: create one with `fly tokens create deploy/,
     );
+    assert.match(text, /APP_NAME is needed/);
+    assert.match(text, /REGION is needed/);
+    assert.match(text, /THOPTER_VM_SIZE must be one of shared-cpu-1x, .*performance-16x \(got "huge"\)/);
     assert.match(problems({ THOPTER_PROVIDER: 'aws' }), /THOPTER_PROVIDER must be one of local, fly/);
+    const ok = loadConfig({
+      THOPTER_PROVIDER: 'fly',
+      FLY_DEPLOY_KEY: 'FlyV1 fm2_secret',
+      APP_NAME: 'my-thopters',
+      REGION: 'ord',
+      THOPTER_VM_SIZE: 'shared-cpu-2x',
+      THOPTER_VM_MEMORY: '2048',
+    });
+    assert.equal(ok.fly.token, 'FlyV1 fm2_secret', "the seed's FLY_DEPLOY_KEY is accepted");
+    assert.deepEqual(ok.fly.guest, { cpu_kind: 'shared', cpus: 2, memory_mb: 2048 });
+    assert.equal(ok.fly.sshHost, '{id}.vm.{app}.internal');
+    assert.doesNotMatch(
+      problems({ THOPTER_PROVIDER: 'fly', FLY_API_TOKEN: 'x', APP_NAME: 'Bad App' }),
+      /"x"/,
+    );
   });
 
   it('checks GITHUB_INTEGRATION_JSON and never echoes it', () => {

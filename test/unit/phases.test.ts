@@ -11,15 +11,23 @@ import path from 'node:path';
 
 /** A transport that only records what a phase asked of it. */
 class RecordingTransport implements Transport {
-  readonly paths = { home: '/data/thopter', workspace: '/data/thopter/workspace', log: '/thopter/log' };
+  readonly paths = {
+    home: '/data/thopter',
+    workspace: '/data/thopter/workspace',
+    log: '/thopter/log',
+    ready: '/thopter/ready',
+  };
+  readonly isOpen = true;
   files = new Map<string, string>();
+  modes = new Map<string, number>();
   commands: string[][] = [];
   async exec(argv: string[]): Promise<ExecResult> {
     this.commands.push(argv);
     return { exitCode: 0, stdout: '', stderr: '' };
   }
-  async writeFile(p: string, data: string | Buffer) {
+  async writeFile(p: string, data: string | Buffer, mode = 0o644) {
     this.files.set(p, String(data));
+    this.modes.set(p, mode);
   }
   async appendFile(p: string, data: string) {
     this.files.set(p, (this.files.get(p) ?? '') + data);
@@ -68,10 +76,10 @@ const thopter: ThopterRecord = {
   updatedAt: '2026-01-01T00:00:00Z',
 };
 
-function context(t: RecordingTransport): PhaseContext {
+function context(t: RecordingTransport, env: Record<string, string> = {}): PhaseContext {
   return {
     thopter,
-    config: loadConfig({}),
+    config: loadConfig(env),
     provider: {
       name: 'local',
       snapshot: async () => ({ screen: '', agentRunning: false, sessionAlive: true }),
@@ -121,4 +129,23 @@ it('launch-agent and clone-repo never put issue text on a command line', async (
   assert.ok(t.commands.some((c) => c.includes('clone')));
   assert.ok(t.commands.some((c) => c[0] === 'tmux' && c.includes('send-keys')));
   for (const argv of t.commands) assert.ok(!argv.join(' ').includes('pwned'), argv.join(' '));
+});
+
+it('clone-repo hands the token to git through a helper reading a file, never an argument', async () => {
+  const t = new RecordingTransport();
+  const token = 'ghp_AGENTCODER0123456789';
+  const integration = JSON.stringify({
+    repositories: { 'acme/widget': { agentCoderPAT: token, userName: 'Bot', userEmail: 'bot@example.com' } },
+  });
+  await PHASE_BY_NAME['clone-repo'].run(context(t, { GITHUB_INTEGRATION_JSON: integration }));
+  assert.equal(t.files.get('/data/thopter/.thopter/git-token'), token + '\n');
+  assert.equal(t.modes.get('/data/thopter/.thopter/git-token'), 0o600, 'only its owner can read it');
+  assert.equal(t.modes.get('/data/thopter/.thopter/git-credential'), 0o700);
+  assert.ok(!t.files.get('/data/thopter/.thopter/git-credential')!.includes(token));
+  const clone = t.commands.find((c) => c.includes('clone'))!;
+  assert.ok(clone.includes('credential.helper='), 'helpers from ~/.gitconfig are dropped first');
+  assert.ok(clone.includes('credential.helper=!/data/thopter/.thopter/git-credential'));
+  assert.ok(clone.includes('user.name=Bot'));
+  assert.ok(clone.includes('https://github.com/acme/widget.git'), 'the URL carries no token');
+  for (const argv of t.commands) assert.ok(!argv.join(' ').includes(token), argv.join(' '));
 });

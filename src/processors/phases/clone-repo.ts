@@ -1,9 +1,22 @@
 import path from 'node:path';
 import { ThopterError } from '../../errors.js';
-import type { Phase } from './phase.js';
+import { shellQuote } from '../../providers/shell.js';
+import { gitIdentity, type Phase } from './phase.js';
 import { machineOf } from './wait-ready.js';
 
-const DEFAULT_GIT_IDENTITY = { userName: 'Thopter', userEmail: 'thopter@localhost' };
+/**
+ * Hands git the repository's token from a file only the thopter user can read (seed phase 4
+ * put the PAT into the clone URL, and so into .git/config). Nothing but the token file's path is
+ * in git's config, and no process ever gets the token as an argument: cat reads it from the file.
+ */
+const CREDENTIAL_HELPER = `#!/bin/sh
+# Written by the thopter hub. git runs this for credentials; see credential.helper in .git/config.
+[ "$1" = get ] || exit 0
+token_file="$(dirname "$0")/git-token"
+[ -r "$token_file" ] || exit 0
+printf 'username=x-access-token\\npassword='
+cat "$token_file"
+`;
 
 export const cloneRepo: Phase = {
   name: 'clone-repo',
@@ -16,7 +29,7 @@ export const cloneRepo: Phase = {
     const t = await transport();
     const repoDir = path.join(t.paths.workspace, request.repoName);
     const git = async (args: string[], timeoutMs = 60_000) => {
-      const r = await t.exec(['git', ...args], { signal, timeoutMs });
+      const r = await t.exec(['git', ...args], { signal, timeoutMs, env: { GIT_TERMINAL_PROMPT: '0' } });
       if (r.exitCode !== 0) {
         throw new ThopterError('phase', `git ${args[0]} failed: ${r.stderr.trim().slice(-800)}`, true);
       }
@@ -28,12 +41,20 @@ export const cloneRepo: Phase = {
     if (!firstRun) await t.exec(['rm', '-rf', '--', repoDir]);
     // The agent's identity goes into the clone's own config (the seed used --global): the same
     // for the agent, two processes fewer, and a golden claude's ~/.gitconfig stays as it was.
-    const name = settings?.userName ?? DEFAULT_GIT_IDENTITY.userName;
-    const email = settings?.userEmail ?? DEFAULT_GIT_IDENTITY.userEmail;
-    await git(
-      ['clone', '-c', `user.name=${name}`, '-c', `user.email=${email}`, '--', request.cloneUrl, repoDir],
-      15 * 60_000,
-    );
+    const { userName, userEmail } = gitIdentity(settings);
+    const options = ['-c', `user.name=${userName}`, '-c', `user.email=${userEmail}`];
+    const token = settings?.agentCoderPAT;
+    if (token && /^https?:\/\//.test(request.cloneUrl)) {
+      const dir = path.join(t.paths.home, '.thopter');
+      await t.writeFile(path.join(dir, 'git-token'), token + '\n', 0o600);
+      await t.writeFile(path.join(dir, 'git-credential'), CREDENTIAL_HELPER, 0o700);
+      // The empty value first drops any helper a golden claude's ~/.gitconfig names (a `store`
+      // helper would write the token to ~/.git-credentials); both land in the clone's config, so
+      // the agent's pushes use the same helper.
+      const helper = `!${shellQuote(path.join(dir, 'git-credential'))}`;
+      options.push('-c', 'credential.helper=', '-c', `credential.helper=${helper}`);
+    }
+    await git(['clone', ...options, '--', request.cloneUrl, repoDir], 15 * 60_000);
     await git(['-C', repoDir, 'checkout', '-B', workBranch]);
     await machineLog(`cloned ${request.repository} into ${repoDir} on branch ${workBranch}`);
     return { summary: `cloned ${request.repository} on ${workBranch}` };

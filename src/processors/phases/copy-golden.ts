@@ -17,6 +17,15 @@ export const copyGolden: Phase = {
         warning: `there is no golden claude "${name}": the agent starts without a copied login and settings`,
       };
     }
+    const busy = await gc.busy();
+    if (busy) {
+      await gc.transport.close();
+      return {
+        outcome: 'skipped',
+        summary: `golden claude "${name}" not copied`,
+        warning: `golden claude "${name}" was not copied: ${busy}`,
+      };
+    }
     const target = await transport();
     // Streamed from the golden claude through the hub into the thopter: no temp file on either
     // side. .bashrc is the thopter's own; .claude/projects holds the golden claude's sessions.
@@ -39,7 +48,11 @@ export const copyGolden: Phase = {
         // When the receiving side ends, for good or not, the sending side must not wait on a
         // pipe nobody reads.
         target
-          .exec(['tar', '-C', target.paths.home, '-xf', '-'], { input: pipe, signal, timeoutMs: 10 * 60_000 })
+          .exec(['tar', '-C', target.paths.home, '--no-same-owner', '-xf', '-'], {
+            input: pipe,
+            signal,
+            timeoutMs: 10 * 60_000,
+          })
           .finally(() => pipe.destroy()),
       ]);
       if (pack.exitCode !== 0 || unpack.exitCode !== 0) {

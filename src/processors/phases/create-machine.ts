@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { ThopterError } from '../../errors.js';
 import { hashToken } from '../../thopters/store.js';
-import { workBranch, type Phase } from './phase.js';
+import { gitIdentity, workBranch, type Phase } from './phase.js';
 
 const newMachineId = () => randomBytes(4).toString('hex');
 
@@ -27,21 +27,31 @@ export const createMachine: Phase = {
     // previous one, and create() delivers the new one to the machine.
     const statusToken = randomBytes(32).toString('base64url');
     await store.setTokenHash(thopter.id, hashToken(statusToken));
-    await provider.create(
+    const { request } = thopter;
+    const settings = config.repositories[request.repository];
+    const made = await provider.create(
       {
         id: machine.id,
         thopterId: thopter.id,
         statusToken,
+        requestId: request.id,
+        repository: request.repository,
+        issueNumber: request.issue.number,
+        git: gitIdentity(settings),
         envFile: config.envFile,
         postCheckoutScript: config.postCheckoutScript,
       },
       signal,
     );
-    if (!(await store.setMachine(thopter.id, { ...machine, state: 'created' }))) {
+    const created = { ...machine, state: 'created' as const, providerId: made.providerId, name: made.name };
+    if (!(await store.setMachine(thopter.id, created))) {
       // The thopter ended while its machine was being made: nobody else will remove it.
       await provider.destroy(machine.id);
       throw new ThopterError('destroy-requested', 'the thopter ended while its machine was being created');
     }
-    return { summary: `machine ${machine.id} (${provider.name}), work branch ${machine.workBranch}` };
+    const called = made.providerId ? ` = ${provider.name} machine ${made.providerId} "${made.name}"` : '';
+    return {
+      summary: `machine ${machine.id}${called} (${provider.name}), work branch ${machine.workBranch}`,
+    };
   },
 };

@@ -10,12 +10,12 @@ export const launchAgent: Phase = {
   backoffMs: 2000,
   async run({ thopter, config, provider, transport, machineLog, firstRun }) {
     const machine = machineOf(thopter);
+    const t = await transport();
     if (!firstRun) {
       // A resumed job must not type the command a second time.
-      const before = await provider.snapshot(machine.id);
+      const before = await provider.snapshot(machine.id, t);
       if (before.agentRunning) return { summary: 'the agent was already running' };
     }
-    const t = await transport();
     // The operator's command is typed into the session's shell, so people find a shell there when
     // the agent exits. Issue text never appears in it: the agent reads prompt.md. One tmux call:
     // `;` as an argument of its own separates tmux commands.

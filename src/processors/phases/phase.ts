@@ -46,6 +46,16 @@ export interface Phase {
   run(ctx: PhaseContext): Promise<PhaseResult>;
 }
 
+const DEFAULT_GIT_IDENTITY = { userName: 'Thopter', userEmail: 'thopter@localhost' };
+
+/** The agent's git identity: the repository's userName/userEmail from GITHUB_INTEGRATION_JSON. */
+export function gitIdentity(settings: { userName?: string; userEmail?: string } | undefined) {
+  return {
+    userName: settings?.userName ?? DEFAULT_GIT_IDENTITY.userName,
+    userEmail: settings?.userEmail ?? DEFAULT_GIT_IDENTITY.userEmail,
+  };
+}
+
 /** The work branch the agent commits to: thopter/{issue}--{machineId}. */
 export function workBranch(issueNumber: number | undefined, machineId: string): string {
   return `thopter/${issueNumber ?? 'task'}--${machineId}`;

@@ -3,8 +3,10 @@ import { appendFile, copyFile, mkdir, readdir, readFile, rm, stat, writeFile, ch
 import path from 'node:path';
 import type { Logger } from '../../log.js';
 import {
+  GOLDEN_NAME,
   SESSION,
   type GoldenClaude,
+  type GoldenClaudeInfo,
   type MachineInfo,
   type MachinePaths,
   type MachineSpec,
@@ -19,7 +21,6 @@ const TMUX_TIMEOUT_MS = 30_000;
 /** For ps and pgrep, which need nothing of the hub's environment. */
 const HOST_ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 const MACHINE_ID = /^[a-z0-9]{4,32}$/;
-const GOLDEN_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** Unix socket paths are limited to 108 bytes; tmux puts its socket at $TMUX_TMPDIR/tmux-UID/default. */
 const MAX_SOCKET_PATH = 100;
 
@@ -64,7 +65,12 @@ export class LocalProvider implements Provider {
   private layout(id: string) {
     const dir = this.dir(id);
     const home = path.join(dir, 'home');
-    const paths: MachinePaths = { home, workspace: path.join(home, 'workspace'), log: path.join(dir, 'log') };
+    const paths: MachinePaths = {
+      home,
+      workspace: path.join(home, 'workspace'),
+      log: path.join(dir, 'log'),
+      ready: path.join(dir, 'ready'),
+    };
     return { dir, paths, tmux: path.join(dir, 'tmux'), meta: path.join(dir, 'machine.json') };
   }
 
@@ -121,7 +127,7 @@ export class LocalProvider implements Provider {
         throw new Error(`tmux could not start the session: ${started.stderr.trim()}`);
       await step(`tmux session "${SESSION}" started in ${paths.workspace}`);
     }
-    await writeFile(path.join(dir, 'ready'), new Date().toISOString());
+    await writeFile(paths.ready, new Date().toISOString());
     return { id: info.id, thopterId: info.thopterId, createdAt: info.createdAt };
   }
 
@@ -146,11 +152,8 @@ export class LocalProvider implements Provider {
   }
 
   async ready(id: string): Promise<boolean> {
-    const { dir, tmux, paths } = this.layout(id);
-    if (!existsSync(path.join(dir, 'ready'))) return false;
-    const env = machineEnv(paths.home, tmux);
-    const has = await run('tmux', ['has-session', '-t', SESSION], { env, timeoutMs: TMUX_TIMEOUT_MS });
-    return has.exitCode === 0;
+    // A local machine is up as soon as its folder exists; wait-ready checks its init finished.
+    return existsSync(this.layout(id).dir);
   }
 
   async destroy(id: string): Promise<void> {
@@ -186,7 +189,7 @@ export class LocalProvider implements Provider {
     return new LocalTransport(dir, paths, machineEnv(paths.home, tmux));
   }
 
-  async snapshot(id: string): Promise<SessionSnapshot> {
+  async snapshot(id: string, _via?: unknown): Promise<SessionSnapshot> {
     const { tmux, paths } = this.layout(id);
     const env = machineEnv(paths.home, tmux);
     // One tmux call for both: the pane's pid first (one line), then its screen.
@@ -223,8 +226,37 @@ export class LocalProvider implements Provider {
       home,
       workspace: path.join(home, 'workspace'),
       log: path.join(home, '.log'),
+      ready: home,
     };
-    return { name, transport: new LocalTransport(home, paths, machineEnv(home, path.join(home, '.tmux'))) };
+    return {
+      name,
+      transport: new LocalTransport(home, paths, machineEnv(home, path.join(home, '.tmux'))),
+      // A local golden claude is a folder, not a machine: nothing runs "on" it.
+      busy: async () => undefined,
+    };
+  }
+
+  async listGoldenClaudes(): Promise<GoldenClaudeInfo[]> {
+    return (await this.goldenClaudes()).map((name) => ({
+      name,
+      state: 'ready',
+      location: path.join(this.goldenDir, name),
+    }));
+  }
+
+  async createGoldenClaude(name: string): Promise<GoldenClaudeInfo> {
+    if (!GOLDEN_NAME.test(name)) throw new Error(`"${name}" is not a golden claude name`);
+    const home = path.join(this.goldenDir, name);
+    await mkdir(path.join(home, '.claude'), { recursive: true, mode: 0o700 });
+    return { name, state: 'ready', location: home };
+  }
+
+  async destroyGoldenClaude(name: string): Promise<boolean> {
+    if (!GOLDEN_NAME.test(name)) return false;
+    const home = path.join(this.goldenDir, name);
+    if (!existsSync(home)) return false;
+    await rm(home, { recursive: true, force: true, maxRetries: 3 });
+    return true;
   }
 
   async close(): Promise<void> {}

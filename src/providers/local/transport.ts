@@ -26,6 +26,8 @@ export function machineEnv(home: string, tmuxDir: string): Record<string, string
 
 /** Runs commands as child processes of the hub, confined to one machine folder. */
 export class LocalTransport implements Transport {
+  readonly isOpen = true;
+
   constructor(
     /** The machine's folder: every path this transport touches is inside it. */
     private readonly root: string,
