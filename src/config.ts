@@ -173,6 +173,13 @@ const fields = z.object({
     .default('https://api.machines.dev')
     .refine((v) => /^https?:\/\/\S+$/.test(v), 'must be an http(s) URL, e.g. https://api.machines.dev'),
   FLY_API_TOKEN: optionalText,
+  FLY_API_RATE: z
+    .string()
+    .default('1:3')
+    .refine(
+      (v) => v === 'off' || /^\d+(\.\d+)?:\d+$/.test(v),
+      "must be REQUESTS_PER_SECOND:BURST per action, e.g. 1:3 (Fly's documented limit), or off",
+    ),
   FLY_DEPLOY_KEY: optionalText,
   APP_NAME: optionalText.refine(
     (v) => v === undefined || /^[a-z0-9][a-z0-9-]{0,62}$/.test(v),
@@ -277,6 +284,8 @@ export interface FlyConfig {
   apiUrl: string;
   /** FLY_API_TOKEN, or the seed's FLY_DEPLOY_KEY. */
   token: string | undefined;
+  /** How the hub paces its requests per action; undefined = not at all. */
+  rate: { perSecond: number; burst: number } | undefined;
   app: string;
   region: string;
   /** THOPTER_IMAGE; when unset the image is read from the hub's Redis (seed: the metadata service). */
@@ -360,6 +369,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     fly: {
       apiUrl: c.FLY_API_URL.replace(/\/+$/, ''),
       token: c.FLY_API_TOKEN ?? c.FLY_DEPLOY_KEY,
+      rate:
+        c.FLY_API_RATE === 'off'
+          ? undefined
+          : {
+              perSecond: Number(c.FLY_API_RATE.split(':')[0]),
+              burst: Number(c.FLY_API_RATE.split(':')[1]),
+            },
       app: c.APP_NAME ?? '',
       region: c.REGION ?? '',
       image: c.THOPTER_IMAGE,

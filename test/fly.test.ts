@@ -261,6 +261,42 @@ describe('THOPTER_PROVIDER=fly', () => {
     );
   });
 
+  it('does not copy a golden claude while Claude runs on it, and says why', async () => {
+    const started = await host.run(
+      gcMachine.id,
+      'cp /bin/sleep /tmp/claude && chmod 755 /tmp/claude && (runuser -u thopter -- /tmp/claude 300 >/dev/null 2>&1 &)',
+    );
+    assert.equal(started.code, 0, started.stderr);
+    try {
+      const issue = gh.addIssue(REPO, { title: 'While Claude works', body: 'x', user: 'alice' });
+      const launched = await api(hub.url, 'POST', '/api/thopters', {
+        repository: REPO,
+        issueNumber: issue.number,
+      });
+      const id = (launched.body as { id: string }).id;
+      const running = await waitFor(
+        'the thopter to run',
+        async () => {
+          const t = await hub.store.get(id);
+          return t?.state === 'running' ? t : undefined;
+        },
+        { timeoutMs: 90_000 },
+      );
+      assert.equal(running.phases['copy-golden']?.outcome, 'warning');
+      assert.match(running.phases['copy-golden']?.error ?? '', /Claude is running on gc-default/);
+      const m = live(thopterMachines(id))[0]!;
+      const r = await host.run(
+        m.id,
+        'test -e /data/thopter/.claude/settings.json && echo copied || echo not',
+      );
+      assert.equal(r.stdout.trim(), 'not');
+      await api(hub.url, 'DELETE', `/api/thopters/${id}`);
+      await waitFor('its machine to be deleted', () => live(thopterMachines(id)).length === 0);
+    } finally {
+      await host.run(gcMachine.id, 'pkill -x claude; rm -f /tmp/claude');
+    }
+  });
+
   it('deletes the machine when a required phase fails', async () => {
     const issue = gh.addIssue('acme/broken', { title: 'Unclonable', body: 'x', user: 'alice' });
     const launched = await api(hub.url, 'POST', '/api/thopters', {

@@ -17,7 +17,8 @@ export class GitHttpServer {
   constructor(
     /** The folder holding bare repositories: `{root}/acme/widget.git` is `{url}/acme/widget.git`. */
     private readonly root: string,
-    private readonly token: string,
+    /** undefined: anyone may clone and push. */
+    private readonly token: string | undefined,
   ) {}
 
   async start(): Promise<this> {
@@ -28,6 +29,7 @@ export class GitHttpServer {
   }
 
   private authorized(req: IncomingMessage): boolean {
+    if (this.token === undefined) return true;
     const m = /^Basic (.+)$/.exec(req.headers.authorization ?? '');
     if (!m) return false;
     const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');

@@ -133,8 +133,8 @@ export interface FlyApiOptions {
   token: string;
   app: string;
   log: Logger;
-  /** Default 1 request a second per action with bursts of 3 (Fly's documented budget). */
-  rate?: { perSecond: number; burst: number };
+  /** Per action (Fly's documented budget is 1 a second with bursts of 3); undefined = unpaced. */
+  rate: { perSecond: number; burst: number } | undefined;
 }
 
 interface Call {
@@ -164,11 +164,11 @@ export class FlyApi {
     this.authorization = /^FlyV1 /.test(opts.token) ? opts.token : `Bearer ${opts.token}`;
   }
 
-  private bucket(action: string): Bucket {
+  private bucket(action: string): Bucket | undefined {
+    if (!this.opts.rate) return undefined;
     let b = this.buckets.get(action);
     if (!b) {
-      const { perSecond, burst } = this.opts.rate ?? { perSecond: 1, burst: 3 };
-      b = new Bucket(perSecond, burst);
+      b = new Bucket(this.opts.rate.perSecond, this.opts.rate.burst);
       this.buckets.set(action, b);
     }
     return b;
@@ -179,7 +179,7 @@ export class FlyApi {
     for (const [k, v] of Object.entries(c.query ?? {})) url.searchParams.set(k, v);
     const bucket = this.bucket(c.action);
     for (let attempt = 1; ; attempt++) {
-      await bucket.take(c.signal);
+      await bucket?.take(c.signal);
       this.sent.set(c.action, (this.sent.get(c.action) ?? 0) + 1);
       let res: Response;
       try {
@@ -212,7 +212,7 @@ export class FlyApi {
         attempt < MAX_TRIES && (error.kind === 'rate-limited' || (error.kind === 'server' && c.idempotent));
       if (!again) throw error;
       const wait = retryAfterMs(res.headers.get('retry-after')) ?? backoff(attempt);
-      if (error.kind === 'rate-limited') bucket.drain(wait);
+      if (error.kind === 'rate-limited') bucket?.drain(wait);
       this.opts.log.debug({ action: c.action, status: res.status, waitMs: wait }, 'Fly API: trying again');
       await sleep(wait, c.signal);
     }

@@ -72,7 +72,13 @@ export class FlyProvider implements Provider {
     private readonly log: Logger,
   ) {
     if (!config.fly.token) throw new Error('THOPTER_PROVIDER=fly needs FLY_API_TOKEN');
-    this.api = new FlyApi({ baseUrl: config.fly.apiUrl, token: config.fly.token, app: config.fly.app, log });
+    this.api = new FlyApi({
+      baseUrl: config.fly.apiUrl,
+      token: config.fly.token,
+      app: config.fly.app,
+      rate: config.fly.rate,
+      log,
+    });
     this.key = loadOrCreateHubKey(config.dataDir);
     this.trust = new SshTrust(redis, config.redisPrefix);
   }
