@@ -3,7 +3,7 @@
  * BENCH_BOOT_MS to boot, 2 s by default) with a real sshd per machine (test/helpers/machine-host.ts).
  * Needs root, like the Fly tests.
  *
- *   node --import tsx bench/fly-provision.ts            # N=1, then N=50
+ *   node --import tsx bench/fly-provision.ts            # N=1, then N=50 twice
  *   node --import tsx bench/fly-provision.ts 1 10 50    # other sizes
  *   BENCH_FLY_RATE=off node --import tsx bench/fly-provision.ts
  *
@@ -26,7 +26,8 @@ const sizes = process.argv
   .slice(2)
   .map(Number)
   .filter((n) => n > 0);
-const SIZES = sizes.length ? sizes : [1, 50];
+// 50 twice: first with no free volume (each provision creates one), then with the pool warm.
+const SIZES = sizes.length ? sizes : [1, 50, 50];
 const BOOT_MS = Number(process.env.BENCH_BOOT_MS ?? 2000);
 const RATE = process.env.BENCH_FLY_RATE ?? '1:3';
 const TOKEN = 'fly_bench_token_0123456789';
@@ -77,6 +78,7 @@ async function main() {
   let alone = 0;
   try {
     for (const n of SIZES) {
+      const freeVolumes = fly.volumes().filter((v) => !v.attached_machine_id).length;
       const requestsBefore = fly.requests.length;
       const cpuBefore = cpuMs(hub.child.pid!);
       const started = performance.now();
@@ -103,6 +105,23 @@ async function main() {
         { timeoutMs: 30 * 60_000, intervalMs: 250 },
       );
       const wall = performance.now() - started;
+      const records = await Promise.all(
+        ids.map(
+          async (id) =>
+            (await api(hub.url, 'GET', `/api/thopters/${id}`)).body as {
+              phases: { name: string; startedAt: string; endedAt?: string }[];
+            },
+        ),
+      );
+      const phaseMedians = records[0]!.phases.map(({ name }) => {
+        const ds = records
+          .map((r) => r.phases.find((p) => p.name === name))
+          .filter((p) => p?.endedAt)
+          .map((p) => Date.parse(p!.endedAt!) - Date.parse(p!.startedAt))
+          .sort((a, b) => a - b);
+        return `${name} ${ds[Math.floor(ds.length / 2)]} ms`;
+      });
+      console.log(`N=${n} median phase durations: ${phaseMedians.join(', ')}`);
       const cpu = cpuMs(hub.child.pid!) - cpuBefore;
       const machines = fly.machines().filter((m) => ids.includes(m.config.metadata?.thopter_id ?? ''));
       const logins = machines.reduce((sum, m) => sum + host.logins(m.id), 0);
@@ -110,7 +129,7 @@ async function main() {
       const limited = fly.requests.slice(requestsBefore).filter((r) => r.status === 429).length;
       if (n === 1) alone = wall;
       rows.push(
-        `| ${n} | ${BOOT_MS} ms | ${RATE} | ${(wall / 1000).toFixed(1)} s | ${alone ? `${(wall / alone).toFixed(2)}x` : '-'} | ${(logins / n).toFixed(2)} | ${(requests / n).toFixed(1)} | ${limited} | ${Math.round(cpu / n)} ms |`,
+        `| ${n} | ${freeVolumes} | ${BOOT_MS} ms | ${RATE} | ${(wall / 1000).toFixed(1)} s | ${alone ? `${(wall / alone).toFixed(2)}x` : '-'} | ${(logins / n).toFixed(2)} | ${(requests / n).toFixed(1)} | ${limited} | ${Math.round(cpu / n)} ms |`,
       );
       console.log(rows.at(-1));
       await Promise.all(ids.map((id) => api(hub.url, 'DELETE', `/api/thopters/${id}`)));
@@ -131,9 +150,9 @@ async function main() {
     await world.close();
   }
   console.log(
-    '\n| N | boot | FLY_API_RATE | wall time to all running | vs N=1 | SSH logins per provision | Fly API requests per provision | 429s | hub CPU per provision |',
+    '\n| N | free volumes | boot | FLY_API_RATE | wall time to all running | vs N=1 | SSH logins per provision | Fly API requests per provision | 429s | hub CPU per provision |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) console.log(r);
 }
 

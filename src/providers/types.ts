@@ -57,6 +57,8 @@ export interface MachineSpec {
   repository: string;
   issueNumber?: number;
   git: { userName: string; userEmail: string };
+  /** True when an earlier attempt may have asked for this machine already (a retry, a crash). */
+  resume?: boolean;
   /** Optional files from the operator (seed: /tmp/.env.thopters and /tmp/post-checkout.sh). */
   envFile?: string;
   postCheckoutScript?: string;

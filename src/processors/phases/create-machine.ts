@@ -10,7 +10,7 @@ export const createMachine: Phase = {
   optional: false,
   attempts: 3,
   backoffMs: 2000,
-  async run({ thopter, provider, store, config, signal }) {
+  async run({ thopter, provider, store, config, signal, firstRun }) {
     const id = newMachineId();
     // Recorded before the provider is asked, and only if no machine is recorded yet: a job resumed
     // after a crash, or running twice, finds that id and makes (or finds) the same machine.
@@ -35,6 +35,7 @@ export const createMachine: Phase = {
         thopterId: thopter.id,
         statusToken,
         requestId: request.id,
+        resume: !firstRun,
         repository: request.repository,
         issueNumber: request.issue.number,
         git: gitIdentity(settings),

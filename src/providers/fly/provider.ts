@@ -63,7 +63,9 @@ export class FlyProvider implements Provider {
   private readonly key: HubKey;
   private known = new Map<string, FlyMachine>();
   private listedAt = 0;
-  private listing?: Promise<FlyMachine[]>;
+  /** When this hub created or last looked at each machine itself, by the hub's id. */
+  private readonly madeAt = new Map<string, number>();
+  private listing?: { at: number; done: boolean; list: Promise<FlyMachine[]> };
   private volumeList?: { at: number; list: Promise<FlyVolume[]> };
 
   constructor(
@@ -97,27 +99,44 @@ export class FlyProvider implements Provider {
     return md.thopter_swarm === this.config.redisPrefix && md.thopter_role === role && !GONE.has(m.state);
   }
 
-  /** All of the app's machines, one request however many callers ask at once. */
-  private refresh(): Promise<FlyMachine[]> {
-    this.listing ??= this.api
-      .listMachines({ thopter_swarm: this.config.redisPrefix })
-      .then((machines) => {
-        this.known = new Map(
+  /**
+   * All of the app's machines: one request however many callers ask at once, and reused for
+   * `maxAgeMs`. List requests share the app's one-a-second budget with creates, so thopters'
+   * checks, teardowns and golden-claude lookups all read this one list.
+   */
+  private refresh(maxAgeMs = 0): Promise<FlyMachine[]> {
+    const last = this.listing;
+    if (last && (!last.done || Date.now() - last.at <= maxAgeMs)) return last.list;
+    const entry = { at: Date.now(), done: false, list: this.api.listMachines() };
+    this.listing = entry;
+    entry.list.then(
+      (machines) => {
+        entry.done = true;
+        const known = new Map(
           machines
             .filter((m) => this.isOurs(m, 'thopter'))
             .map((m) => [m.config?.metadata?.thopter_machine ?? '', m] as const)
             .filter(([k]) => k !== ''),
         );
-        this.listedAt = Date.now();
-        return machines;
-      })
-      .finally(() => (this.listing = undefined));
-    return this.listing;
+        // A machine this hub made after the list was asked for is not in it, yet exists.
+        for (const [id, at] of this.madeAt) {
+          if (entry.at - at > 60_000) this.madeAt.delete(id); // long listed, or gone
+          const m = this.known.get(id);
+          if (at > entry.at && m && !known.has(id)) known.set(id, m);
+        }
+        this.known = known;
+        this.listedAt = entry.at;
+      },
+      () => {
+        if (this.listing === entry) this.listing = undefined;
+      },
+    );
+    return entry.list;
   }
 
   /** The Fly machine behind the hub's id. */
   private async machine(id: string, maxAgeMs = LIST_MAX_AGE_MS): Promise<FlyMachine | undefined> {
-    if (!this.known.has(id) || Date.now() - this.listedAt > maxAgeMs) await this.refresh();
+    if (!this.known.has(id) || Date.now() - this.listedAt > maxAgeMs) await this.refresh(1000);
     return this.known.get(id);
   }
 
@@ -209,10 +228,13 @@ export class FlyProvider implements Provider {
   }
 
   async create(spec: MachineSpec, signal?: AbortSignal): Promise<MachineInfo> {
-    // A resumed create (the hub died after asking Fly) finds the machine it made.
-    await this.refresh();
-    const existing = this.known.get(spec.id);
-    if (existing) return this.info(existing);
+    // A resumed create (the hub died after asking Fly) finds the machine it made. A first one
+    // skips the lookup: list requests share the app's one-a-second budget with every create.
+    if (spec.resume) {
+      await this.refresh();
+      const existing = this.known.get(spec.id);
+      if (existing) return this.info(existing);
+    }
 
     const { config } = this;
     const name = `thopter-${spec.issueNumber ?? 'task'}-${spec.id}`;
@@ -281,6 +303,7 @@ export class FlyProvider implements Provider {
       }
     }
     this.known.set(spec.id, made);
+    this.madeAt.set(spec.id, Date.now());
     return this.info(made);
   }
 
@@ -290,17 +313,24 @@ export class FlyProvider implements Provider {
   }
 
   async list(): Promise<MachineInfo[]> {
-    await this.refresh();
+    await this.refresh(1000);
     return [...this.known.values()].map((m) => this.info(m));
   }
 
   async ready(id: string, signal?: AbortSignal): Promise<boolean> {
     const m = await this.machine(id);
-    if (!m) throw new ThopterError('machine', `Fly machine for ${id} is gone`, false);
+    if (!m) throw new ThopterError('machine', `Fly machine for ${id} is not in the app's list`, true);
     try {
       // Fly holds this request until the machine has started (or 10 s passed), instead of polling.
       await this.api.waitMachine(m.id, 'started', { deadlineMs: 10_000, signal });
-      return true;
+      // What the machine looks like once started (its address, its instance) is what the
+      // transport connects to.
+      const now = await this.api.getMachine(m.id, signal);
+      if (!now || GONE.has(now.state))
+        throw new ThopterError('machine', `Fly machine ${m.id} is gone`, false);
+      this.known.set(id, now);
+      this.madeAt.set(id, Date.now());
+      return now.state === 'started';
     } catch (err) {
       if (!(err instanceof FlyApiError) || err.kind !== 'timeout') throw err;
       const now = await this.api.getMachine(m.id, signal);
@@ -318,10 +348,11 @@ export class FlyProvider implements Provider {
   }
 
   async destroy(id: string): Promise<void> {
-    const m = await this.machine(id, 0);
+    const m = await this.machine(id);
     if (!m) return;
     await this.deleteMachine(m);
     this.known.delete(id);
+    this.madeAt.delete(id);
   }
 
   /** Stop, wait for it to stop, delete: Fly's order. Its volume then goes back to the pool. */
@@ -370,7 +401,7 @@ export class FlyProvider implements Provider {
 
   async transport(id: string): Promise<Transport> {
     const m = await this.machine(id);
-    if (!m) throw new ThopterError('machine', `Fly machine for ${id} is gone`, false);
+    if (!m) throw new ThopterError('machine', `Fly machine for ${id} is not in the app's list`, true);
     return this.connect(m, `machine ${id} (${m.id})`);
   }
 
@@ -396,7 +427,7 @@ export class FlyProvider implements Provider {
 
   /** Golden claudes are machines named `gc-{name}` (the seed's naming, so its machines count too). */
   private async goldenMachines(): Promise<Map<string, FlyMachine>> {
-    const all = await this.api.listMachines();
+    const all = await this.refresh(2000);
     return new Map(
       all
         .filter((m) => m.name.startsWith('gc-') && !GONE.has(m.state))
