@@ -177,7 +177,9 @@ const fields = z.object({
     .string()
     .default('1:3')
     .refine(
-      (v) => v === 'off' || /^\d+(\.\d+)?:\d+$/.test(v),
+      (v) =>
+        v === 'off' ||
+        (/^\d+(\.\d+)?:\d+$/.test(v) && Number(v.split(':')[0]) > 0 && Number(v.split(':')[1]) >= 1),
       "must be REQUESTS_PER_SECOND:BURST per action, e.g. 1:3 (Fly's documented limit), or off",
     ),
   FLY_DEPLOY_KEY: optionalText,

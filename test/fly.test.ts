@@ -297,6 +297,36 @@ describe('THOPTER_PROVIDER=fly', () => {
     }
   });
 
+  it("finds the machine an ambiguous 5xx made, and waits out Fly's lack of capacity", async () => {
+    const launch = async (title: string) => {
+      const issue = gh.addIssue(REPO, { title, body: 'x', user: 'alice' });
+      const r = await api(hub.url, 'POST', '/api/thopters', { repository: REPO, issueNumber: issue.number });
+      const id = (r.body as { id: string }).id;
+      return waitFor(
+        `${title} to run`,
+        async () => {
+          const t = await hub.store.get(id);
+          assert.notEqual(t?.state, 'failed', JSON.stringify(t?.phases));
+          return t?.state === 'running' ? t : undefined;
+        },
+        { timeoutMs: 90_000 },
+      );
+    };
+    // The create went through, but its answer was a 502: the hub must not make a second machine.
+    fly.failNextCreates(1, 502, { committed: true });
+    const ambiguous = await launch('Ambiguous create');
+    assert.equal(thopterMachines(ambiguous.id).length, 1, 'one machine, found by its metadata');
+    // No capacity in the region: the create is tried again later.
+    fly.failNextCreates(1, 'insufficient_capacity');
+    const full = await launch('Region full');
+    assert.equal(thopterMachines(full.id).length, 1);
+    assert.ok(full.phases['create-machine']!.attempts >= 2, 'the create was retried');
+    for (const t of [ambiguous, full]) await api(hub.url, 'DELETE', `/api/thopters/${t.id}`);
+    await waitFor('their machines to be deleted', () =>
+      [ambiguous, full].every((t) => live(thopterMachines(t.id)).length === 0),
+    );
+  });
+
   it('deletes the machine when a required phase fails', async () => {
     const issue = gh.addIssue('acme/broken', { title: 'Unclonable', body: 'x', user: 'alice' });
     const launched = await api(hub.url, 'POST', '/api/thopters', {
@@ -371,7 +401,12 @@ describe('THOPTER_PROVIDER=fly across a crash', () => {
         return (r.body as { state?: string }).state === 'running';
       },
       { timeoutMs: 120_000 },
-    );
+    ).catch(async (err: Error) => {
+      const record = await api(second.url, 'GET', `/api/thopters/${id}`);
+      throw new Error(
+        `${err.message}\nrecord: ${JSON.stringify(record.body)}\nsecond hub: ${second.output().slice(-3000)}`,
+      );
+    });
     assert.equal(thopterMachines(id).length, 1, 'exactly one machine was ever made for it');
     await api(second.url, 'DELETE', `/api/thopters/${id}`);
     await waitFor('its machine to be deleted', () => live(thopterMachines(id)).length === 0);

@@ -180,6 +180,19 @@ describe('GitHub intake by polling', () => {
     assert.deepEqual(await thoptersOf(issue.number), []);
     assert.equal((await api(hub.url, 'POST', '/api/intake/resume')).body.paused, false);
   });
+
+  it("destroys an issue's thopters when polling sees the issue closed, without a webhook", async () => {
+    const issue = gh.addIssue(REPO, { title: 'Closed quietly', body: 'x', user: 'bob' });
+    const launched = await api(hub.url, 'POST', '/api/thopters', {
+      repository: REPO,
+      issueNumber: issue.number,
+    });
+    assert.equal(launched.status, 202);
+    gh.closeIssue(REPO, issue.number, { user: 'bob' });
+    await waitFor('destroyed', async () =>
+      (await hub.store.get(launched.body.id))?.endReason?.startsWith('the issue was closed'),
+    );
+  });
 });
 
 describe('a scripted launch of an issue', () => {

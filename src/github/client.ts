@@ -97,12 +97,13 @@ export class GitHubClient {
   }
 
   /** Open issues (and pull requests) updated at or after `since`, oldest change first, every page. */
+  /** Open and closed issues (closing one is news too: its thopters end). */
   async issuesSince(fullName: string, since: string): Promise<GitHubIssue[]> {
     const [owner, repo] = split(fullName);
     const data = await this.octokit.paginate(this.octokit.rest.issues.listForRepo, {
       owner,
       repo,
-      state: 'open',
+      state: 'all',
       since,
       sort: 'updated',
       direction: 'asc',

@@ -29,7 +29,7 @@ const IDLE_CLOSE_MS = 60_000;
  * so entries close themselves once idle, and at once when the machine is torn down here.
  */
 export class TransportPool {
-  private readonly open = new Map<string, { transport: Promise<Transport>; usedAt: number }>();
+  private readonly open = new Map<string, Entry>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(private readonly provider: Provider) {
@@ -41,14 +41,17 @@ export class TransportPool {
     let entry = this.open.get(machineId);
     // A connection that broke (the machine rebooted, the network blinked) is replaced.
     if (entry && !(await entry.transport.then((t) => t.isOpen).catch(() => false))) {
-      this.open.delete(machineId);
-      entry = undefined;
+      if (this.open.get(machineId) === entry) this.open.delete(machineId);
+      entry = this.open.get(machineId);
     }
     if (!entry) {
-      const transport = this.provider.transport(machineId);
-      transport.catch(() => this.open.delete(machineId));
-      entry = { transport, usedAt: Date.now() };
-      this.open.set(machineId, entry);
+      const made: Entry = { transport: undefined!, usedAt: Date.now(), busy: 0 };
+      made.transport = this.provider.transport(machineId).then((t) => leased(t, made));
+      made.transport.catch(() => {
+        if (this.open.get(machineId) === made) this.open.delete(machineId);
+      });
+      this.open.set(machineId, made);
+      entry = made;
     }
     entry.usedAt = Date.now();
     return entry.transport;
@@ -60,9 +63,10 @@ export class TransportPool {
     await entry?.transport.then((t) => t.close()).catch(() => {});
   }
 
+  /** Closes connections nobody used for a while; never one a command or a transfer is using. */
   private closeIdle() {
     for (const [id, entry] of this.open) {
-      if (Date.now() - entry.usedAt > IDLE_CLOSE_MS) void this.release(id);
+      if (entry.busy === 0 && Date.now() - entry.usedAt > IDLE_CLOSE_MS) void this.release(id);
     }
   }
 
@@ -70,4 +74,39 @@ export class TransportPool {
     clearInterval(this.sweeper);
     await Promise.all([...this.open.keys()].map((id) => this.release(id)));
   }
+}
+
+interface Entry {
+  transport: Promise<Transport>;
+  usedAt: number;
+  /** Operations under way: a 15-minute clone keeps its connection. */
+  busy: number;
+}
+
+/** The transport, counting its operations in `entry` so that the sweeper sees them. */
+function leased(t: Transport, entry: Entry): Transport {
+  const track =
+    <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      entry.busy++;
+      entry.usedAt = Date.now();
+      try {
+        return await fn(...args);
+      } finally {
+        entry.busy--;
+        entry.usedAt = Date.now();
+      }
+    };
+  return {
+    paths: t.paths,
+    get isOpen() {
+      return t.isOpen;
+    },
+    exec: track(t.exec.bind(t)),
+    writeFile: track(t.writeFile.bind(t)),
+    appendFile: track(t.appendFile.bind(t)),
+    exists: track(t.exists.bind(t)),
+    readFile: track(t.readFile.bind(t)),
+    close: () => t.close(),
+  };
 }

@@ -31,16 +31,25 @@ const PERMISSION_CACHE_S = 300;
 /** Seed: each poll looks back a minute further than the last change it saw. */
 const OVERLAP_MS = 60_000;
 
+/** Repositories read at once in one poll. */
+const SCAN_CONCURRENCY = 8;
+
 /** One poll: every watched repository; one whose token fails is reported and the rest go on. */
 export async function scanAll(deps: ScannerDeps): Promise<void> {
-  for (const repository of deps.github.repositories) {
-    try {
-      await scanRepository(deps, repository);
-      await deps.github.setHealth(repository);
-    } catch (err) {
-      await deps.github.setHealth(repository, describe(err));
+  // Repositories are independent (each has its own token and client): several are read at once,
+  // so a thousand idle ones fit in one polling interval.
+  const queue = [...deps.github.repositories];
+  const worker = async () => {
+    for (let repository = queue.shift(); repository; repository = queue.shift()) {
+      try {
+        await scanRepository(deps, repository);
+        await deps.github.setHealth(repository);
+      } catch (err) {
+        await deps.github.setHealth(repository, describe(err));
+      }
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(SCAN_CONCURRENCY, queue.length) }, worker));
 }
 
 /**
@@ -58,11 +67,20 @@ export async function scanRepository(deps: ScannerDeps, repository: string): Pro
     ? new Date(Date.parse(newestSeen) - OVERLAP_MS).toISOString()
     : new Date(Date.now() - config.github.coldStartLookbackMs).toISOString();
   let newest = newestSeen ?? since;
+  const closed = new Set<number>();
   for (const issue of await client.issuesSince(repository, since)) {
     if (issue.updated_at > newest) newest = issue.updated_at;
     if (issue.pull_request !== undefined && !config.github.includePullRequests) continue;
+    // A closed issue launches nothing; when it closed, its thopters end (as the webhook does).
+    if (issue.state === 'closed') {
+      closed.add(issue.number);
+      continue;
+    }
     const comments = await client.comments(repository, issue.number);
     await actOnIssue(deps, repository, issue, comments);
+  }
+  if (closed.size > 0 && config.github.destroyOnClose) {
+    await destroyIssueThopters(deps, repository, closed, 'the issue was closed');
   }
   await redis.set(markKey, newest);
 }
@@ -213,18 +231,24 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
   await queues.enqueue('comment', { thopterId, label });
 }
 
-/** Destroys every live thopter of one issue (`/thopter kill`, a closed issue). Returns them. */
+/** Destroys every live thopter of some issues (`/thopter kill`, closed issues). Returns them. */
 export async function destroyIssueThopters(
   deps: ScannerDeps,
   repository: string,
-  number: number,
+  numbers: number | ReadonlySet<number>,
   reason: string,
 ) {
+  const wanted = typeof numbers === 'number' ? new Set([numbers]) : numbers;
   const live = (await deps.store.list({ limit: 5000 })).filter(
-    (t) => t.request.repository === repository && t.request.issue.number === number && !isFinal(t.state),
+    (t) =>
+      t.request.repository === repository &&
+      t.request.issue.number !== undefined &&
+      wanted.has(t.request.issue.number) &&
+      !isFinal(t.state),
   );
   for (const t of live) {
-    await deps.queues.enqueue('destroy', { thopterId: t.id, label: `${repository}#${number}`, reason });
+    const label = `${repository}#${t.request.issue.number}`;
+    await deps.queues.enqueue('destroy', { thopterId: t.id, label, reason });
   }
   return live;
 }

@@ -125,8 +125,12 @@ export class ThopterStore {
     const stored = await this.redis.hget(this.key(id), 'tokenHash');
     if (!stored) return false;
     const given = Buffer.from(hashToken(token), 'hex');
-    const want = Buffer.from(stored, 'hex');
-    return given.length === want.length && timingSafeEqual(given, want);
+    let match = false;
+    for (const hash of stored.split(',')) {
+      const want = Buffer.from(hash, 'hex');
+      if (given.length === want.length && timingSafeEqual(given, want)) match = true;
+    }
+    return match;
   }
 
   /** Writes fields on a thopter that has not ended. Returns false when it has ended (or is unknown). */
@@ -144,8 +148,15 @@ export class ThopterStore {
     return r === 1;
   }
 
-  setTokenHash(id: string, tokenHash: string) {
-    return this.update(id, { tokenHash });
+  /**
+   * Adds the hash of a token delivered to the thopter's machine. Each create attempt makes a new
+   * token, and a resumed attempt may find the machine an earlier one made with its own: every
+   * token an attempt handed out stays valid (the last 8; only hashes are kept).
+   */
+  async addTokenHash(id: string, tokenHash: string) {
+    const stored = (await this.redis.hget(this.key(id), 'tokenHash')) ?? '';
+    const hashes = [tokenHash, ...stored.split(',').filter((h) => h && h !== tokenHash)].slice(0, 8);
+    return this.update(id, { tokenHash: hashes.join(',') });
   }
 
   setState(

@@ -23,10 +23,11 @@ export const createMachine: Phase = {
     });
     if (!machine)
       throw new ThopterError('destroy-requested', 'the thopter ended before its machine was created');
-    // A fresh token on every attempt: only its hash is stored, so a resumed attempt cannot know the
-    // previous one, and create() delivers the new one to the machine.
+    // A fresh token on every attempt (only hashes are stored, so a resumed attempt cannot know the
+    // previous one). create() delivers it to a new machine; a machine an earlier attempt made
+    // keeps that attempt's token, whose hash is still accepted.
     const statusToken = randomBytes(32).toString('base64url');
-    await store.setTokenHash(thopter.id, hashToken(statusToken));
+    await store.addTokenHash(thopter.id, hashToken(statusToken));
     const { request } = thopter;
     const settings = config.repositories[request.repository];
     const made = await provider.create(

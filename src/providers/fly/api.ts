@@ -182,6 +182,7 @@ export class FlyApi {
       await bucket?.take(c.signal);
       this.sent.set(c.action, (this.sent.get(c.action) ?? 0) + 1);
       let res: Response;
+      let text: string;
       try {
         const timeout = AbortSignal.timeout(c.timeoutMs ?? 30_000);
         res = await fetch(url, {
@@ -194,6 +195,8 @@ export class FlyApi {
           body: c.body === undefined ? undefined : JSON.stringify(c.body),
           signal: c.signal ? AbortSignal.any([c.signal, timeout]) : timeout,
         });
+        // A body cut off midway is a network failure like any other.
+        text = await res.text();
       } catch (err) {
         if (c.signal?.aborted) throw new AbortedError(c.signal.reason);
         const error = new FlyApiError(
@@ -205,8 +208,17 @@ export class FlyApi {
         await sleep(backoff(attempt), c.signal);
         continue;
       }
-      const text = await res.text();
-      if (res.ok) return text ? JSON.parse(text) : {};
+      if (res.ok) {
+        try {
+          return text ? JSON.parse(text) : {};
+        } catch {
+          throw new FlyApiError(
+            'server',
+            res.status,
+            `Fly API ${c.method} ${c.path}: the answer is not JSON`,
+          );
+        }
+      }
       const error = toError(res.status, text, c);
       const again =
         attempt < MAX_TRIES && (error.kind === 'rate-limited' || (error.kind === 'server' && c.idempotent));

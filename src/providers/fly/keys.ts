@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
@@ -29,6 +30,22 @@ export function loadOrCreateHubKey(dataDir: string): HubKey {
   };
 }
 
+/** `SHA256:…` of an OpenSSH public key line, as OpenSSH prints it and ssh.ts computes it. */
+export function fingerprint(publicKeyLine: string): string {
+  const blob = Buffer.from(publicKeyLine.trim().split(/\s+/)[1] ?? '', 'base64');
+  return 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
+}
+
+/**
+ * A host key for a new machine, made by the hub and delivered with the machine (its files survive
+ * restarts, where a key made at boot would not), so the hub knows what to expect before it first
+ * connects.
+ */
+export function newHostKey(): { privateKey: string; fingerprint: string } {
+  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'thopter-machine' });
+  return { privateKey: pair.private, fingerprint: fingerprint(pair.public) };
+}
+
 /**
  * What several hubs sharing one Redis need to agree on: every hub's public key (a new machine lets
  * them all in, since any hub may run its next phase) and each machine's SSH host key, pinned the
@@ -55,13 +72,21 @@ export class SshTrust {
     return (await this.redis.smembers(this.hubKeys)).sort().join('\n') + '\n';
   }
 
-  /** Trust on first use, shared by every hub: true when `fingerprint` is the one pinned for the machine. */
-  async verify(flyMachineId: string, fingerprint: string): Promise<boolean> {
-    await this.redis.hsetnx(this.hostKeys, flyMachineId, fingerprint);
-    return (await this.redis.hget(this.hostKeys, flyMachineId)) === fingerprint;
+  /** Pins the host key the hub made for a machine, before the machine exists. */
+  async pin(machine: string, fingerprint: string): Promise<void> {
+    await this.redis.hset(this.hostKeys, machine, fingerprint);
   }
 
-  async forget(flyMachineId: string): Promise<void> {
-    await this.redis.hdel(this.hostKeys, flyMachineId);
+  /**
+   * True when `fingerprint` is the one pinned for the machine. A machine the hub gave no key (a
+   * golden claude made before this hub) is trusted on first use, by whichever hub reaches it first.
+   */
+  async verify(machine: string, fingerprint: string): Promise<boolean> {
+    await this.redis.hsetnx(this.hostKeys, machine, fingerprint);
+    return (await this.redis.hget(this.hostKeys, machine)) === fingerprint;
+  }
+
+  async forget(machine: string): Promise<void> {
+    await this.redis.hdel(this.hostKeys, machine);
   }
 }

@@ -23,7 +23,7 @@ import {
   type FlyVolume,
   type MachineFile,
 } from './api.js';
-import { loadOrCreateHubKey, SshTrust, type HubKey } from './keys.js';
+import { loadOrCreateHubKey, newHostKey, SshTrust, type HubKey } from './keys.js';
 import { connectSsh } from './ssh.js';
 
 /** The seed's layout inside a thopter machine (thopter/README.md holds the whole contract). */
@@ -33,6 +33,17 @@ export const FLY_PATHS: MachinePaths = {
   log: '/thopter/log',
   ready: '/thopter/ready',
 };
+const file = (guest_path: string, content: string | Buffer, mode: number): MachineFile => ({
+  guest_path,
+  raw_value: Buffer.from(content).toString('base64'),
+  mode,
+});
+
+/** Where a machine's host key is pinned: the hub's id for a thopter, the name for a golden claude. */
+function pinKey(m: FlyMachine): string {
+  return m.config?.metadata?.thopter_machine ?? (m.name.startsWith('gc-') ? m.name : m.id);
+}
+
 /** The user the hub logs in as: the agent's own, so whatever the hub writes is the agent's. */
 const SSH_USER = 'thopter';
 /** Seed phase 2: the pool of volumes thopters mount at /data. */
@@ -104,9 +115,9 @@ export class FlyProvider implements Provider {
    * `maxAgeMs`. List requests share the app's one-a-second budget with creates, so thopters'
    * checks, teardowns and golden-claude lookups all read this one list.
    */
-  private refresh(maxAgeMs = 0): Promise<FlyMachine[]> {
+  private refresh(maxAgeMs = 0, force = false): Promise<FlyMachine[]> {
     const last = this.listing;
-    if (last && (!last.done || Date.now() - last.at <= maxAgeMs)) return last.list;
+    if (!force && last && (!last.done || Date.now() - last.at <= maxAgeMs)) return last.list;
     const entry = { at: Date.now(), done: false, list: this.api.listMachines() };
     this.listing = entry;
     entry.list.then(
@@ -208,16 +219,24 @@ export class FlyProvider implements Provider {
     return this.redis.del(`${this.config.redisPrefix}:fly:volume-claim:${volumeId}`);
   }
 
+  /**
+   * The files every machine gets: the hubs' public keys, and a host key made here and pinned
+   * under `pinKey` before the machine exists, so no hub ever has to trust a first connection.
+   */
+  private async baseFiles(pinKey: string): Promise<MachineFile[]> {
+    const hostKey = newHostKey();
+    await this.trust.pin(pinKey, hostKey.fingerprint);
+    return [
+      file('/etc/thopter/hub_authorized_keys', await this.trust.authorizedKeys(), 0o644),
+      file('/etc/thopter/ssh_host_ed25519_key', hostKey.privateKey, 0o600),
+    ];
+  }
+
   private async files(spec: MachineSpec): Promise<MachineFile[]> {
-    const file = (guest_path: string, content: string | Buffer, mode: number): MachineFile => ({
-      guest_path,
-      raw_value: Buffer.from(content).toString('base64'),
-      mode,
-    });
     // Secrets travel as files the init hands to the thopter user with mode 600, not as env: a
     // machine's environment is readable by every process in it and shows in `fly machine status`.
     const files = [
-      file('/etc/thopter/hub_authorized_keys', await this.trust.authorizedKeys(), 0o644),
+      ...(await this.baseFiles(spec.id)),
       file('/etc/thopter/status-token', spec.statusToken, 0o600),
     ];
     if (spec.envFile) files.push(file('/tmp/.env.thopters', await readFile(spec.envFile), 0o600));
@@ -289,7 +308,8 @@ export class FlyProvider implements Provider {
         // A create that may have happened (a 5xx, a dropped connection, or our own name already
         // taken) is looked up rather than repeated: one machine per thopter.
         const maybe = err instanceof FlyApiError && ['name-taken', 'server', 'network'].includes(err.kind);
-        const found = maybe ? (await this.refresh(), this.known.get(spec.id)) : undefined;
+        // A list asked for before the create could miss it: this one is asked for after.
+        const found = maybe ? (await this.refresh(0, true), this.known.get(spec.id)) : undefined;
         if (found) return this.info(found);
         // The volume was taken meanwhile (412 "volume already claimed"), or its host is full:
         // another volume, or a new one, may do.
@@ -308,7 +328,8 @@ export class FlyProvider implements Provider {
   }
 
   async get(id: string): Promise<MachineInfo | null> {
-    const m = await this.machine(id);
+    // A machine missing from a shared list gets a second look before it is called gone.
+    const m = (await this.machine(id)) ?? (await this.refresh(0, true), this.known.get(id));
     return m ? this.info(m) : null;
   }
 
@@ -356,7 +377,10 @@ export class FlyProvider implements Provider {
   }
 
   /** Stop, wait for it to stop, delete: Fly's order. Its volume then goes back to the pool. */
-  private async deleteMachine(m: FlyMachine): Promise<void> {
+  private async deleteMachine(listed: FlyMachine): Promise<void> {
+    // The listed state may be old (a machine made a moment ago is starting by now): ask.
+    const m = await this.api.getMachine(listed.id);
+    if (!m || GONE.has(m.state)) return;
     let stopped = m.state === 'stopped' || m.state === 'created';
     if (!stopped) {
       try {
@@ -373,7 +397,9 @@ export class FlyProvider implements Provider {
     } catch (err) {
       if (!(err instanceof FlyApiError && err.kind === 'not-found')) throw err;
     }
-    await this.trust.forget(m.id);
+    await this.trust.forget(pinKey(m));
+    // Its volume goes back to the pool at once, not when the claim made for this machine expires.
+    for (const mount of m.config?.mounts ?? []) if (mount.volume) await this.releaseVolume(mount.volume);
     this.log.info({ fly: m.id, name: m.name }, 'deleted a Fly machine');
   }
 
@@ -393,7 +419,7 @@ export class FlyProvider implements Provider {
       port: this.config.fly.sshPort,
       username: SSH_USER,
       privateKey: this.key.privateKey,
-      verifyHostKey: (fingerprint) => this.trust.verify(m.id, fingerprint),
+      verifyHostKey: (fingerprint) => this.trust.verify(pinKey(m), fingerprint),
       paths: FLY_PATHS,
       label,
     });
@@ -426,8 +452,8 @@ export class FlyProvider implements Provider {
   }
 
   /** Golden claudes are machines named `gc-{name}` (the seed's naming, so its machines count too). */
-  private async goldenMachines(): Promise<Map<string, FlyMachine>> {
-    const all = await this.refresh(2000);
+  private async goldenMachines(maxAgeMs = 0): Promise<Map<string, FlyMachine>> {
+    const all = await this.refresh(maxAgeMs);
     return new Map(
       all
         .filter((m) => m.name.startsWith('gc-') && !GONE.has(m.state))
@@ -447,7 +473,8 @@ export class FlyProvider implements Provider {
   }
 
   async goldenClaude(name: string): Promise<GoldenClaude | null> {
-    const m = (await this.goldenMachines()).get(name);
+    // Many provisions copy at once: they share a list up to two seconds old.
+    const m = (await this.goldenMachines(2000)).get(name);
     if (!m) return null;
     if (m.state !== 'started') {
       throw new ThopterError(
@@ -490,19 +517,14 @@ export class FlyProvider implements Provider {
           },
           guest: this.config.fly.guest,
           mounts: [{ volume, path: '/data' }],
-          files: [
-            {
-              guest_path: '/etc/thopter/hub_authorized_keys',
-              raw_value: Buffer.from(await this.trust.authorizedKeys()).toString('base64'),
-              mode: 0o644,
-            },
-          ],
+          files: await this.baseFiles(`gc-${name}`),
           metadata: { ...this.marks('golden'), thopter_gc: name },
           restart: { policy: 'always' },
           auto_destroy: false,
         },
       });
       this.log.info({ gc: name, fly: m.id }, 'created a golden claude machine');
+      this.listing = undefined; // the next list must show it
       return { name, state: m.state, location: `Fly machine ${m.id} (${m.name})` };
     } catch (err) {
       await this.releaseVolume(volume);
@@ -514,6 +536,7 @@ export class FlyProvider implements Provider {
     const m = (await this.goldenMachines()).get(name);
     if (!m) return false;
     await this.deleteMachine(m);
+    this.listing = undefined;
     // A golden claude's volume holds only its login: recreating it starts clean (seed: recreate-gc.sh).
     for (const mount of m.config?.mounts ?? []) {
       if (mount.volume) await this.deleteVolumeWhenDetached(mount.volume);

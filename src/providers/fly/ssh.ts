@@ -68,6 +68,7 @@ export function connectSsh(target: SshTarget, signal?: AbortSignal): Promise<Ssh
       keepaliveCountMax: 4,
       hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
         const fingerprint = 'SHA256:' + createHash('sha256').update(key).digest('base64').replace(/=+$/, '');
+        // (the same form as keys.ts's fingerprint() of a public key line)
         target.verifyHostKey(fingerprint).then(
           (ok) => {
             hostKeyRejected = !ok;
