@@ -160,6 +160,7 @@ const fields = z.object({
   GITHUB_WEBHOOK_SECRET: optionalText,
   GITHUB_INCLUDE_PULL_REQUESTS: z.enum(['true', 'false']).default('false'),
   GITHUB_DESTROY_ON_CLOSE: z.enum(['true', 'false']).default('true'),
+  GITHUB_QUEUE_REFRESH_INTERVAL: requiredDuration('60s'),
   HUB_LOCK_DURATION: requiredDuration('30s'),
   HUB_STALLED_INTERVAL: requiredDuration('15s'),
   HUB_PHASE_CONCURRENCY: int(20, 1, 1000),
@@ -266,6 +267,8 @@ export interface Config {
     webhookSecret: string | undefined;
     includePullRequests: boolean;
     destroyOnClose: boolean;
+    /** ms between refreshes of queued thopters' comments (their place in line). */
+    queueRefreshMs: number;
   };
   lockDurationMs: number;
   stalledIntervalMs: number;
@@ -353,6 +356,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       webhookSecret: c.GITHUB_WEBHOOK_SECRET,
       includePullRequests: c.GITHUB_INCLUDE_PULL_REQUESTS === 'true',
       destroyOnClose: c.GITHUB_DESTROY_ON_CLOSE === 'true',
+      queueRefreshMs: c.GITHUB_QUEUE_REFRESH_INTERVAL,
     },
     lockDurationMs: c.HUB_LOCK_DURATION,
     stalledIntervalMs: c.HUB_STALLED_INTERVAL,

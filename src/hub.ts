@@ -117,6 +117,19 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
         'watching GitHub',
       );
     }
+    // The line moves as thopters start and end: each queued GitHub thopter's comment is rendered
+    // again, and edited only when its place changed (at most one edit per thopter per
+    // GITHUB_QUEUE_REFRESH_INTERVAL).
+    // Comment jobs are deduplicated per thopter, so hubs doing this at once add nothing.
+    const queueRefresh = setInterval(() => {
+      void (async () => {
+        for (const t of await store.list({ limit: 10_000, states: ['queued'] })) {
+          if (t.request.source === 'github') await announce(t.id);
+        }
+      })().catch((err) => log.warn({ err: err.message }, 'queue refresh failed'));
+    }, config.github.queueRefreshMs);
+    queueRefresh.unref();
+    closers.push(async () => clearInterval(queueRefresh));
     const timer = setInterval(() => {
       reconcile({ store, queues, provider, log }).catch((err) =>
         log.warn({ err: err.message }, 'reconcile failed'),

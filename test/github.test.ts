@@ -246,3 +246,42 @@ describe('GitHub intake by webhook', () => {
     );
   });
 });
+
+describe('the place in line', () => {
+  it('is shown again on the issue as the line moves', async () => {
+    // A hub of its own (another Redis prefix), watching a repository nobody else watches.
+    const LINE = 'acme/line';
+    gh.addRepo(LINE, { cloneUrl: origin });
+    gh.setPermission(LINE, 'thopter-hub', 'write');
+    gh.setPermission(LINE, 'alice', 'write');
+    const lineHub = await world.hub({
+      // Its own DATA_DIR too: reconciliation destroys local machines its Redis does not know.
+      DATA_DIR: path.join(world.dir, 'line-data'),
+      HUB_REDIS_PREFIX: 'line',
+      MAX_THOPTERS: '1',
+      THOPTER_AGENT_COMMAND: 'sleep 600',
+      GITHUB_API_URL: gh.url,
+      GITHUB_INTEGRATION_JSON: JSON.stringify({ repositories: { [LINE]: { issuesPAT: TOKEN } } }),
+      GITHUB_ISSUES_POLLING_INTERVAL: '1',
+      GITHUB_QUEUE_REFRESH_INTERVAL: '1s',
+    });
+    const ack = (n: number) =>
+      gh.comments(LINE, n).find((c) => c.body?.includes('<!-- thopter-ack:'))?.body ?? '';
+    const [a, b, c] = ['first', 'second', 'third'].map((title) => {
+      const issue = gh.addIssue(LINE, { title, body: 'x', user: 'bob' });
+      gh.addComment(LINE, issue.number, { user: 'alice', body: '/thopter' });
+      return issue.number;
+    }) as [number, number, number];
+    await waitFor('the first to run', () => /\*\*running\*\*/.test(ack(a)));
+    await waitFor('the third to be second in line', () => /number 2 in line/.test(ack(c)));
+    assert.match(ack(b), /number 1 in line/);
+    gh.addComment(LINE, a, { user: 'alice', body: '/thopter kill' });
+    await waitFor('the third to move up, with no change of its own', () => /number 1 in line/.test(ack(c)));
+    gh.addComment(LINE, b, { user: 'alice', body: '/thopter kill' });
+    gh.addComment(LINE, c, { user: 'alice', body: '/thopter kill' });
+    await waitFor('every thopter of the line to end', async () =>
+      (await lineHub.store.list()).every((t) => t.state === 'destroyed'),
+    );
+    await world.stopHub(lineHub);
+  });
+});

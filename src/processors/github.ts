@@ -55,18 +55,22 @@ async function postStatus(deps: GitHubProcessorDeps, data: JobTable['comment']):
     publicUrl: deps.publicUrl,
     queuePosition: record.state === 'queued' ? await deps.queues.queuePosition(record.id) : null,
   });
+  const hash = createHash('sha256').update(body).digest('hex');
   let commentId = record.commentId;
   if (commentId === undefined) {
     const marker = ackMarker(instance);
     commentId = (await client.comments(repository, number)).find((c) => c.body?.includes(marker))?.id;
     if (commentId === undefined) {
       commentId = await client.createComment(repository, number, body);
-      await deps.store.setCommentId(record.id, commentId);
+      await deps.store.setCommentId(record.id, commentId, hash);
       return 'acknowledged';
     }
-    await deps.store.setCommentId(record.id, commentId);
+  } else if (record.commentHash === hash) {
+    // Nothing the issue shows has changed (a queue refresh with the same place in line).
+    return 'unchanged';
   }
   await client.updateComment(repository, commentId, body);
+  await deps.store.setCommentId(record.id, commentId, hash);
   return `updated: ${record.state}`;
 }
 

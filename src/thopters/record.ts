@@ -99,6 +99,8 @@ export interface ThopterRecord {
   destroyRequested?: { reason: string; at: string };
   /** The GitHub comment that acknowledged the command and shows the thopter's state. */
   commentId?: number;
+  /** sha256 of the comment body last written, so an edit that changes nothing is not sent. */
+  commentHash?: string;
   /** Why it ended (destroyed) or what failed (failed). */
   endReason?: string;
   createdAt: string;

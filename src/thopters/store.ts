@@ -194,8 +194,8 @@ export class ThopterStore {
   }
 
   /** Recorded even after the thopter ended: the comment still shows its last state. */
-  setCommentId(id: string, commentId: number) {
-    return this.update(id, { commentId: String(commentId) }, false);
+  setCommentId(id: string, commentId: number, commentHash?: string) {
+    return this.update(id, { commentId: String(commentId), ...(commentHash ? { commentHash } : {}) }, false);
   }
 
   setSession(id: string, session: SessionStatus) {
@@ -251,6 +251,7 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     destroyRequested: json<{ reason: string; at: string }>(h.destroyRequested),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
+    commentHash: h.commentHash,
     createdAt: h.createdAt!,
     startedAt: h.startedAt,
     runningAt: h.runningAt,
