@@ -32,6 +32,8 @@ let git: GitHttpServer;
 let gh: FakeGitHub;
 let bare: string;
 let sshPort: number;
+/** Makes the next machine's boot fail, as a Fly machine's sometimes does. */
+let failNextBoot = false;
 
 const thopterMachines = (thopterId: string) =>
   fly.machines().filter((m) => m.config.metadata?.thopter_id === thopterId);
@@ -101,12 +103,23 @@ before(async () => {
   fly = await startFakeFly({
     tokens: [FLY_TOKEN],
     bootMs: 300,
-    onStart: (m) =>
-      host.start({
-        id: m.id,
-        env: m.config.env,
-        files: m.config.files?.map((f) => ({ ...f, raw_value: f.raw_value ?? '' })),
-      }),
+    onStart: (m) => {
+      if (failNextBoot) {
+        failNextBoot = false;
+        return Promise.reject(new Error('the boot failed (injected by the test)'));
+      }
+      return host
+        .start({
+          id: m.id,
+          env: m.config.env,
+          files: m.config.files?.map((f) => ({ ...f, raw_value: f.raw_value ?? '' })),
+        })
+        .catch((err: Error) => {
+          // A machine that cannot boot stops (as on Fly); the reason is for whoever reads the run.
+          console.error(`machine ${m.name} (${m.id}) did not boot: ${err.message}`);
+          throw err;
+        });
+    },
     onStop: (m) => host.stop(m.id),
   });
 });
@@ -297,7 +310,7 @@ describe('THOPTER_PROVIDER=fly', () => {
     }
   });
 
-  it("finds the machine an ambiguous 5xx made, and waits out Fly's lack of capacity", async () => {
+  it("finds the machine an ambiguous 5xx made, waits out Fly's lack of capacity, and boots a machine again", async () => {
     const launch = async (title: string) => {
       const issue = gh.addIssue(REPO, { title, body: 'x', user: 'alice' });
       const r = await api(hub.url, 'POST', '/api/thopters', { repository: REPO, issueNumber: issue.number });
@@ -306,7 +319,10 @@ describe('THOPTER_PROVIDER=fly', () => {
         `${title} to run`,
         async () => {
           const t = await hub.store.get(id);
-          assert.notEqual(t?.state, 'failed', JSON.stringify(t?.phases));
+          // On failure, what the fake saw of the thopter's machines says why (a boot that failed).
+          const seen = () =>
+            JSON.stringify(thopterMachines(id).map((m) => ({ state: m.state, events: m.events })));
+          assert.notEqual(t?.state, 'failed', `${JSON.stringify(t?.phases)}\nmachines: ${seen()}`);
           return t?.state === 'running' ? t : undefined;
         },
         { timeoutMs: 90_000 },
@@ -321,9 +337,15 @@ describe('THOPTER_PROVIDER=fly', () => {
     const full = await launch('Region full');
     assert.equal(thopterMachines(full.id).length, 1);
     assert.ok(full.phases['create-machine']!.attempts >= 2, 'the create was retried');
-    for (const t of [ambiguous, full]) await api(hub.url, 'DELETE', `/api/thopters/${t.id}`);
+    // The machine stops instead of booting: it is started again.
+    failNextBoot = true;
+    const rebooted = await launch('Failed boot');
+    const [m] = live(thopterMachines(rebooted.id));
+    assert.ok(fly.requests.some((r) => r.method === 'POST' && r.path.endsWith(`/machines/${m!.id}/start`)));
+    assert.equal(thopterMachines(rebooted.id).length, 1);
+    for (const t of [ambiguous, full, rebooted]) await api(hub.url, 'DELETE', `/api/thopters/${t.id}`);
     await waitFor('their machines to be deleted', () =>
-      [ambiguous, full].every((t) => live(thopterMachines(t.id)).length === 0),
+      [ambiguous, full, rebooted].every((t) => live(thopterMachines(t.id)).length === 0),
     );
   });
 

@@ -309,6 +309,16 @@ export class FlyApi {
     }
   }
 
+  async startMachine(id: string, signal?: AbortSignal): Promise<void> {
+    await this.call({
+      method: 'POST',
+      path: `/machines/${id}/start`,
+      action: `start:${id}`,
+      idempotent: true,
+      signal,
+    });
+  }
+
   async stopMachine(id: string, signal?: AbortSignal): Promise<void> {
     await this.call({
       method: 'POST',

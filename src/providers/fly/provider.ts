@@ -56,6 +56,7 @@ const LIST_MAX_AGE_MS = 5000;
 /** How long a stop may take before the machine is deleted with force. */
 const STOP_WAIT_MS = 60_000;
 const GONE = new Set(['destroyed', 'destroying', 'replaced']);
+const MAX_BOOT_RESTARTS = 2;
 
 type Role = 'thopter' | 'golden';
 
@@ -76,6 +77,8 @@ export class FlyProvider implements Provider {
   private listedAt = 0;
   /** When this hub created or last looked at each machine itself, by the hub's id. */
   private readonly madeAt = new Map<string, number>();
+  /** Boots tried again, by the hub's machine id. */
+  private readonly restarts = new Map<string, number>();
   private listing?: { at: number; done: boolean; list: Promise<FlyMachine[]> };
   private volumeList?: { at: number; list: Promise<FlyVolume[]> };
 
@@ -358,6 +361,18 @@ export class FlyProvider implements Provider {
       if (!now || GONE.has(now.state))
         throw new ThopterError('machine', `Fly machine ${m.id} is gone`, false);
       if (now.state === 'stopped' || now.state === 'failed') {
+        // A boot can fail for passing reasons (a host under load, an image pull that timed out):
+        // the machine is started again, twice at most, before the provision gives up on it.
+        const restarts = this.restarts.get(id) ?? 0;
+        if (restarts < MAX_BOOT_RESTARTS) {
+          this.restarts.set(id, restarts + 1);
+          this.log.warn(
+            { machine: id, fly: m.id, state: now.state },
+            'the machine stopped while booting: starting it again',
+          );
+          await this.api.startMachine(m.id, signal);
+          return false;
+        }
         throw new ThopterError(
           'machine',
           `Fly machine ${m.id} is ${now.state} instead of starting: see \`fly logs -a ${this.config.fly.app} -i ${m.id}\``,
@@ -374,6 +389,7 @@ export class FlyProvider implements Provider {
     await this.deleteMachine(m);
     this.known.delete(id);
     this.madeAt.delete(id);
+    this.restarts.delete(id);
   }
 
   /** Stop, wait for it to stop, delete: Fly's order. Its volume then goes back to the pool. */
