@@ -104,8 +104,11 @@ export class SshTransport implements Transport {
     // sshd hands the command to the login shell, so every word is quoted: no argument is ever
     // parsed by a shell. opts.env never holds a secret (see ExecOptions).
     const env = Object.entries(opts.env ?? {}).map(([k, v]) => shellQuote(`${k}=${v}`));
+    // Closing a channel does not end a command that has no terminal: a timed-out one is ended on
+    // the machine by coreutils' timeout, a little after the hub gave up on it.
+    const limit = opts.timeoutMs ? `timeout -k 5 ${Math.ceil(opts.timeoutMs / 1000) + 5} ` : '';
     const command =
-      `cd ${shellQuote(opts.cwd ?? this.paths.home)} && exec ` +
+      `cd ${shellQuote(opts.cwd ?? this.paths.home)} && exec ${limit}` +
       (env.length ? `env ${env.join(' ')} ` : '') +
       argv.map(shellQuote).join(' ');
     return new Promise((resolve, reject) => {
