@@ -138,6 +138,29 @@ describe('THOPTER_PROVIDER=fly', () => {
   const logs: string[] = [];
   let gcMachine: FlyMachine;
 
+  /** Opens an issue, launches a thopter for it through the API, and waits until it runs. */
+  async function launchIssue(title: string) {
+    const issue = gh.addIssue(REPO, { title, body: 'Say hello.', user: 'alice' });
+    const launched = await api(hub.url, 'POST', '/api/thopters', {
+      repository: REPO,
+      issueNumber: issue.number,
+    });
+    assert.equal(launched.status, 202, JSON.stringify(launched.body));
+    const id = (launched.body as { id: string }).id;
+    return waitFor(
+      `"${title}" to run`,
+      async () => {
+        const t = await hub.store.get(id);
+        // On failure, what the fake saw of the thopter's machines says why (a boot that failed).
+        const seen = () =>
+          JSON.stringify(thopterMachines(id).map((m) => ({ state: m.state, events: m.events })));
+        assert.notEqual(t?.state, 'failed', `${JSON.stringify(t?.phases)}\nmachines: ${seen()}`);
+        return t?.state === 'running' ? t : undefined;
+      },
+      { timeoutMs: 90_000 },
+    );
+  }
+
   before(async () => {
     hub = await world.hub(env(), logs);
     // A golden claude made through the API, then "logged in" by hand, as an operator would.
@@ -173,7 +196,6 @@ describe('THOPTER_PROVIDER=fly', () => {
   });
 
   it('provisions over one SSH connection, copies the golden claude, clones with the token kept in a file, and the agent pushes', async () => {
-    const issue = gh.addIssue(REPO, { title: 'Add a greeting', body: 'Say hello.', user: 'alice' });
     // Process arguments are sampled all through the provision: the token must never be one.
     const argvSeen = new Set<string>();
     let sampling = true;
@@ -185,21 +207,8 @@ describe('THOPTER_PROVIDER=fly', () => {
       }
     })();
 
-    const launched = await api(hub.url, 'POST', '/api/thopters', {
-      repository: REPO,
-      issueNumber: issue.number,
-    });
-    assert.equal(launched.status, 202, JSON.stringify(launched.body));
-    const id = (launched.body as { id: string }).id;
-    const running = await waitFor(
-      'the thopter to run',
-      async () => {
-        const t = await hub.store.get(id);
-        assert.notEqual(t?.state, 'failed', JSON.stringify(t?.phases));
-        return t?.state === 'running' ? t : undefined;
-      },
-      { timeoutMs: 90_000 },
-    );
+    const running = await launchIssue('Add a greeting');
+    const { id } = running;
     const machine = running.machine!;
     await waitFor('the work branch pushed to origin', () =>
       world.branches(bare).includes(machine.workBranch),
@@ -211,7 +220,7 @@ describe('THOPTER_PROVIDER=fly', () => {
     const [m] = live(thopterMachines(id));
     assert.ok(m, 'a Fly machine carries the thopter id');
     assert.equal(machine.providerId, m.id, "the record names Fly's machine id");
-    assert.equal(m.name, `thopter-${issue.number}-${machine.id}`);
+    assert.equal(m.name, `thopter-${running.request.issue.number}-${machine.id}`);
     assert.equal(m.config.metadata?.thopter_swarm, 'tw');
     assert.equal(m.config.metadata?.thopter_request, running.request.id);
     assert.deepEqual(m.config.guest, { cpu_kind: 'shared', cpus: 1, memory_mb: 256 });
@@ -281,20 +290,8 @@ describe('THOPTER_PROVIDER=fly', () => {
     );
     assert.equal(started.code, 0, started.stderr);
     try {
-      const issue = gh.addIssue(REPO, { title: 'While Claude works', body: 'x', user: 'alice' });
-      const launched = await api(hub.url, 'POST', '/api/thopters', {
-        repository: REPO,
-        issueNumber: issue.number,
-      });
-      const id = (launched.body as { id: string }).id;
-      const running = await waitFor(
-        'the thopter to run',
-        async () => {
-          const t = await hub.store.get(id);
-          return t?.state === 'running' ? t : undefined;
-        },
-        { timeoutMs: 90_000 },
-      );
+      const running = await launchIssue('While Claude works');
+      const { id } = running;
       assert.equal(running.phases['copy-golden']?.outcome, 'warning');
       assert.match(running.phases['copy-golden']?.error ?? '', /Claude is running on gc-default/);
       const m = live(thopterMachines(id))[0]!;
@@ -311,35 +308,18 @@ describe('THOPTER_PROVIDER=fly', () => {
   });
 
   it("finds the machine an ambiguous 5xx made, waits out Fly's lack of capacity, and boots a machine again", async () => {
-    const launch = async (title: string) => {
-      const issue = gh.addIssue(REPO, { title, body: 'x', user: 'alice' });
-      const r = await api(hub.url, 'POST', '/api/thopters', { repository: REPO, issueNumber: issue.number });
-      const id = (r.body as { id: string }).id;
-      return waitFor(
-        `${title} to run`,
-        async () => {
-          const t = await hub.store.get(id);
-          // On failure, what the fake saw of the thopter's machines says why (a boot that failed).
-          const seen = () =>
-            JSON.stringify(thopterMachines(id).map((m) => ({ state: m.state, events: m.events })));
-          assert.notEqual(t?.state, 'failed', `${JSON.stringify(t?.phases)}\nmachines: ${seen()}`);
-          return t?.state === 'running' ? t : undefined;
-        },
-        { timeoutMs: 90_000 },
-      );
-    };
     // The create went through, but its answer was a 502: the hub must not make a second machine.
     fly.failNextCreates(1, 502, { committed: true });
-    const ambiguous = await launch('Ambiguous create');
+    const ambiguous = await launchIssue('Ambiguous create');
     assert.equal(thopterMachines(ambiguous.id).length, 1, 'one machine, found by its metadata');
     // No capacity in the region: the create is tried again later.
     fly.failNextCreates(1, 'insufficient_capacity');
-    const full = await launch('Region full');
+    const full = await launchIssue('Region full');
     assert.equal(thopterMachines(full.id).length, 1);
     assert.ok(full.phases['create-machine']!.attempts >= 2, 'the create was retried');
     // The machine stops instead of booting: it is started again.
     failNextBoot = true;
-    const rebooted = await launch('Failed boot');
+    const rebooted = await launchIssue('Failed boot');
     const [m] = live(thopterMachines(rebooted.id));
     assert.ok(fly.requests.some((r) => r.method === 'POST' && r.path.endsWith(`/machines/${m!.id}/start`)));
     assert.equal(thopterMachines(rebooted.id).length, 1);
