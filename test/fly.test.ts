@@ -67,21 +67,6 @@ function env(overrides: Record<string, string> = {}): Record<string, string> {
   };
 }
 
-/** Every value in Redis, as text: job data, records, events, logs of jobs. */
-async function redisText(): Promise<string> {
-  const out: string[] = [];
-  for (const key of await world.client.keys('*')) {
-    const type = await world.client.type(key);
-    if (type === 'string') out.push(key, String(await world.client.get(key)));
-    else if (type === 'hash') out.push(key, JSON.stringify(await world.client.hgetall(key)));
-    else if (type === 'list') out.push(key, ...(await world.client.lrange(key, 0, -1)));
-    else if (type === 'set') out.push(key, ...(await world.client.smembers(key)));
-    else if (type === 'zset') out.push(key, ...(await world.client.zrange(key, '0', '-1')));
-    else if (type === 'stream') out.push(key, JSON.stringify(await world.client.xrange(key, '-', '+')));
-  }
-  return out.join('\n');
-}
-
 before(async () => {
   await world.start();
   // origin: a bare repository served over smart HTTP, wanting the agentCoderPAT
@@ -264,7 +249,7 @@ describe('THOPTER_PROVIDER=fly', () => {
     );
 
     // No secret in logs, Redis (job data, records), or any process's arguments.
-    const everything = [logs.join(''), await redisText(), [...argvSeen].join('\n')];
+    const everything = [logs.join(''), await world.redisText(), [...argvSeen].join('\n')];
     for (const secret of [AGENT_PAT, ISSUES_PAT, FLY_TOKEN]) {
       for (const text of everything) assert.ok(!text.includes(secret), `a secret leaked: ${secret}`);
     }

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { freePort } from './helpers/env.js';
 import { MachineHost, type MachineBoot, type RunResult } from './helpers/machine-host.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -277,14 +277,3 @@ describe('machine host: a thopter machine on loopback', () => {
     assert.equal((await ssh(ips.a!, 'tmux has-session -t thopter && echo up')).stdout, 'up\n');
   });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}

@@ -60,7 +60,7 @@ it('keeps secrets out of logs, job data, records, the agent environment, process
   const machine = path.join(world.dir, 'data', 'thopters', t.machine.id);
   const places = {
     logs: logs.join(''),
-    'redis (records, events and all job data)': await dumpRedis(),
+    'redis (records, events and all job data)': await world.redisText(),
     'agent environment': readFileSync(path.join(machine, 'home', 'workspace', 'agent-env.txt'), 'utf8'),
     'process arguments': execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }),
     'git config': [
@@ -83,19 +83,3 @@ it('keeps secrets out of logs, job data, records, the agent environment, process
   await api(hub.url, 'DELETE', `/api/thopters/${id}`, undefined, SECRETS.HUB_API_TOKEN);
   await waitFor('destroyed', async () => (await hub.store.state(id)) === 'destroyed');
 });
-
-/** Every value under the hub's prefix, whatever its type. */
-async function dumpRedis(): Promise<string> {
-  const c = world.client;
-  const out: unknown[] = [];
-  for (const key of await c.keys('tw:*')) {
-    const type = await c.type(key);
-    if (type === 'hash') out.push(await c.hgetall(key));
-    else if (type === 'list') out.push(await c.lrange(key, 0, -1));
-    else if (type === 'zset') out.push(await c.zrange(key, '0', '-1'));
-    else if (type === 'set') out.push(await c.smembers(key));
-    else if (type === 'string') out.push(await c.get(key));
-    else if (type === 'stream') out.push(await c.xrange(key, '-', '+'));
-  }
-  return JSON.stringify(out);
-}

@@ -62,6 +62,22 @@ export class TestWorld {
       .filter(Boolean);
   }
 
+  /** Every value in this world's Redis (job data, records, events), whatever its type, as text. */
+  async redisText(): Promise<string> {
+    const c = this.client;
+    const out: unknown[] = [];
+    for (const key of await c.keys('*')) {
+      const type = await c.type(key);
+      if (type === 'hash') out.push(key, await c.hgetall(key));
+      else if (type === 'list') out.push(key, await c.lrange(key, 0, -1));
+      else if (type === 'zset') out.push(key, await c.zrange(key, '0', '-1'));
+      else if (type === 'set') out.push(key, await c.smembers(key));
+      else if (type === 'string') out.push(key, await c.get(key));
+      else if (type === 'stream') out.push(key, await c.xrange(key, '-', '+'));
+    }
+    return JSON.stringify(out);
+  }
+
   /** Environment for a hub of this world. */
   env(overrides: Record<string, string> = {}): Record<string, string> {
     return {
