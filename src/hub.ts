@@ -4,6 +4,11 @@ import type { Server } from 'node:http';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { createApi } from './api/server.js';
+import { buildAssets } from './dashboard/assets.js';
+import { DashboardFeed } from './dashboard/feed.js';
+import { Sessions } from './dashboard/sessions.js';
+import { attachTerminals } from './dashboard/terminal.js';
+import { Metrics } from './metrics.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { startWorkers, TransportPool, type HubWorkers } from './processors/index.js';
@@ -94,7 +99,9 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
 
     const transports = new TransportPool(provider);
     closers.push(() => transports.closeAll());
-    const github = new GitHubClients(config, client, log);
+    const metrics = new Metrics(client, config.redisPrefix);
+    closers.push(() => metrics.close());
+    const github = new GitHubClients(config, client, log, metrics);
     const intake = new Intake(client, config.redisPrefix);
     const publicUrl = config.publicUrl ?? `http://localhost:${config.port}`;
     const announce = async (thopterId: string) => {
@@ -105,7 +112,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     await reconcile({ store, queues, provider, log });
     const scanner = { config, redis: client, store, queues, prompts, provider, github, intake, log };
     const workers = startWorkers(
-      { config, log, store, changes, queues, provider, prompts, transports, announce },
+      { config, log, store, changes, queues, provider, prompts, transports, announce, metrics },
       { scanner, github: { store, queues, github, publicUrl, log } },
       workerConnection,
     );
@@ -138,7 +145,23 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     timer.unref();
     closers.push(async () => clearInterval(timer));
 
-    const app = createApi({ ...scanner, apiToken });
+    const sessions = new Sessions(client, config.redisPrefix);
+    const feed = new DashboardFeed({ store, changes, queues, provider, intake, github, log });
+    closers.push(async () => feed.close());
+    const dashboard = {
+      apiToken,
+      sessions,
+      store,
+      queues,
+      transports,
+      feed,
+      metrics,
+      assets: await buildAssets(),
+      repositories: () => github.repositories,
+      publicUrl: config.publicUrl,
+      secureCookie: config.publicUrl?.startsWith('https:') ?? false,
+    };
+    const app = createApi({ ...scanner, apiToken, dashboard });
     const server: Server = await new Promise((resolve, reject) => {
       const s = app.listen(config.port, config.host, () => resolve(s));
       s.once('error', reject);
@@ -150,6 +173,14 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
           server.closeAllConnections();
         }),
     );
+    const closeTerminals = attachTerminals(server, {
+      sessions,
+      store,
+      transports,
+      publicUrl: config.publicUrl,
+      log,
+    });
+    closers.push(async () => closeTerminals());
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;

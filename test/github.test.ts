@@ -152,9 +152,15 @@ describe('GitHub intake by polling', () => {
     const start = settled().length;
     await waitFor('two more polls', () => settled().length >= start + 3);
     const used = gh.rateLimit(TOKEN).used;
+    const before = gh.requests.length;
     const polls = settled().length;
     await waitFor('two more polls', () => settled().length >= polls + 2);
-    assert.equal(gh.rateLimit(TOKEN).used, used, 'idle polls were answered 304, for free');
+    const charged = gh.requests.slice(before).filter((r) => r.cost);
+    assert.equal(
+      gh.rateLimit(TOKEN).used,
+      used,
+      `idle polls were answered 304, for free; charged: ${JSON.stringify(charged.map((r) => [r.method, r.path, r.status]))}`,
+    );
     assert.ok(settled().slice(-1)[0]!.status === 304);
   });
 

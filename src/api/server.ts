@@ -2,7 +2,9 @@ import { Router } from '@koa/router';
 import Koa from 'koa';
 import type { ScannerDeps } from '../scanner/github.js';
 import { webhookRoutes } from '../scanner/webhook.js';
-import { requireHubToken } from './auth.js';
+import type { DashboardDeps } from '../dashboard/routes.js';
+import { dashboardRoutes, openDashboardRoutes } from '../dashboard/routes.js';
+import { requireAuth } from './auth.js';
 import { bullBoard } from './board.js';
 import { goldenRoutes } from './golden.js';
 import { errorMiddleware } from './http.js';
@@ -10,6 +12,7 @@ import { statusRoutes, thopterRoutes } from './thopters.js';
 
 export interface ApiDeps extends ScannerDeps {
   apiToken: string;
+  dashboard: DashboardDeps;
 }
 
 export function createApi(deps: ApiDeps): Koa {
@@ -26,6 +29,14 @@ export function createApi(deps: ApiDeps): Koa {
       'request',
     );
   });
+  // Observer posts are counted for /metrics with the status they were answered (outside the
+  // error handler, which decides it).
+  app.use(async (ctx, next) => {
+    await next();
+    if (ctx.method === 'POST' && /^\/api\/thopters\/[^/]+\/status$/.test(ctx.path)) {
+      deps.dashboard.metrics.inc('thopter_status_posts_total', { status: ctx.status });
+    }
+  });
   app.use(errorMiddleware);
 
   // Case-sensitive, strict routes: `/API/thopters` or `/ready/` is not another way in.
@@ -34,13 +45,24 @@ export function createApi(deps: ApiDeps): Koa {
     ctx.body = { status: 'ok' };
   });
   app.use(open.routes());
+  // Sign-in and the dashboard's script and styles.
+  app.use(openDashboardRoutes(deps.dashboard).routes());
   // Authenticated with each thopter's own token, not the hub's.
   app.use(statusRoutes(deps).routes());
   // Authenticated by GitHub's signature.
   app.use(webhookRoutes(deps).routes());
 
-  // Everything else, whatever its path, needs HUB_API_TOKEN: deny by default.
-  app.use(requireHubToken(deps.apiToken));
+  // Everything else, whatever its path, needs HUB_API_TOKEN or a dashboard session: deny by default.
+  app.use(
+    requireAuth({
+      apiToken: deps.apiToken,
+      sessions: deps.dashboard.sessions,
+      publicUrl: deps.dashboard.publicUrl,
+      secureCookie: deps.dashboard.secureCookie,
+    }),
+  );
+  const dashboard = dashboardRoutes(deps.dashboard);
+  app.use(dashboard.routes()).use(dashboard.allowedMethods());
 
   const ready = new Router({ sensitive: true, strict: true });
   ready.get('/ready', async (ctx) => {

@@ -1,6 +1,7 @@
 import { retry } from '@octokit/plugin-retry';
 import { throttling } from '@octokit/plugin-throttling';
 import { Octokit } from '@octokit/rest';
+import type { Metrics } from '../metrics.js';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
@@ -30,7 +31,16 @@ const RETRIES_ON_LIMIT = 3;
 export class GitHubClient {
   readonly octokit: InstanceType<typeof ThrottledOctokit>;
 
-  constructor(opts: { baseUrl: string; token: string; redis: Redis; prefix: string; log: Logger }) {
+  constructor(opts: {
+    baseUrl: string;
+    token: string;
+    redis: Redis;
+    prefix: string;
+    log: Logger;
+    /** Counts requests and keeps the remaining rate limit, labelled with `repository`. */
+    metrics?: Metrics;
+    repository?: string;
+  }) {
     const { redis, prefix, log } = opts;
     this.octokit = new ThrottledOctokit({
       baseUrl: opts.baseUrl.replace(/\/+$/, ''),
@@ -64,6 +74,24 @@ export class GitHubClient {
         },
       },
     });
+
+    const { metrics } = opts;
+    if (metrics) {
+      const repository = opts.repository ?? '';
+      const count = (status: number | undefined, headers: Record<string, unknown> | undefined) => {
+        metrics.inc('thopter_github_requests_total', { repository, status: status ?? 'network' });
+        const remaining = Number(headers?.['x-ratelimit-remaining']);
+        if (headers?.['x-ratelimit-remaining'] !== undefined && Number.isFinite(remaining)) {
+          metrics.gauge('thopter_github_rate_limit_remaining', { repository }, remaining);
+        }
+      };
+      this.octokit.hook.after('request', (response) => count(response.status, response.headers));
+      this.octokit.hook.error('request', (err) => {
+        const e = err as { status?: number; response?: { headers?: Record<string, unknown> } };
+        count(e.status, e.response?.headers);
+        throw err;
+      });
+    }
 
     this.octokit.hook.wrap('request', async (request, options) => {
       if (options.method !== 'GET') return request(options);

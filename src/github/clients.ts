@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
+import type { Metrics } from '../metrics.js';
 import type { Logger } from '../log.js';
 import { GitHubClient } from './client.js';
 
@@ -21,6 +22,7 @@ export class GitHubClients {
     private readonly config: Config,
     private readonly redis: Redis,
     private readonly log: Logger,
+    metrics?: Metrics,
   ) {
     for (const [repo, settings] of Object.entries(config.repositories)) {
       if (!settings.issuesPAT) {
@@ -38,6 +40,8 @@ export class GitHubClients {
           redis,
           prefix: config.redisPrefix,
           log: log.child({ repository: repo }),
+          metrics,
+          repository: repo,
         }),
       );
     }

@@ -1,3 +1,4 @@
+import type { Metrics } from '../metrics.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Prompts } from '../prompts.js';
@@ -18,6 +19,7 @@ export interface ProcessorDeps {
   transports: TransportPool;
   /** Tells the thopter's issue (if it came from one) that its state changed; cheap, deduplicated. */
   announce(thopterId: string): Promise<void>;
+  metrics?: Metrics;
 }
 
 /** A transport unused this long is closed; the next phase on this hub opens a new one. */
@@ -107,6 +109,21 @@ function leased(t: Transport, entry: Entry): Transport {
     appendFile: track(t.appendFile.bind(t)),
     exists: track(t.exists.bind(t)),
     readFile: track(t.readFile.bind(t)),
+    // A terminal holds its lease until it ends: the sweeper never closes a connection under it.
+    open: async (argv) => {
+      entry.busy++;
+      try {
+        const session = await t.open(argv);
+        void session.done.finally(() => {
+          entry.busy--;
+          entry.usedAt = Date.now();
+        });
+        return session;
+      } catch (err) {
+        entry.busy--;
+        throw err;
+      }
+    },
     close: () => t.close(),
   };
 }

@@ -65,13 +65,16 @@ export function phaseProcessor(deps: ProcessorDeps): Processor<JobTable['phase']
         await t.appendFile(t.paths.log, `${new Date().toISOString()} [${name}] ${line}\n`);
       },
     };
-    const end = (fields: Omit<PhaseRecord, 'attempts' | 'startedAt' | 'endedAt'>) =>
-      store.setPhase(thopterId, name, {
+    const end = (fields: Omit<PhaseRecord, 'attempts' | 'startedAt' | 'endedAt'>) => {
+      const endedAt = new Date();
+      deps.metrics?.phaseEnded(name, fields.outcome, (endedAt.getTime() - Date.parse(startedAt)) / 1000);
+      return store.setPhase(thopterId, name, {
         ...fields,
         attempts: attempt,
         startedAt,
-        endedAt: new Date().toISOString(),
+        endedAt: endedAt.toISOString(),
       });
+    };
 
     try {
       const result = await phase.run(ctx);

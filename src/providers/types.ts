@@ -32,12 +32,24 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** A long-running command with its streams open: the dashboard's terminal bridge. */
+export interface Interactive {
+  stdin: Writable;
+  stdout: Readable;
+  /** Resolves with the exit code (null when killed or the connection dropped). */
+  done: Promise<number | null>;
+  /** Ends the command: its stdin is closed and it is signalled. */
+  close(): void;
+}
+
 /** Runs commands and moves files on one machine. Commands are argv arrays: no shell parses them. */
 export interface Transport {
   readonly paths: MachinePaths;
   /** False once the connection behind it is gone: the pool then opens a new one. */
   readonly isOpen: boolean;
   exec(argv: string[], opts?: ExecOptions): Promise<ExecResult>;
+  /** Starts a command and hands over its stdin and stdout (no terminal is allocated). */
+  open(argv: string[]): Promise<Interactive>;
   writeFile(path: string, data: string | Buffer, mode?: number): Promise<void>;
   appendFile(path: string, data: string): Promise<void>;
   exists(path: string): Promise<boolean>;

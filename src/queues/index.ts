@@ -197,6 +197,14 @@ export class HubQueues {
     return rank === null ? null : rank + 1;
   }
 
+  /** Every waiting thopter's place in line (1-based), in one call: what the dashboard shows. */
+  async queueOrder(): Promise<Map<string, number>> {
+    const ids: string[] = await this.connection.zrange(`${this.prefix}:thopters:prioritized`, '0', '-1');
+    const order = new Map<string, number>();
+    ids.forEach((jobId, i) => order.set(jobId, i + 1));
+    return order;
+  }
+
   async close(): Promise<void> {
     await Promise.all([...Object.values(this.queues).map((q) => q.close()), this.flows.close()]);
   }

@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
  */
 export class RecordChanges {
   private readonly listeners = new Map<string, Set<() => void>>();
+  private readonly anyListeners = new Set<(id: string) => void>();
 
   private constructor(private readonly subscriber: Redis) {}
 
@@ -19,9 +20,16 @@ export class RecordChanges {
     const changes = new RecordChanges(subscriber);
     subscriber.on('message', (_channel: string, id: string) => {
       for (const listener of changes.listeners.get(id) ?? []) listener();
+      for (const listener of changes.anyListeners) listener(id);
     });
     await subscriber.subscribe(channel);
     return changes;
+  }
+
+  /** Calls `listener` with the id of every record that changes, until the returned function is called. */
+  onAny(listener: (id: string) => void): () => void {
+    this.anyListeners.add(listener);
+    return () => this.anyListeners.delete(listener);
   }
 
   /** Calls `listener` on every change of `id` until the returned function is called. */
@@ -56,6 +64,7 @@ export class RecordChanges {
 
   async close(): Promise<void> {
     this.listeners.clear();
+    this.anyListeners.clear();
     this.subscriber.disconnect();
   }
 }

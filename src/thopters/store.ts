@@ -100,6 +100,18 @@ export class ThopterStore {
     return h.id ? parseRecord(h) : null;
   }
 
+  /** The records of `ids` that exist, in one round trip. */
+  async getMany(ids: string[]): Promise<ThopterRecord[]> {
+    if (ids.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(this.key(id));
+    const rows = (await pipeline.exec()) ?? [];
+    return rows
+      .map(([, h]) => h as Record<string, string>)
+      .filter((h) => h && h.id)
+      .map(parseRecord);
+  }
+
   async state(id: string): Promise<ThopterState | null> {
     return (await this.redis.hget(this.key(id), 'state')) as ThopterState | null;
   }

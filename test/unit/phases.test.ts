@@ -4,7 +4,7 @@ import { loadConfig, PROJECT_DIR } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { PHASE_BY_NAME, PHASES, type PhaseContext } from '../../src/processors/phases/index.js';
 import { Prompts } from '../../src/prompts.js';
-import type { ExecResult, Provider, Transport } from '../../src/providers/types.js';
+import type { ExecResult, Interactive, Provider, Transport } from '../../src/providers/types.js';
 import type { ThopterRecord } from '../../src/thopters/record.js';
 import type { ThopterStore } from '../../src/thopters/store.js';
 import path from 'node:path';
@@ -37,6 +37,9 @@ class RecordingTransport implements Transport {
   }
   async readFile(p: string) {
     return Buffer.from(this.files.get(p) ?? '');
+  }
+  async open(): Promise<Interactive> {
+    throw new Error('no phase opens an interactive command');
   }
   async close() {}
 }

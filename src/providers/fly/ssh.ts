@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { Client, type ClientChannel, type SFTPWrapper } from 'ssh2';
 import { ThopterError } from '../../errors.js';
 import { shellQuote } from '../shell.js';
-import type { ExecOptions, ExecResult, MachinePaths, Transport } from '../types.js';
+import type { ExecOptions, ExecResult, Interactive, MachinePaths, Transport } from '../types.js';
 
 const MAX_COLLECTED = 4 * 1024 * 1024;
 const CONNECT_TIMEOUT_MS = 15_000;
@@ -115,6 +115,37 @@ export class SshTransport implements Transport {
       this.client.exec(command, (err, channel) => {
         if (err) return reject(this.broken(err, argv[0]!));
         this.runChannel(channel, argv[0]!, opts).then(resolve, reject);
+      });
+    });
+  }
+
+  open(argv: string[]): Promise<Interactive> {
+    if (argv.length === 0) return Promise.reject(new Error('open needs a command'));
+    const command = `cd ${shellQuote(this.paths.home)} && exec ${argv.map(shellQuote).join(' ')}`;
+    return new Promise((resolve, reject) => {
+      this.client.exec(command, (err, channel) => {
+        if (err) return reject(this.broken(err, argv[0]!));
+        channel.on('error', () => {});
+        channel.stderr.resume();
+        const done = new Promise<number | null>((settle) => {
+          let code: number | null = null;
+          channel.on('exit', (c: number | null) => (code = c));
+          channel.once('close', () => settle(code));
+        });
+        resolve({
+          stdin: channel,
+          stdout: channel,
+          done,
+          close: () => {
+            try {
+              channel.signal('TERM');
+            } catch {
+              // the channel may be gone already
+            }
+            channel.end();
+            channel.close();
+          },
+        });
       });
     });
   }

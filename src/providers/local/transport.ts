@@ -1,7 +1,8 @@
 import { access, appendFile, mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { run } from './run.js';
-import type { ExecOptions, ExecResult, MachinePaths, Transport } from '../types.js';
+import type { ExecOptions, ExecResult, Interactive, MachinePaths, Transport } from '../types.js';
 
 /**
  * The environment every command on a local machine starts from. It is built from nothing, not
@@ -54,6 +55,30 @@ export class LocalTransport implements Transport {
       timeoutMs: opts.timeoutMs,
       signal: opts.signal,
     });
+  }
+
+  async open(argv: string[]): Promise<Interactive> {
+    const [file, ...args] = argv;
+    if (!file) throw new Error('open needs a command');
+    const child = spawn(file, args, {
+      cwd: this.paths.home,
+      env: this.env,
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    const done = new Promise<number | null>((resolve) => {
+      child.once('error', () => resolve(null));
+      child.once('close', (code) => resolve(code));
+    });
+    child.stdin.on('error', () => {});
+    return {
+      stdin: child.stdin,
+      stdout: child.stdout,
+      done,
+      close: () => {
+        child.stdin.end();
+        child.kill('SIGTERM');
+      },
+    };
   }
 
   async writeFile(p: string, data: string | Buffer, mode = 0o644): Promise<void> {

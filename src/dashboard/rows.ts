@@ -1,0 +1,77 @@
+import { PHASES } from '../processors/phases/index.js';
+import type { ThopterRecord } from '../thopters/record.js';
+
+/** What the dashboard colours a thopter by. */
+export type Condition = 'queued' | 'provisioning' | 'active' | 'idle' | 'stopping' | 'failed' | 'destroyed';
+
+/** A thopter as one line of the main page: small (no screen, no issue body), sent on every change. */
+export interface Row {
+  id: string;
+  condition: Condition;
+  state: ThopterRecord['state'];
+  repository: string;
+  issue: { number: number | null; title: string; url: string | null };
+  requestedBy: string;
+  source: string;
+  priority: number;
+  gc: string;
+  workBranch: string | null;
+  branchUrl: string | null;
+  currentPhase: string | null;
+  queuePosition: number | null;
+  agentRunning: boolean | null;
+  lastActivity: string | null;
+  idleSince: string | null;
+  createdAt: string;
+  runningAt: string | null;
+  endedAt: string | null;
+  endReason: string | null;
+  warnings: number;
+}
+
+export function conditionOf(r: ThopterRecord): Condition {
+  switch (r.state) {
+    case 'running':
+      return r.session?.state === 'idle' ? 'idle' : 'active';
+    default:
+      return r.state;
+  }
+}
+
+/** The work branch on GitHub, from the issue's own address (github.com or GitHub Enterprise). */
+export function branchUrl(issueUrl: string | undefined, branch: string | undefined): string | null {
+  if (!issueUrl || !branch) return null;
+  const m = /^(https?:\/\/[^/]+\/[^/]+\/[^/]+)\/issues\/\d+$/.exec(issueUrl);
+  return m ? `${m[1]}/tree/${branch.split('/').map(encodeURIComponent).join('/')}` : null;
+}
+
+export function rowView(r: ThopterRecord, queuePosition: number | null = null): Row {
+  const phase = PHASES.find((p) => ['running', 'retrying'].includes(r.phases[p.name]?.outcome ?? ''));
+  return {
+    id: r.id,
+    condition: conditionOf(r),
+    state: r.state,
+    repository: r.request.repository,
+    issue: {
+      number: r.request.issue.number ?? null,
+      title: r.request.issue.title,
+      url: r.request.issue.url ?? null,
+    },
+    requestedBy: r.request.requestedBy,
+    source: r.request.source,
+    priority: r.request.priority,
+    gc: r.request.gc,
+    workBranch: r.machine?.workBranch ?? null,
+    branchUrl: branchUrl(r.request.issue.url, r.machine?.workBranch),
+    currentPhase: phase?.name ?? null,
+    queuePosition: r.state === 'queued' ? queuePosition : null,
+    agentRunning: r.session ? r.session.agentRunning : null,
+    lastActivity: r.session?.lastActivity ?? null,
+    idleSince: r.session?.idleSince ?? null,
+    createdAt: r.createdAt,
+    runningAt: r.runningAt ?? null,
+    endedAt: r.endedAt ?? null,
+    endReason: r.endReason ?? null,
+    warnings: Object.values(r.phases).filter((p) => p?.outcome === 'warning').length,
+  };
+}
