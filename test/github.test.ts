@@ -67,6 +67,15 @@ describe('GitHub intake by polling', () => {
     await waitFor('the comment to say running', () =>
       /\*\*running\*\*/.test(gh.comments(REPO, issue.number).find((c) => c.id === ack.id)?.body ?? ''),
     );
+    const runningBody = gh.comments(REPO, issue.number).find((c) => c.id === ack.id)!.body ?? '';
+    const page = `https://hub.example.test/thopters/${thopter.id}`;
+    for (const link of [
+      `[dashboard](${page})`,
+      `[terminal](${page}/terminal)`,
+      `[session log](${page}/log)`,
+    ]) {
+      assert.ok(runningBody.includes(link), `the running comment links ${link}`);
+    }
     const running = (await hub.store.get(thopter.id))!;
     await waitFor('the work branch on origin', () =>
       world.branches(origin).includes(running.machine!.workBranch),

@@ -188,10 +188,10 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
       )}
     </ol>
     <h2>Screen</h2>
-    ${v.session?.screen ? html`<pre class="screen">${v.session.screen}</pre>` : html`<p class="empty">No screen yet: it appears once the agent's session runs.</p>`}
+    ${v.session?.screen?.trim() ? html`<pre class="screen">${v.session.screen.replace(/\s+$/, '')}</pre>` : html`<p class="empty">No screen yet: it appears once the agent's session runs.</p>`}
     <h2>GitHub context</h2>
     ${v.issue.number === null && !r.request.issue.body ? html`<p class="empty">Launched through the API without an issue.</p>` : ''}
-    <div class="issue-body"><pre>${r.request.issue.body}</pre></div>
+    ${r.request.issue.body.trim() ? html`<div class="issue-body"><pre>${r.request.issue.body}</pre></div>` : ''}
     ${r.request.issue.comments.map(
       (c) =>
         html`<div class="comment">

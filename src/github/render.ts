@@ -23,7 +23,7 @@ export function renderStatus(
 ): string {
   const { request } = record;
   const who = request.issue.mentionAuthor ? `@${request.issue.mentionAuthor}` : request.requestedBy;
-  const link = `${opts.publicUrl}/api/thopters/${record.id}`;
+  const page = `${opts.publicUrl}/thopters/${record.id}`;
   const lines = [
     ackMarker(opts.instance),
     `**Thopter** \`${record.id}\` for ${who}: ${headline(record, opts.queuePosition)}`,
@@ -35,7 +35,11 @@ export function renderStatus(
     return `${PHASE_ICON[ph.outcome] ?? ''} ${p.name}${ph.outcome === 'warning' && ph.error ? ` (${ph.error})` : ''}`;
   });
   if (phases.length) lines.push(`Phases: ${phases.join(' · ')}`);
-  lines.push(`Request \`${record.id}\` · [status](${link})`);
+  // Links into the dashboard (signed in with the hub's token): the terminal and the session log
+  // only while the agent runs.
+  const links = [`[dashboard](${page})`];
+  if (record.state === 'running') links.push(`[terminal](${page}/terminal)`, `[session log](${page}/log)`);
+  lines.push(`Request \`${record.id}\` · ${links.join(' · ')}`);
   return lines.join('\n') + '\n';
 }
 
