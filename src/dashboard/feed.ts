@@ -60,6 +60,8 @@ export class DashboardFeed {
   private readonly heartbeat: NodeJS.Timeout;
   private readonly offChanges: () => void;
   private golden?: { at: number; rows: Promise<GoldenRow[]> };
+  /** The row last sent for each thopter, as JSON. */
+  private readonly sent = new Map<string, string>();
 
   constructor(private readonly deps: FeedDeps) {
     this.offChanges = deps.changes.onAny((id) => {
@@ -83,6 +85,7 @@ export class DashboardFeed {
   async snapshot(): Promise<{ thopters: Row[]; summary: Summary }> {
     const [records, summary] = await Promise.all([this.deps.store.list({ limit: 5000 }), this.summary()]);
     const live = records.filter((r) => !isFinal(r.state));
+    if (this.clients.size === 0) this.sent.clear();
     const ended = records.filter((r) => isFinal(r.state)).slice(0, RECENT_ENDED);
     return { thopters: [...live, ...ended].map((r) => rowView(r, summary.queue[r.id] ?? null)), summary };
   }
@@ -117,7 +120,17 @@ export class DashboardFeed {
       const queue = records.some((r) => r.state === 'queued')
         ? await this.deps.queues.queueOrder()
         : undefined;
-      const rows = records.map((r: ThopterRecord) => rowView(r, queue?.get(r.id) ?? null));
+      // A status post that changed nothing a row shows (an idle agent's) is not sent.
+      const rows = records
+        .map((r: ThopterRecord) => rowView(r, queue?.get(r.id) ?? null))
+        .filter((row) => {
+          const json = JSON.stringify(row);
+          if (this.sent.get(row.id) === json) return false;
+          this.sent.set(row.id, json);
+          return true;
+        });
+      for (const id of gone) this.sent.delete(id);
+      if (rows.length === 0 && gone.length === 0) return;
       this.broadcast(`event: thopters\ndata: ${JSON.stringify({ thopters: rows, removed: gone })}\n\n`);
     } catch (err) {
       this.deps.log.warn({ err: (err as Error).message }, 'dashboard update failed');
