@@ -38,7 +38,7 @@ const PRIVATE_DIRS: readonly (readonly [guest: string, dir: string])[] = [
 ];
 
 /** The machine's processes get this, then the machine's env; nothing of the test process leaks in. */
-const BASE_ENV = {
+export const BASE_ENV = {
   PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
   HOME: '/root',
   LANG: 'C.UTF-8',
@@ -58,11 +58,12 @@ interface Machine {
 }
 
 /**
- * Fly machines running the thopter image, on this host: each one is the init stand-in
+ * Fly machines running the thopter image, on this host: each one is the Fly stand-in
  * (test/fixtures/machine-init.sh) as PID 1 of its own mount and PID namespaces, with private
- * /data, /thopter, /etc/thopter and /tmp, and a real OpenSSH sshd on its own loopback address
- * 127.0.0.N and the shared port. Killing that PID 1 makes the kernel kill everything else in the
- * machine (sshd, sessions, the tmux server), which is how `stop` leaves nothing behind.
+ * /data, /thopter, /etc/thopter and /tmp, a real OpenSSH sshd with the image's sshd_config on its
+ * own loopback address 127.0.0.N and the shared port, and the image's real init (thopter/init.sh).
+ * Killing that PID 1 makes the kernel kill everything else in the machine (sshd, sessions, the tmux
+ * server), which is how `stop` leaves nothing behind.
  *
  * Needs root. Plug it into the fake Fly API:
  * `onStart: (m) => host.start({ id: m.id, env: m.config.env, files: m.config.files })`.
@@ -194,14 +195,7 @@ export class MachineHost {
     if (!machine || machine.ended || machine.init === undefined) {
       return Promise.reject(new Error(`machine ${id} is not running`));
     }
-    const args = ['--target', String(machine.init), '--mount', '--pid', '--wd=/', '--', 'bash', '-c', script];
-    return new Promise((resolve, reject) => {
-      execFile('nsenter', args, { env: BASE_ENV, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-        const code = err ? (err as { code?: unknown }).code : 0;
-        if (typeof code !== 'number') reject(err ?? new Error('nsenter gave no exit code'));
-        else resolve({ code, stdout, stderr });
-      });
-    });
+    return runInNamespace(machine.init, script);
   }
 
   /** Number of accepted SSH logins so far for that machine (from sshd's log); kept after `stop`. */
@@ -262,8 +256,20 @@ function deliver(id: string, fsDir: string, file: MachineFile) {
   chmodSync(target, file.mode ?? 0o644);
 }
 
-/** unshare's only child is the machine's PID 1. */
-function initPid(child: ChildProcess): number | undefined {
+/** Runs a shell command as root in the mount and PID namespaces of the process `pid` (host pid). */
+export function runInNamespace(pid: number, script: string): Promise<RunResult> {
+  const args = ['--target', String(pid), '--mount', '--pid', '--wd=/', '--', 'bash', '-c', script];
+  return new Promise((resolve, reject) => {
+    execFile('nsenter', args, { env: BASE_ENV, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (err as { code?: unknown }).code : 0;
+      if (typeof code !== 'number') reject(err ?? new Error('nsenter gave no exit code'));
+      else resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** unshare's only child is the namespace's PID 1 (`unshare --pid --fork`). */
+export function initPid(child: ChildProcess): number | undefined {
   if (child.pid === undefined) return undefined;
   const first = readText(`/proc/${child.pid}/task/${child.pid}/children`).trim().split(/\s+/)[0];
   return first ? Number(first) : undefined;
@@ -323,7 +329,7 @@ let userReady: Promise<void> | undefined;
  * The image's `thopter` user, created on the host once (machines share /etc/passwd). Tolerates a
  * second test process doing the same: useradd and usermod fail while the other holds the lock.
  */
-function ensureThopterUser(): Promise<void> {
+export function ensureThopterUser(): Promise<void> {
   userReady ??= waitFor(
     'the thopter user with an unlocked account',
     async () => {
