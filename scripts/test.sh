@@ -13,5 +13,5 @@ install_missing redis-server:redis-server tmux:tmux git:git pgrep:procps shellch
   chromium:chromium
 install_node_modules
 npm run check
-shellcheck scripts/*.sh test/fixtures/*.sh .ci/run
+shellcheck scripts/*.sh test/fixtures/*.sh thopter/*.sh .ci/run
 npm test

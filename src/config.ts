@@ -209,8 +209,7 @@ const fields = z.object({
       (v) => /\{(id|private_ip)\}/.test(v),
       'must contain {id} or {private_ip}, e.g. {id}.vm.{app}.internal',
     ),
-  THOPTER_SSH_PORT: int(22, 1, 65535),
-  WEB_TERMINAL_PORT: int(7681, 1, 65535),
+  THOPTER_SSH_PORT: int(2222, 1, 65535),
   DANGEROUSLY_SKIP_FIREWALL: optionalText,
   ALLOWED_DOMAINS: optionalText,
 });
@@ -278,7 +277,6 @@ export interface Config {
   statusUrl: string;
   /** Passed to every thopter machine (seed phase 2). */
   machineEnv: {
-    webTerminalPort: number;
     skipFirewall: string | undefined;
     allowedDomains: string | undefined;
   };
@@ -368,7 +366,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       `http://${c.HUB_HOST.includes(':') ? `[${c.HUB_HOST}]` : c.HUB_HOST}:${c.HUB_PORT}`
     ).replace(/\/+$/, ''),
     machineEnv: {
-      webTerminalPort: c.WEB_TERMINAL_PORT,
       skipFirewall: c.DANGEROUSLY_SKIP_FIREWALL,
       allowedDomains: c.ALLOWED_DOMAINS,
     },

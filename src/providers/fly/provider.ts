@@ -274,7 +274,9 @@ export class FlyProvider implements Provider {
           THOPTER_MACHINE: spec.id,
           THOPTER_ROLE: 'thopter',
           HUB_STATUS_URL: `${config.statusUrl}/api/thopters/${spec.thopterId}/status`,
-          WEB_TERMINAL_PORT: String(config.machineEnv.webTerminalPort),
+          // The image's sshd listens where the hub connects (port 22 of the private address is
+          // Fly's own SSH server, so the default is 2222).
+          THOPTER_SSH_PORT: String(config.fly.sshPort),
           REPOSITORY: spec.repository,
           ISSUE_NUMBER: spec.issueNumber === undefined ? '' : String(spec.issueNumber),
           GIT_USER_NAME: spec.git.userName,
@@ -529,7 +531,7 @@ export class FlyProvider implements Provider {
           env: {
             APP_NAME: this.config.fly.app,
             THOPTER_ROLE: 'golden',
-            WEB_TERMINAL_PORT: String(this.config.machineEnv.webTerminalPort),
+            THOPTER_SSH_PORT: String(this.config.fly.sshPort),
           },
           guest: this.config.fly.guest,
           mounts: [{ volume, path: '/data' }],
