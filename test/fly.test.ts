@@ -4,10 +4,11 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { WebSocket } from 'ws';
 import type { Hub } from '../src/hub.js';
 import { startFakeFly, type FakeFly, type FlyMachine } from './fakes/fly.js';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { AGENT, api, freePort, TestWorld } from './helpers/env.js';
+import { AGENT, api, freePort, TestWorld, TOKEN } from './helpers/env.js';
 import { GitHttpServer } from './helpers/git-http.js';
 import { MachineHost } from './helpers/machine-host.js';
 import { waitFor } from './helpers/wait.js';
@@ -332,6 +333,56 @@ describe('THOPTER_PROVIDER=fly', () => {
     assert.equal(failed.phases['clone-repo']?.outcome, 'failed');
     assert.ok(thopterMachines(id).length === 1, 'one machine was made');
     await waitFor('its machine to be deleted', () => live(thopterMachines(id)).length === 0);
+  });
+
+  it("opens the dashboard's terminal on a Fly thopter: the hub attaches to its tmux over SSH", async () => {
+    const t = await launchIssue('Watch me work');
+    const login = await fetch(`${hub.url}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: hub.url },
+      body: new URLSearchParams({ token: TOKEN, next: '/' }).toString(),
+      redirect: 'manual',
+    });
+    assert.equal(login.status, 303);
+    const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    const ws = new WebSocket(`${hub.url.replace(/^http/, 'ws')}/thopters/${t.id}/terminal/ws`, {
+      headers: { cookie, origin: hub.url },
+    });
+    let screen = '';
+    const control: string[] = [];
+    ws.on('message', (data, binary) =>
+      binary ? (screen += data.toString()) : control.push(data.toString()),
+    );
+    try {
+      await waitFor('the terminal to attach', () => control.some((m) => m.includes('"ready"')));
+      await waitFor('the agent’s screen', () => screen.includes('agent: pushed'));
+      ws.send(JSON.stringify({ type: 'input', data: 'typed-on-fly' }));
+      const machine = live(thopterMachines(t.id))[0]!;
+      await waitFor('the keys in the machine’s tmux session', async () => {
+        const pane = await host.run(machine.id, "su thopter -c 'tmux capture-pane -p -t thopter'");
+        return pane.stdout.includes('typed-on-fly');
+      });
+      await waitFor('their echo in the browser’s stream', () => screen.includes('typed-on-fly'));
+
+      // The session log too is read over the same transport and rendered by the hub.
+      const entry = JSON.stringify({
+        type: 'assistant',
+        message: { content: [{ type: 'text', text: 'Hello from Fly' }] },
+      });
+      const write = await host.run(
+        machine.id,
+        `su thopter -c 'mkdir -p ~/.claude/projects/p && echo ${Buffer.from(entry).toString('base64')} | base64 -d > ~/.claude/projects/p/s.jsonl'`,
+      );
+      assert.equal(write.code, 0, write.stderr);
+      const log = await fetch(`${hub.url}/thopters/${t.id}/log?fragment=1`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
+      assert.match(await log.text(), /Claude[\s\S]*Hello from Fly/);
+    } finally {
+      ws.close();
+      await api(hub.url, 'DELETE', `/api/thopters/${t.id}`);
+    }
+    await waitFor('its machine to be deleted', () => live(thopterMachines(t.id)).length === 0);
   });
 
   it('reconciliation destroys a machine marked as ours that no thopter owns, and leaves others alone', async () => {
