@@ -68,7 +68,7 @@ function block(b: Block): Html {
       </details>`;
     case 'tool_use':
       return html`<details class="tool">
-        <summary>🔧 ${b.name ?? 'tool'} <code>${toolGist(b.input)}</code></summary>
+        <summary><span class="tag">tool</span> ${b.name ?? 'tool'} <code>${toolGist(b.input)}</code></summary>
         <pre>${pretty(b.input)}</pre>
       </details>`;
     case 'tool_result':

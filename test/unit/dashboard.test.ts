@@ -22,7 +22,10 @@ describe('the session log renderer', () => {
     ).value;
     assert.match(out, /Do &lt;it&gt;/, 'text is escaped');
     assert.match(out, /<time datetime="2026-01-01T00:00:00.000Z">2026-01-01 00:00:00 UTC<\/time>/);
-    assert.match(out, /<details class="tool">\s*<summary>🔧 Read <code>\/a\/b.ts<\/code>/);
+    assert.match(
+      out,
+      /<details class="tool">\s*<summary><span class="tag">tool<\/span> Read <code>\/a\/b.ts<\/code>/,
+    );
   });
 
   const shapes: Array<[string, string, RegExp]> = [
