@@ -198,25 +198,44 @@ export function statusRoutes(deps: { store: ThopterStore }): Router {
   router.post('/api/thopters/:id/status', async (ctx) => {
     const id = parseWith(thopterIdSchema, ctx.params.id);
     const token = credentialOf(ctx);
-    // One answer for "no such thopter" and "wrong token": a forged post learns nothing.
-    if (!token || !(await deps.store.tokenMatches(id, token))) {
-      throw new HttpError(401, 'unauthorized', "send Authorization: Bearer <this thopter's status token>");
+    // One answer for "no such thopter" and "wrong token": a forged post learns nothing, not even
+    // what is wrong with its body.
+    const refused = () =>
+      new HttpError(401, 'unauthorized', "send Authorization: Bearer <this thopter's status token>");
+    if (!token) throw refused();
+    let post;
+    try {
+      post = parseWith(statusPostSchema, await readJson(ctx));
+      if (post.thopterId !== id) {
+        throw new HttpError(
+          400,
+          'bad-input',
+          `thopterId: must be ${id}, the thopter in the path`,
+          'thopterId',
+        );
+      }
+    } catch (err) {
+      if (!(await deps.store.tokenMatches(id, token))) throw refused();
+      throw err;
     }
-    const post = parseWith(statusPostSchema, await readJson(ctx));
-    if (post.thopterId !== id) {
-      throw new HttpError(400, 'bad-input', `thopterId: must be ${id}, the thopter in the path`, 'thopterId');
-    }
-    const accepted = await deps.store.setSession(id, {
-      state: post.tmuxState,
-      agentRunning: post.claudeProcess === 'running',
-      lastActivity: post.lastActivity,
-      idleSince: post.idleSince,
-      screen: post.screenDump,
-      updatedAt: new Date().toISOString(),
-      source: 'observer',
-    });
+    // The write checks the token itself: one Redis round trip per post. Each round trip wakes the
+    // hub's event loop once more, which is most of what a post costs (bench/status-ingest.ts).
+    const written = await deps.store.setSession(
+      id,
+      {
+        state: post.tmuxState,
+        agentRunning: post.claudeProcess === 'running',
+        lastActivity: post.lastActivity,
+        idleSince: post.idleSince,
+        screen: post.screenDump,
+        updatedAt: new Date().toISOString(),
+        source: 'observer',
+      },
+      { token },
+    );
+    if (written === 'unauthorized') throw refused();
     // A final `stopped` post after the thopter ended is fine: it is simply not recorded.
-    ctx.status = accepted ? 204 : 202;
+    ctx.status = written === 'recorded' ? 204 : 202;
   });
   return router;
 }

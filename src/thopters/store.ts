@@ -47,6 +47,31 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1`;
 
+/**
+ * Writes a session status unless the thopter has ended, and tells listeners only when what they
+ * show of it changed (state, agent, last activity, idle since): an unchanged status re-posted every
+ * few seconds by a quiet thopter wakes neither its lifecycle job nor the dashboards. With a token
+ * hash (an observer's post) it first checks that hash is one of the thopter's, so a post costs one
+ * round trip. A plain comparison is fine here: it compares sha256 digests, and learning how much of
+ * a digest matched tells nothing about a token.
+ * KEYS: record hash, change channel. ARGV: id, session JSON, its summary, updatedAt, token hash or ''.
+ * Returns 1 written, 0 ended, -1 unknown, -2 the token hash is not the thopter's.
+ */
+const WRITE_SESSION = `
+local h = redis.call('HMGET', KEYS[1], 'state', 'sessionSummary', 'tokenHash')
+if ARGV[5] ~= '' then
+  local known = false
+  for hash in string.gmatch(h[3] or '', '[^,]+') do
+    if hash == ARGV[5] then known = true end
+  end
+  if not known then return -2 end
+end
+if not h[1] then return -1 end
+if h[1] == 'destroyed' or h[1] == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'session', ARGV[2], 'sessionSummary', ARGV[3], 'updatedAt', ARGV[4])
+if h[2] ~= ARGV[3] then redis.call('PUBLISH', KEYS[2], ARGV[1]) end
+return 1`;
+
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
 /**
@@ -210,8 +235,35 @@ export class ThopterStore {
     return this.update(id, { commentId: String(commentId), ...(commentHash ? { commentHash } : {}) }, false);
   }
 
-  setSession(id: string, session: SessionStatus) {
-    return this.update(id, { session: JSON.stringify(session) });
+  /**
+   * Records a session status. With `token` (an observer's post) only if it is one of the thopter's
+   * status tokens, checked in the same round trip. `ended`: the thopter has ended (or is unknown),
+   * so the status is not recorded; `unauthorized`: the token is not the thopter's, or there is no
+   * such thopter (one answer for both).
+   */
+  async setSession(
+    id: string,
+    session: SessionStatus,
+    opts: { token?: string } = {},
+  ): Promise<'recorded' | 'ended' | 'unauthorized'> {
+    const summary = JSON.stringify([
+      session.state,
+      session.agentRunning,
+      session.lastActivity,
+      session.idleSince ?? '',
+    ]);
+    const r = await this.redis.eval(
+      WRITE_SESSION,
+      2,
+      this.key(id),
+      this.changeChannel,
+      id,
+      JSON.stringify(session),
+      summary,
+      new Date().toISOString(),
+      opts.token === undefined ? '' : hashToken(opts.token),
+    );
+    return r === 1 ? 'recorded' : r === -2 ? 'unauthorized' : 'ended';
   }
 
   /** The first reason wins; later requests for the same thopter change nothing. */
