@@ -84,7 +84,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     closers.push(() => provider.close());
     await provider.start?.();
     const store = new ThopterStore(client, config.redisPrefix);
-    const changes = await RecordChanges.start(client, store.changeChannel, log);
+    const changes = await RecordChanges.start(client, store.changeChannel, log, store.sessionChannel);
     closers.push(() => changes.close());
     const prompts = new Prompts(config.promptsDir);
     await prompts.names().catch(() => {

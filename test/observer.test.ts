@@ -495,7 +495,7 @@ describe('the status endpoint, as observers meet it', () => {
     cleanups.push(() => listener.disconnect());
     const heard: string[] = [];
     listener.on('message', (_channel: string, id: string) => heard.push(id));
-    await listener.subscribe(hub.store.changeChannel);
+    await listener.subscribe(hub.store.sessionChannel);
     const at = new Date().toISOString();
 
     assert.equal((await post(t.id, status(t.id, at), t.token)).status, 204);
@@ -505,7 +505,7 @@ describe('the status endpoint, as observers meet it', () => {
     assert.ok(again.updatedAt >= first.updatedAt, 'the unchanged status is recorded (updatedAt)');
     await post(t.id, status(t.id, at, 'idle'), t.token);
     // A marker after the posts: once it is heard, everything before it has been.
-    await world.client.publish(hub.store.changeChannel, 'marker');
+    await world.client.publish(hub.store.sessionChannel, 'marker');
     await waitFor('the marker', () => heard.includes('marker'));
     assert.deepEqual(
       heard.filter((id) => id === t.id),

@@ -14,19 +14,31 @@ export class RecordChanges {
 
   private constructor(private readonly subscriber: Redis) {}
 
-  static async start(client: Redis, channel: string, log: Logger): Promise<RecordChanges> {
+  /**
+   * `channel` carries record changes (waiters and `onAny` hear them); `sessionChannel`, when given,
+   * carries session-status changes, which only `onAny` listeners (the dashboards) hear.
+   */
+  static async start(
+    client: Redis,
+    channel: string,
+    log: Logger,
+    sessionChannel?: string,
+  ): Promise<RecordChanges> {
     const subscriber = client.duplicate();
     subscriber.on('error', (err) => log.warn({ err: err.message }, 'record-change subscriber error'));
     const changes = new RecordChanges(subscriber);
-    subscriber.on('message', (_channel: string, id: string) => {
-      for (const listener of changes.listeners.get(id) ?? []) listener();
+    subscriber.on('message', (from: string, id: string) => {
+      if (from === channel) for (const listener of changes.listeners.get(id) ?? []) listener();
       for (const listener of changes.anyListeners) listener(id);
     });
-    await subscriber.subscribe(channel);
+    await subscriber.subscribe(channel, ...(sessionChannel ? [sessionChannel] : []));
     return changes;
   }
 
-  /** Calls `listener` with the id of every record that changes, until the returned function is called. */
+  /**
+   * Calls `listener` with the id of every record whose record or session changes, until the
+   * returned function is called.
+   */
   onAny(listener: (id: string) => void): () => void {
     this.anyListeners.add(listener);
     return () => this.anyListeners.delete(listener);

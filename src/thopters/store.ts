@@ -89,9 +89,17 @@ export class ThopterStore {
   private get indexKey() {
     return `${this.prefix}:records:index`;
   }
-  /** Published with the thopter id whenever its record changes. */
+  /** Published with the thopter id whenever its record changes, except its session status. */
   get changeChannel() {
     return `${this.prefix}:records:changed`;
+  }
+  /**
+   * Published with the thopter id when what its session status shows changed. Apart from the
+   * record channel: 1000 thopters post every 3 s, and only the dashboards care; lifecycle jobs
+   * (which wait on record changes) read the session on their own schedule.
+   */
+  get sessionChannel() {
+    return `${this.prefix}:sessions:changed`;
   }
 
   /** Creates the record unless one exists. Returns whether it was created, and the record. */
@@ -256,7 +264,7 @@ export class ThopterStore {
       WRITE_SESSION,
       2,
       this.key(id),
-      this.changeChannel,
+      this.sessionChannel,
       id,
       JSON.stringify(session),
       summary,
