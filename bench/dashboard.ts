@@ -24,6 +24,19 @@ function cpuMs(pid: number): number {
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
+/** A running thopter's session as an observer's post leaves it: active now, a 2 kB screen. */
+function activeSession(): string {
+  const now = new Date().toISOString();
+  return JSON.stringify({
+    state: 'active',
+    agentRunning: true,
+    lastActivity: now,
+    screen: 'x'.repeat(2000),
+    updatedAt: now,
+    source: 'observer',
+  });
+}
+
 async function main() {
   console.log(
     `machine: ${os.cpus()[0]?.model} × ${os.cpus().length}, node ${process.version}, ${new Date().toISOString()}`,
@@ -32,7 +45,6 @@ async function main() {
   try {
     const hub = await world.spawnHub({ LOG_LEVEL: 'warn', MAX_THOPTERS: '2000' });
     const store = new ThopterStore(world.client, 'tw');
-    const screen = 'x'.repeat(2000);
     const ids: string[] = [];
     for (let i = 0; i < RECORDS; i++) {
       const id = `thopter-bench${String(i).padStart(7, '0')}`;
@@ -65,18 +77,7 @@ async function main() {
           state: 'created',
           createdAt: new Date().toISOString(),
         }),
-        ...(state === 'running'
-          ? {
-              session: JSON.stringify({
-                state: 'active',
-                agentRunning: true,
-                lastActivity: new Date().toISOString(),
-                screen,
-                updatedAt: new Date().toISOString(),
-                source: 'observer',
-              }),
-            }
-          : {}),
+        ...(state === 'running' ? { session: activeSession() } : {}),
         ...(state === 'destroyed' ? { endedAt: new Date().toISOString(), endReason: 'bench' } : {}),
       });
       ids.push(id);
@@ -138,18 +139,7 @@ async function main() {
         const pipeline = world.client.pipeline();
         for (let k = 0; k < 33; k++) {
           const id = running[(writes + k) % running.length]!;
-          pipeline.hset(
-            `tw:record:${id}`,
-            'session',
-            JSON.stringify({
-              state: 'active',
-              agentRunning: true,
-              lastActivity: new Date().toISOString(),
-              screen,
-              updatedAt: new Date().toISOString(),
-              source: 'observer',
-            }),
-          );
+          pipeline.hset(`tw:record:${id}`, 'session', activeSession());
           pipeline.publish('tw:records:changed', id);
         }
         await pipeline.exec();
