@@ -5,6 +5,7 @@ import type { ThopterStore } from './thopters/store.js';
 /** Phase duration buckets, in seconds: a wait-ready takes seconds, a clone can take minutes. */
 const PHASE_BUCKETS = [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900];
 const FLUSH_MS = 5_000;
+const HISTOGRAM = 'thopter_phase_duration_seconds';
 
 type Labels = Record<string, string | number>;
 
@@ -96,9 +97,9 @@ export class Metrics {
     for (const r of records) byState.set(r.state, (byState.get(r.state) ?? 0) + 1);
     const lines = new Map<string, string[]>();
     const add = (key: string, value: number | string) => {
-      const name = key
-        .replace(/\{.*$/, '')
-        .replace(/_(bucket|sum|count)$/, (m) => (key.startsWith('thopter_phase_duration_seconds') ? '' : m));
+      // A histogram's _bucket, _sum and _count series share its family's HELP and TYPE.
+      const base = key.replace(/\{.*$/, '');
+      const name = base.startsWith(HISTOGRAM) ? HISTOGRAM : base;
       if (!lines.has(name)) lines.set(name, []);
       lines.get(name)!.push(`${key} ${value}`);
     };

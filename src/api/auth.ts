@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
-import { csrfMatches, SESSION_COOKIE, SESSION_TTL_S, type Sessions } from '../dashboard/sessions.js';
+import { SESSION_COOKIE, SESSION_TTL_S, type Sessions } from '../dashboard/sessions.js';
 import { BOARD_PATH } from './board.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -69,7 +69,8 @@ export function requireAuth(opts: AuthOptions) {
     const session = given ? null : await opts.sessions.get(cookie);
     if (session) {
       if (STATE_CHANGING.has(ctx.method)) {
-        const viaHeader = csrfMatches(ctx.get('x-csrf-token') || undefined, session);
+        const csrf = ctx.get('x-csrf-token');
+        const viaHeader = !!csrf && sameSecret(csrf, session.csrf);
         const boardSameOrigin =
           ctx.path.startsWith(`${BOARD_PATH}/`) &&
           !!ctx.get('origin') &&

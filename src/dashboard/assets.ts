@@ -14,11 +14,21 @@ export interface Asset {
   etag: string;
 }
 
+let built: Promise<Map<string, Asset>> | undefined;
+
 /**
- * The dashboard's script (src/dashboard/client, with xterm.js, bundled by esbuild when the hub
- * starts: one file, no build step to forget) and its stylesheets.
+ * The dashboard's script (src/dashboard/client, with xterm.js, bundled by esbuild when the first hub
+ * of the process starts: one file, no build step to forget) and its stylesheets.
  */
-export async function buildAssets(): Promise<Map<string, Asset>> {
+export function buildAssets(): Promise<Map<string, Asset>> {
+  built ??= bundle().catch((err: unknown) => {
+    built = undefined;
+    throw err;
+  });
+  return built;
+}
+
+async function bundle(): Promise<Map<string, Asset>> {
   const bundle = await build({
     entryPoints: [path.join(here, 'client', 'app.ts')],
     bundle: true,

@@ -77,10 +77,6 @@ export class DashboardFeed {
     this.heartbeat.unref();
   }
 
-  get size(): number {
-    return this.clients.size;
-  }
-
   /** Every live thopter and the latest ended ones, with places in line: the page's first paint. */
   async snapshot(): Promise<{ thopters: Row[]; summary: Summary }> {
     const [records, summary] = await Promise.all([this.deps.store.list({ limit: 5000 }), this.summary()]);

@@ -1,7 +1,7 @@
 import { BOARD_PATH } from '../api/board.js';
 import { thopterView } from '../api/views.js';
 import type { ThopterEvent, ThopterRecord } from '../thopters/record.js';
-import { esc, html, type Html } from './html.js';
+import { html, type Html } from './html.js';
 import { branchUrl, conditionOf } from './rows.js';
 
 interface PageOptions {
@@ -237,5 +237,3 @@ export function logPage(csrf: string, r: ThopterRecord, transcript: Html): strin
       <div id="transcript" data-thopter="${r.id}">${transcript}</div>`,
   );
 }
-
-export { esc };

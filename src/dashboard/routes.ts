@@ -1,11 +1,10 @@
 import { Router } from '@koa/router';
 import type { Context } from 'koa';
-import { sameOrigin, setSessionCookie } from '../api/auth.js';
+import { sameOrigin, sameSecret, setSessionCookie } from '../api/auth.js';
 import { HttpError, readRaw } from '../api/http.js';
 import type { Metrics } from '../metrics.js';
 import type { TransportPool } from '../processors/deps.js';
 import type { HubQueues } from '../queues/index.js';
-import { sameSecret } from '../api/auth.js';
 import type { ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import type { Asset } from './assets.js';
@@ -110,9 +109,6 @@ export function dashboardRoutes(deps: DashboardDeps): Router {
   });
   router.get('/', (ctx) => page(ctx, mainPage(csrfOf(ctx), deps.repositories())));
   router.get('/dashboard/events', (ctx) => deps.feed.attach(ctx));
-  router.get('/dashboard/state', async (ctx) => {
-    ctx.body = await deps.feed.snapshot();
-  });
   router.get('/dashboard/summary', async (ctx) => {
     ctx.body = await deps.feed.summary();
   });

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 /** How long a dashboard sign-in lasts without use. Every authenticated request extends it. */
@@ -42,12 +42,4 @@ export class Sessions {
   async destroy(id: string | undefined): Promise<void> {
     if (id && id.length <= 100) await this.redis.del(this.key(id));
   }
-}
-
-/** Constant-time check of a CSRF token against the session's. */
-export function csrfMatches(given: string | undefined, session: DashboardSession): boolean {
-  if (!given) return false;
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(session.csrf).digest();
-  return timingSafeEqual(a, b);
 }
