@@ -34,11 +34,10 @@ install_missing() {
 }
 
 # Installs node_modules from package-lock.json when it is missing or older than the lockfile.
-# `npm install`, not `npm ci`: some registries (this project's CI among them) do not serve every
-# platform build of optional native packages (msgpackr-extract for darwin and win32), so the
-# lockfile cannot list them and `npm ci` refuses it, while `npm install` skips them as optional.
+# `npm ci`, never `npm install`: the lockfile is complete (every platform build of optional native
+# packages is listed), so every machine gets exactly the tree that was tested.
 install_node_modules() {
   if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    npm install --no-audit --no-fund
+    npm ci --no-audit --no-fund
   fi
 }
