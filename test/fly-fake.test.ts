@@ -255,6 +255,17 @@ describe('fake Fly: wait', () => {
     assert.equal((await call(fly, `/apps/${APP}/machines/00000000000000/wait`)).status, 404);
   });
 
+  it('refuses a wait for `stopped` without instance_id, as the docs say it is required', async () => {
+    const m = await createStarted(fly);
+    const bare = await call(fly, `/apps/${APP}/machines/${m.id}/wait?state=stopped&timeout=1`);
+    assert.equal(bare.status, 400);
+    assert.deepEqual(bare.body, {
+      error: 'invalid_argument: instance_id is required when waiting for the stopped state',
+    });
+    const withInstance = `/apps/${APP}/machines/${m.id}/wait?state=stopped&timeout=1&instance_id=${m.instance_id}`;
+    assert.equal((await call(fly, withInstance)).status, 408, 'accepted, and the machine still runs');
+  });
+
   it('accepts several states as fly-go sends them', async () => {
     const m = (await create(fly, { skip_launch: true, config: { image: IMAGE } })).body;
     const res = await call(fly, `/apps/${APP}/machines/${m.id}/wait?state=started&state=settled&timeout=5`);
@@ -407,6 +418,38 @@ describe('fake Fly: volumes', () => {
   });
 });
 
+describe('fake Fly: volume zones', () => {
+  it('places same-named volumes in unique zones by default, and answers 412 once the zones are used up', async () => {
+    const fly = await fake({ zonesPerRegion: 2 });
+    const createVolume = (body: unknown) => call(fly, `/apps/${APP}/volumes`, { method: 'POST', body });
+    const a = await createVolume({ name: 'data', region: 'ord' });
+    const b = await createVolume({ name: 'data', region: 'ord' });
+    assert.match(a.body.zone, /^[0-9a-f]{4}$/);
+    assert.notEqual(a.body.zone, b.body.zone);
+    const full = await createVolume({ name: 'data', region: 'ord' });
+    assert.equal(full.status, 412);
+    assert.deepEqual(full.body, { error: 'failed_precondition: no unique zones available' });
+    assert.equal((await createVolume({ name: 'other', region: 'ord' })).status, 200, 'another name');
+    assert.equal((await createVolume({ name: 'data', region: 'ams' })).status, 200, 'another region');
+    const shared = await createVolume({ name: 'data', region: 'ord', require_unique_zone: false });
+    assert.equal(shared.status, 200);
+    assert.ok([a.body.zone, b.body.zone].includes(shared.body.zone));
+  });
+
+  it('keeps a volume attached while its machine is destroying, and frees it once destroyed', async () => {
+    const fly = await fake({ destroyMs: 300 });
+    const vol = (await call(fly, `/apps/${APP}/volumes`, { method: 'POST', body: { name: 'v' } })).body;
+    const m = await createStarted(fly, {
+      config: { image: IMAGE, mounts: [{ volume: vol.id, path: '/d' }] },
+    });
+    await call(fly, `/apps/${APP}/machines/${m.id}?force=true`, { method: 'DELETE' });
+    assert.equal(fly.machine(m.id)?.state, 'destroying');
+    assert.equal((await call(fly, `/apps/${APP}/volumes/${vol.id}`)).body.attached_machine_id, m.id);
+    assert.equal((await call(fly, `/apps/${APP}/machines/${m.id}/wait?state=destroyed`)).status, 200);
+    assert.equal((await call(fly, `/apps/${APP}/volumes/${vol.id}`)).body.attached_machine_id, null);
+  });
+});
+
 describe('fake Fly: rate limits', () => {
   it('answers 429 with retry-after past the burst, per action and per machine', async () => {
     const fly = await fake({ rateLimit: { perSecond: 0.5, burst: 2, getPerSecond: 0.5, getBurst: 3 } });
@@ -465,6 +508,29 @@ describe('fake Fly: faults', () => {
     assert.equal(res.status, 503);
     assert.equal(fly.machines().length, before + 1);
     assert.ok(fly.machines().some((m) => m.name === 'ambiguous'));
+  });
+
+  it('answers start with 409 "could not reserve resource" when told the host is full, then starts', async () => {
+    const m = await createStarted(fly);
+    await call(fly, `/apps/${APP}/machines/${m.id}/stop`, { method: 'POST' });
+    await call(fly, `/apps/${APP}/machines/${m.id}/wait?state=stopped&instance_id=${m.instance_id}`);
+    fly.failNextStarts(1);
+    const full = await call(fly, `/apps/${APP}/machines/${m.id}/start`, { method: 'POST' });
+    assert.equal(full.status, 409);
+    assert.match(full.body.error, /^aborted: could not reserve resource for machine: insufficient memory/);
+    assert.equal(fly.machine(m.id)?.state, 'stopped');
+    assert.equal((await call(fly, `/apps/${APP}/machines/${m.id}/start`, { method: 'POST' })).status, 200);
+  });
+
+  it('records why a machine exited: its exit code, and whether it ran out of memory', async () => {
+    const m = await createStarted(fly);
+    fly.exitMachine(m.id, 137, { oomKilled: true });
+    const exit = await waitFor('the exit', () => fly.machine(m.id)?.events.find((e) => e.type === 'exit'));
+    assert.equal(fly.machine(m.id)?.state, 'stopped');
+    assert.deepEqual(
+      { ...(exit.request?.exit_event as object), exited_at: undefined },
+      { exit_code: 137, oom_killed: true, requested_stop: false, exited_at: undefined },
+    );
   });
 
   it('injects a status on matching requests only, before auth', async () => {

@@ -213,6 +213,9 @@ async function check(deps: ProcessorDeps, record: ThopterRecord, log: Logger): P
   const { provider, config, store } = deps;
   const machineId = record.machine?.id;
   if (!machineId || !(await provider.get(machineId))) return 'machine-gone';
+  const upkeep = await provider.keepUp?.(machineId);
+  if (upkeep?.kind === 'down') return upkeep.reason;
+  if (upkeep?.kind === 'restarted') await store.addEvent(record.id, 'machine-restarted', upkeep.reason);
   let session: SessionStatus | undefined = record.session;
   if (provider.hubObserves) {
     try {

@@ -86,6 +86,13 @@ export interface MachineInfo {
   name?: string;
 }
 
+/**
+ * What {@link Provider.keepUp} found of a running thopter's machine: it runs (or is on its way up);
+ * it had stopped and was started again; or it is down for good. `reason` is for the thopter's events.
+ */
+export type MachineUpkeep =
+  { kind: 'running' } | { kind: 'restarted'; reason: string } | { kind: 'down'; reason: string };
+
 /** What the hub saw in a thopter's terminal session. */
 export interface SessionSnapshot {
   screen: string;
@@ -130,6 +137,14 @@ export interface Provider {
    * finished is checked over the transport, by wait-ready. Throws when it can never come up.
    */
   ready(id: string, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Keeps a running thopter's machine up. A machine can stop and still exist (its process crashed
+   * or ran out of memory past the provider's own restarts, or an operator stopped it), and `get`
+   * then still finds it. The lifecycle check calls this after `get`: a stopped machine is started
+   * again, a bounded number of times, or reported down with the reason, and the thopter ends.
+   * Absent when the provider's machines cannot stop on their own.
+   */
+  keepUp?(id: string): Promise<MachineUpkeep>;
   /** Idempotent: destroying a machine that is gone succeeds. */
   destroy(id: string): Promise<void>;
   transport(id: string): Promise<Transport>;

@@ -15,7 +15,9 @@
  *   delete (`?force=true`, or fly-go's `?kill=true`; `{ok: true}`); wait (`state` started|stopped|
  *   suspended|destroyed, or flyctl's `settled`, repeatable as fly-go sends it, default started;
  *   `timeout` in seconds, default and maximum 60; `instance_id` or fly-go's `version`): 200
- *   `{ok: true}`, 408 when the timeout passes first, 400 for a bad argument.
+ *   `{ok: true}`, 408 when the timeout passes first, 400 for a bad argument. Waiting for `stopped`
+ *   without `instance_id` is 400: the docs' Wait parameters say of `instance_id` "Required when
+ *   waiting for Machine to be in `stopped` state" (superfly/docs machines/api/machines-resource).
  * - States: created → starting → started → stopping → stopped; → destroying → destroyed, after
  *   which the machine leaves the list (unless `include_deleted`) and frees its name and volume.
  *   Ids are 14 hex digits, `instance_id` a ULID, `private_ip` a 6PN fdaa:: address, events
@@ -23,7 +25,12 @@
  * - Config: `files[].raw_value` is base64 and `guest_path` absolute; one mount per machine;
  *   `memory_mb` a multiple of 256; a volume mounts only in its own region and on one machine.
  * - Volumes: list, create (`name` required, `size_gb` default 3, names may repeat), get, delete
- *   (answers the volume, state `destroyed`). Ids look like `vol_9vw681egy1jj5xm4`.
+ *   (answers the volume, state `destroyed`). Ids look like `vol_9vw681egy1jj5xm4`. Create's
+ *   `require_unique_zone` defaults to true: "we will provision this volume on hardware that doesn't
+ *   have another volume with the same name on it ... This flag can also cause volume creation to
+ *   fail, in case we have used up all unique zones, in which case you probably want to set it to
+ *   false. Default true." (the docs' Create a volume). Each region has `zonesPerRegion` zones.
+ *   A mounted volume stays attached until its machine is `destroyed` (not while `destroying`).
  * - Rate limits: 1 request a second per action with bursts of 3; Get Machine 5 a second with
  *   bursts of 10; "scoped per identifier (Machine ID or App ID)": one bucket per (token, action,
  *   machine or volume id, else app). Option `rateLimit`.
@@ -48,7 +55,12 @@
  * active, refusing to start"; stopping a stopped machine or deleting one being destroyed changes
  * nothing; a destroyed machine is 404 at once (option `keepDestroyedMs`: Fly keeps it readable a
  * while) and a deleted volume leaves the list at once (Fly lists it as `pending_destroy` a while);
- * an `instance_id` that is not the machine's is 400; 5xx faults answer JSON; when `onStart` throws,
+ * an `instance_id` that is not the machine's is 400; 5xx faults answer JSON; the unique-zone
+ * refusal is 412 "failed_precondition: no unique zones available" (Fly documents the failure, not
+ * its body); {@link FakeFly.failNextStarts} answers start as the live API was seen to when the host
+ * is full: 409 "aborted: could not reserve resource for machine: insufficient memory available to
+ * fulfill request" (logged from production in Kilo-Org/cloud#412; Fly's staff list "not enough
+ * resource capacity on the host" among the 409s, community.fly.io/t/15555); when `onStart` throws,
  * the machine stops with an `exit` event whose `request.error` (the fake's own field) says why.
  *
  * Not modelled: update, leases (the `fly-machine-lease-nonce` header is ignored), suspend, restart,
@@ -120,6 +132,8 @@ export interface FakeFlyOptions {
   destroyMs?: number;
   /** How long get still answers a destroyed machine. Default 0: 404 at once. */
   keepDestroyedMs?: number;
+  /** Hardware zones per region, which `require_unique_zone` volumes use up. Default 4. */
+  zonesPerRegion?: number;
   /** Per-action token buckets, or false for none. Default Fly's documented limits. */
   rateLimit?: FlyRateLimit | false;
   /** Boots a machine: `started` once this resolved and `bootMs` passed. A throw stops the machine. */
@@ -248,6 +262,7 @@ const CREATE_VOLUME = {
   name: S,
   region: S,
   size_gb: I,
+  require_unique_zone: B,
   snapshot_retention: I,
   encrypted: B,
   auto_backup_enabled: B,
@@ -331,6 +346,7 @@ export class FakeFly {
       stopMs: options.stopMs ?? 10,
       destroyMs: options.destroyMs ?? 10,
       keepDestroyedMs: options.keepDestroyedMs ?? 0,
+      zonesPerRegion: options.zonesPerRegion ?? 4,
       rateLimit: options.rateLimit ?? { perSecond: 1, burst: 3 },
     };
     this.apps = new Set(options.apps ?? ['thopters']);
@@ -404,13 +420,29 @@ export class FakeFly {
     return machineJson(m);
   }
 
-  /** Its main process exits (a crash if `exitCode` ≠ 0): `onStop` runs, then it stops (destroyed if `auto_destroy`). */
-  exitMachine(id: string, exitCode = 1): void {
+  /**
+   * Its main process exits (a crash if `exitCode` ≠ 0; killed for memory with `oomKilled`):
+   * `onStop` runs, then it stops (destroyed if `auto_destroy`).
+   */
+  exitMachine(id: string, exitCode = 1, opts: { oomKilled?: boolean } = {}): void {
     const m = this.machineList.find((x) => x.id === id);
     if (m?.state !== 'started') throw new Error(`machine ${id} is not started`);
     this.queue(m, async () => {
       await this.release(m);
-      this.exited(m, exitCode);
+      this.exited(m, exitCode, undefined, opts.oomKilled ?? false);
+    });
+  }
+
+  /** The next `n` starts find the machine's host full, as the live API answers it (see the top). */
+  failNextStarts(n: number): void {
+    this.failNext(n, {
+      method: 'POST',
+      pathPattern: '/v1/apps/*/machines/*/start',
+      status: 409,
+      body: {
+        error:
+          'aborted: could not reserve resource for machine: insufficient memory available to fulfill request',
+      },
     });
   }
 
@@ -589,7 +621,12 @@ export class FakeFly {
     this.queue(m, async () => {
       await this.release(m);
       await this.sleep(this.opts.stopMs);
-      const exit_event = { exit_code: 0, requested_stop: true, exited_at: new Date().toISOString() };
+      const exit_event = {
+        exit_code: 0,
+        oom_killed: false,
+        requested_stop: true,
+        exited_at: new Date().toISOString(),
+      };
       if (m.state === 'stopping') this.set(m, 'stopped', 'flyd', { exit_event });
     });
     return OK;
@@ -620,6 +657,10 @@ export class FakeFly {
     if (gone && states.includes('destroyed')) return OK;
     const m = this.lookup(route);
     const version = q.get('instance_id') ?? q.get('version');
+    invalid(
+      version || !states.includes('stopped'),
+      'instance_id is required when waiting for the stopped state',
+    );
     invalid(!version || version === m.instanceId, `${version} is not a version of machine ${m.id}`);
     const satisfied = () =>
       states.includes(m.state) || (states.includes('settled') && !TRANSIENT.includes(m.state));
@@ -642,8 +683,20 @@ export class FakeFly {
   }
 
   private createVolume(app: string, input: Record<string, unknown>): Reply {
-    type Input = { name?: string; region?: string; size_gb?: number; snapshot_retention?: number };
-    const { name, region = this.opts.defaultRegion, size_gb = 3, snapshot_retention = 5 } = input as Input;
+    type Input = {
+      name?: string;
+      region?: string;
+      size_gb?: number;
+      snapshot_retention?: number;
+      require_unique_zone?: boolean;
+    };
+    const {
+      name,
+      region = this.opts.defaultRegion,
+      size_gb = 3,
+      snapshot_retention = 5,
+      require_unique_zone = true,
+    } = input as Input;
     invalid(name, 'name is required');
     invalid(
       /^[a-z0-9_]{1,30}$/.test(name),
@@ -655,7 +708,16 @@ export class FakeFly {
       snapshot_retention >= 1 && snapshot_retention <= 60,
       'snapshot_retention must be between 1 and 60',
     );
-    const json = volumeJson({ name, region, size_gb, snapshot_retention });
+    const zones = Array.from({ length: this.opts.zonesPerRegion }, (_, i) => zoneOf(region, i));
+    const used = new Set(
+      this.volumeList
+        .filter((v) => v.app === app && v.json.name === name && v.json.state !== 'destroyed')
+        .map((v) => v.json.zone),
+    );
+    const free = require_unique_zone ? zones.filter((z) => !used.has(z)) : zones;
+    precondition(free.length > 0, 'no unique zones available');
+    const zone = free[randomBytes(1)[0]! % free.length]!;
+    const json = volumeJson({ name, region, size_gb, snapshot_retention, zone });
     if (input.encrypted === false) json.encrypted = false;
     if (input.auto_backup_enabled === false) json.auto_backup_enabled = false;
     this.volumeList.push({ app, json });
@@ -715,8 +777,14 @@ export class FakeFly {
   }
 
   /** The main process ended on its own: it stops, or is destroyed if its config says `auto_destroy`. */
-  private exited(m: MachineState, code: number, error?: string): void {
-    const exit_event = { exit_code: code, requested_stop: false, exited_at: new Date().toISOString() };
+  private exited(m: MachineState, code: number, error?: string, oomKilled = false): void {
+    // fly-go's MachineExitEvent: exit_code, oom_killed, requested_stop, exited_at (among others).
+    const exit_event = {
+      exit_code: code,
+      oom_killed: oomKilled,
+      requested_stop: false,
+      exited_at: new Date().toISOString(),
+    };
     this.set(m, 'stopped', 'flyd', error === undefined ? { exit_event } : { exit_event, error });
     if (m.config.auto_destroy) this.destroy(m);
   }
@@ -842,14 +910,25 @@ function machineJson(m: MachineState) {
   });
 }
 
-function volumeJson(v: { name: string; region: string; size_gb: number; snapshot_retention: number }) {
+/** A region's zones are 4 hex digits, as Fly shows them; the same in every run. */
+function zoneOf(region: string, i: number): string {
+  return createHash('sha256').update(`${region}:${i}`).digest('hex').slice(0, 4);
+}
+
+function volumeJson(v: {
+  name: string;
+  region: string;
+  size_gb: number;
+  snapshot_retention: number;
+  zone: string;
+}) {
   return {
     id: `vol_${base32(randomBytes(16), '0123456789abcdefghjkmnpqrstvwxyz')}`,
     name: v.name,
     state: 'created',
     size_gb: v.size_gb,
     region: v.region,
-    zone: hex(2),
+    zone: v.zone,
     encrypted: true,
     attached_machine_id: null as string | null,
     attached_alloc_id: null,

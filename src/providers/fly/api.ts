@@ -50,6 +50,29 @@ export const machineSchema = z.looseObject({
       mounts: z.array(z.looseObject({ volume: z.string().optional(), path: z.string() })).nullish(),
     })
     .optional(),
+  /**
+   * Newest first. An `exit` event says why the machine stopped (fly-go's MachineExitEvent); events
+   * are only read for that, so one in an unexpected shape drops the list rather than the machine.
+   */
+  events: z
+    .array(
+      z.looseObject({
+        type: z.string(),
+        request: z
+          .looseObject({
+            exit_event: z
+              .looseObject({
+                exit_code: z.number().optional(),
+                oom_killed: z.boolean().optional(),
+                requested_stop: z.boolean().optional(),
+              })
+              .optional(),
+          })
+          .nullish(),
+      }),
+    )
+    .optional()
+    .catch(undefined),
 });
 export type FlyMachine = z.infer<typeof machineSchema>;
 
@@ -309,14 +332,30 @@ export class FlyApi {
     }
   }
 
+  /**
+   * Starts a stopped machine. A start can find the machine's host momentarily full (409 "could not
+   * reserve resource for machine"): that passes as the host's other machines come and go, so it is
+   * tried again with backoff, within about half a minute, before it is the caller's error.
+   */
   async startMachine(id: string, signal?: AbortSignal): Promise<void> {
-    await this.call({
-      method: 'POST',
-      path: `/machines/${id}/start`,
-      action: `start:${id}`,
-      idempotent: true,
-      signal,
-    });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.call({
+          method: 'POST',
+          path: `/machines/${id}/start`,
+          action: `start:${id}`,
+          idempotent: true,
+          signal,
+        });
+        return;
+      } catch (err) {
+        if (!(err instanceof FlyApiError && err.kind === 'insufficient-capacity') || attempt >= MAX_TRIES)
+          throw err;
+        const wait = backoff(attempt);
+        this.opts.log.info({ fly: id, waitMs: wait, err: err.message }, 'the host is full: starting again');
+        await sleep(wait, signal);
+      }
+    }
   }
 
   async stopMachine(id: string, signal?: AbortSignal): Promise<void> {
@@ -353,7 +392,7 @@ export class FlyApi {
   }
 
   async createVolume(
-    body: { name: string; region: string; size_gb: number },
+    body: { name: string; region: string; size_gb: number; require_unique_zone?: boolean },
     signal?: AbortSignal,
   ): Promise<FlyVolume> {
     const res = await this.call({
@@ -417,7 +456,12 @@ function toError(status: number, text: string, c: Call): FlyApiError {
   if (status === 404) return new FlyApiError('not-found', status, `${where}: ${message || 'not found'}`);
   if (status === 408) return new FlyApiError('timeout', status, `${where}: ${message || 'timed out'}`);
   if (status === 429) return new FlyApiError('rate-limited', status, `${where}: rate limited`);
-  if (kind === 'insufficient_capacity' || /insufficient (resources|capacity)|no capacity/.test(lower)) {
+  // 409 "aborted: could not reserve resource for machine: insufficient memory available …" is a
+  // full host too (start and update answer it).
+  if (
+    kind === 'insufficient_capacity' ||
+    /insufficient (resources|capacity)|no capacity|could not reserve resource/.test(lower)
+  ) {
     return new FlyApiError('insufficient-capacity', status, `${where}: ${message}`);
   }
   // 409 "already_exists: unique machine name violation, machine ID … already exists with name …"

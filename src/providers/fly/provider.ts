@@ -10,6 +10,7 @@ import {
   type GoldenClaudeInfo,
   type MachineInfo,
   type MachinePaths,
+  type MachineUpkeep,
   type MachineSpec,
   type Provider,
   type SessionSnapshot,
@@ -53,10 +54,24 @@ const GOLDEN_VOLUME_NAME = 'golden_data';
 const VOLUME_CLAIM_S = 600;
 /** How stale the machine list may be for get(): one list request serves every thopter's check. */
 const LIST_MAX_AGE_MS = 5000;
+/** How stale the volume list may be for a create's first look: one request serves a burst of creates. */
+const VOLUME_LIST_MAX_AGE_MS = 2000;
+/** Tries of a volume create, 1, 2, 4 s apart. */
+const VOLUME_CREATE_TRIES = 4;
 /** How long a stop may take before the machine is deleted with force. */
 const STOP_WAIT_MS = 60_000;
+/** How long a deleted machine may take to be destroyed, which is when Fly frees its volume. */
+const DESTROY_WAIT_MS = 30_000;
 const GONE = new Set(['destroyed', 'destroying', 'replaced']);
+/** States a machine rests in without running: keepUp starts it again from these. */
+const DOWN = new Set(['stopped', 'failed', 'suspended']);
 const MAX_BOOT_RESTARTS = 2;
+/**
+ * Starts of a running thopter's stopped machine, over its whole life. Fly's own restart policy
+ * (on-failure, 3 tries) has already given up by the time the hub sees it stopped, so a few more
+ * tell a passing fault from a thopter that cannot run.
+ */
+const MAX_RUN_RESTARTS = 3;
 
 type Role = 'thopter' | 'golden';
 
@@ -80,7 +95,7 @@ export class FlyProvider implements Provider {
   /** Boots tried again, by the hub's machine id. */
   private readonly restarts = new Map<string, number>();
   private listing?: { at: number; done: boolean; list: Promise<FlyMachine[]> };
-  private volumeList?: { at: number; list: Promise<FlyVolume[]> };
+  private volumeList?: { at: number; done: boolean; list: Promise<FlyVolume[]> };
 
   constructor(
     private readonly config: Config,
@@ -192,17 +207,35 @@ export class FlyProvider implements Provider {
   ): Promise<string> {
     const { region, volumeSizeGb } = this.config.fly;
     const claim = (id: string) => `${this.config.redisPrefix}:fly:volume-claim:${id}`;
-    const volumes = await this.volumes();
-    for (const v of volumes) {
-      if (v.name !== name || v.region !== region || v.attached_machine_id || v.state !== 'created') continue;
-      if (avoid.has(v.id)) continue;
-      const taken = await this.redis.set(claim(v.id), owner, 'EX', VOLUME_CLAIM_S, 'NX');
-      if (taken === 'OK' || (await this.redis.get(claim(v.id))) === owner) return v.id;
+    // A shared list may predate a volume's release (a thopter destroyed a moment ago): before the
+    // pool grows, a list asked for now gets the last word.
+    for (const maxAgeMs of [VOLUME_LIST_MAX_AGE_MS, 0]) {
+      for (const v of await this.volumes(maxAgeMs)) {
+        if (v.name !== name || v.region !== region || v.attached_machine_id || v.state !== 'created')
+          continue;
+        if (avoid.has(v.id)) continue;
+        const taken = await this.redis.set(claim(v.id), owner, 'EX', VOLUME_CLAIM_S, 'NX');
+        if (taken === 'OK' || (await this.redis.get(claim(v.id))) === owner) return v.id;
+      }
     }
-    const made = await this.api.createVolume({ name, region, size_gb: volumeSizeGb }, signal);
-    await this.redis.set(claim(made.id), owner, 'EX', VOLUME_CLAIM_S);
-    this.log.info({ volume: made.id, region, sizeGb: volumeSizeGb }, 'created a volume');
-    return made.id;
+    // Fly places a volume apart from every other of the same name unless told otherwise, and
+    // refuses (412) once the region's zones are used up: a pool of thopter volumes outgrows them.
+    const body = { name, region, size_gb: volumeSizeGb, require_unique_zone: false };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const made = await this.api.createVolume(body, signal);
+        await this.redis.set(claim(made.id), owner, 'EX', VOLUME_CLAIM_S);
+        this.log.info({ volume: made.id, region, sizeGb: volumeSizeGb }, 'created a volume');
+        return made.id;
+      } catch (err) {
+        // A 5xx may have made the volume anyway: it joins the pool unclaimed and a later create
+        // picks it up, which is cheaper than a provision failed for want of a disk.
+        const passing = err instanceof FlyApiError && (err.retryable || err.kind === 'conflict');
+        if (!passing || attempt >= VOLUME_CREATE_TRIES) throw err;
+        this.log.warn({ region, err: err.message, attempt }, 'could not create a volume: trying again');
+        await sleep(1000 * 2 ** (attempt - 1), signal);
+      }
+    }
   }
 
   /**
@@ -210,12 +243,19 @@ export class FlyProvider implements Provider {
    * against the app's one-a-second budget, and the Redis claims, not this list, keep two machines
    * off one volume (a stale entry at worst earns a 412 and another pick).
    */
-  private volumes(): Promise<FlyVolume[]> {
-    if (this.volumeList && Date.now() - this.volumeList.at < 2000) return this.volumeList.list;
-    const list = this.api.listVolumes();
-    this.volumeList = { at: Date.now(), list };
-    list.catch(() => (this.volumeList = undefined));
-    return list;
+  private volumes(maxAgeMs: number): Promise<FlyVolume[]> {
+    // An in-flight list is shared: a burst of creates needs one answer, not one each.
+    const last = this.volumeList;
+    if (last && (!last.done || Date.now() - last.at < maxAgeMs)) return last.list;
+    const entry = { at: Date.now(), done: false, list: this.api.listVolumes() };
+    this.volumeList = entry;
+    entry.list.then(
+      () => (entry.done = true),
+      () => {
+        if (this.volumeList === entry) this.volumeList = undefined;
+      },
+    );
+    return entry.list;
   }
 
   private releaseVolume(volumeId: string): Promise<number> {
@@ -385,6 +425,54 @@ export class FlyProvider implements Provider {
     }
   }
 
+  /** Counted in Redis, so that a thopter's restarts add up across hubs and hub restarts. */
+  private runRestartsKey(id: string): string {
+    return `${this.config.redisPrefix}:fly:run-restarts:${id}`;
+  }
+
+  async keepUp(id: string): Promise<MachineUpkeep> {
+    const listed = await this.machine(id);
+    if (listed?.state === 'started') return { kind: 'running' };
+    // The shared list may be seconds old (a start asked for since): ask Fly.
+    const m = listed && (await this.api.getMachine(listed.id));
+    if (!m || GONE.has(m.state)) return { kind: 'down', reason: 'its Fly machine is gone' };
+    this.known.set(id, m);
+    if (!DOWN.has(m.state)) return { kind: 'running' };
+    const exit = m.events?.find((e) => e.type === 'exit' && e.request?.exit_event)?.request?.exit_event;
+    if (exit?.requested_stop) {
+      // Someone stopped it on purpose (`fly machine stop`, the Fly dashboard): the hub does not
+      // overrule them by starting it, and the thopter cannot work on a stopped machine.
+      return {
+        kind: 'down',
+        reason: `its Fly machine ${m.id} was stopped on request, not by the hub (\`fly machine stop\` or the Fly dashboard)`,
+      };
+    }
+    const why =
+      exit === undefined
+        ? m.state
+        : exit.oom_killed
+          ? `${m.state}: out of memory`
+          : `${m.state}: exit code ${exit.exit_code ?? 'unknown'}`;
+    const key = this.runRestartsKey(id);
+    const restarts = await this.redis.incr(key);
+    await this.redis.expire(key, 7 * 24 * 3600);
+    if (restarts > MAX_RUN_RESTARTS) {
+      return {
+        kind: 'down',
+        reason: `its Fly machine ${m.id} is ${why} after ${MAX_RUN_RESTARTS} restarts: see \`fly logs -a ${this.config.fly.app} -i ${m.id}\``,
+      };
+    }
+    await this.api.startMachine(m.id);
+    this.log.warn(
+      { machine: id, fly: m.id, state: m.state, exit },
+      'the machine had stopped: started it again',
+    );
+    return {
+      kind: 'restarted',
+      reason: `its Fly machine ${m.id} was ${why}: started it again (${restarts} of ${MAX_RUN_RESTARTS})`,
+    };
+  }
+
   async destroy(id: string): Promise<void> {
     const m = await this.machine(id);
     if (!m) return;
@@ -392,6 +480,7 @@ export class FlyProvider implements Provider {
     this.known.delete(id);
     this.madeAt.delete(id);
     this.restarts.delete(id);
+    await this.redis.del(this.runRestartsKey(id));
   }
 
   /** Stop, wait for it to stop, delete: Fly's order. Its volume then goes back to the pool. */
@@ -403,7 +492,8 @@ export class FlyProvider implements Provider {
     if (!stopped) {
       try {
         await this.api.stopMachine(m.id);
-        await this.api.waitMachine(m.id, 'stopped', { deadlineMs: STOP_WAIT_MS });
+        // Fly refuses (400) a wait for `stopped` without the instance it is to stop.
+        await this.api.waitMachine(m.id, 'stopped', { deadlineMs: STOP_WAIT_MS, instanceId: m.instance_id });
         stopped = true;
       } catch (err) {
         if (err instanceof FlyApiError && err.kind === 'not-found') return;
@@ -412,9 +502,14 @@ export class FlyProvider implements Provider {
     }
     try {
       await this.api.deleteMachine(m.id, { force: !stopped });
+      // Fly detaches the volume only once the machine is destroyed: until then every list shows it
+      // taken, and a launch right after this would grow the pool instead of reusing it.
+      await this.api.waitMachine(m.id, 'destroyed', { deadlineMs: DESTROY_WAIT_MS });
     } catch (err) {
-      if (!(err instanceof FlyApiError && err.kind === 'not-found')) throw err;
+      if (!(err instanceof FlyApiError && (err.kind === 'not-found' || err.kind === 'timeout'))) throw err;
+      if (err.kind === 'timeout') this.log.warn({ fly: m.id }, 'the machine is slow to be destroyed');
     }
+    this.volumeList = undefined;
     await this.trust.forget(pinKey(m));
     // Its volume goes back to the pool at once, not when the claim made for this machine expires.
     for (const mount of m.config?.mounts ?? []) if (mount.volume) await this.releaseVolume(mount.volume);
