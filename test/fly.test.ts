@@ -315,6 +315,48 @@ describe('THOPTER_PROVIDER=fly', () => {
     );
   });
 
+  it("starts a running thopter's crashed machine again, saying so in its events, and ends the thopter when someone stops its machine", async () => {
+    const t = await launchIssue('Crash and stop');
+    const [m] = live(thopterMachines(t.id));
+    const view = async () =>
+      (await api(hub.url, 'GET', `/api/thopters/${t.id}`)).body as {
+        state: string;
+        endReason?: string;
+        events: { type: string; message: string }[];
+      };
+    // Past Fly's own restarts, the machine's process died: the hub starts it again.
+    fly.exitMachine(m!.id, 1);
+    const restarted = await waitFor(
+      'the hub to start the machine again',
+      async () => (await view()).events.find((e) => e.type === 'machine-restarted'),
+      { timeoutMs: 90_000 },
+    );
+    assert.match(restarted.message, /was stopped: exit code 1: started it again \(1 of 3\)/);
+    await waitFor('the machine to run again', () => fly.machine(m!.id)?.state === 'started');
+    assert.equal((await view()).state, 'running');
+
+    // An operator stops it by hand: the hub does not overrule them, and the thopter ends saying why.
+    const stop = await fetch(`${fly.url}/v1/apps/thopters/machines/${m!.id}/stop`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${FLY_TOKEN}` },
+    });
+    assert.equal(stop.status, 200);
+    const ended = await waitFor(
+      'the thopter to end',
+      async () => {
+        const v = await view();
+        return v.state === 'destroyed' && v;
+      },
+      { timeoutMs: 90_000 },
+    );
+    assert.match(ended.endReason ?? '', /stopped on request, not by the hub/);
+    await waitFor('its machine to be deleted', () => live(thopterMachines(t.id)).length === 0);
+    assert.equal(
+      fly.requests.filter((r) => r.path.endsWith(`/machines/${m!.id}`) && r.query.force).length,
+      0,
+    );
+  });
+
   it('deletes the machine when a required phase fails', async () => {
     const issue = gh.addIssue('acme/broken', { title: 'Unclonable', body: 'x', user: 'alice' });
     const launched = await api(hub.url, 'POST', '/api/thopters', {
