@@ -222,6 +222,40 @@ describe('the dashboard, in Chromium', () => {
     await viewer.close();
   });
 
+  it("opens the terminal on a phone without shrinking the agent's tmux window for everyone", async () => {
+    const t = (await hub.store.get(running))!;
+    const transport = await hub.provider.transport(t.machine!.id);
+    const windowSize = async () =>
+      (
+        await transport.exec([
+          'tmux',
+          'display-message',
+          '-p',
+          '-t',
+          'thopter',
+          '#{window_width}x#{window_height}',
+        ])
+      ).stdout.trim();
+    const before = await windowSize();
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
+    const page = await phone.newPage();
+    await signIn(page);
+    await page.goto(`${hub.url}/thopters/${running}/terminal`);
+    await page.locator('#terminal[data-connected="true"]').waitFor();
+    // The hub answers the phone's size with the window's: by then it has handled it.
+    const shown = await page.locator('#terminal[data-size]').getAttribute('data-size');
+    assert.equal(shown, before, 'the phone shows the window at its size');
+    await page.locator('#terminal').click();
+    await page.keyboard.type('echo phone-$((3*5))');
+    await page.keyboard.press('Enter');
+    await waitFor('the phone’s keys in the session', async () =>
+      (await paneText(running)).includes('phone-15'),
+    );
+    assert.equal(await windowSize(), before, 'the window is as wide as it was');
+    await phone.close();
+    await transport.close();
+  });
+
   it('renders the session log from the transcript, and shows what is added to it', async () => {
     const t = (await hub.store.get(running))!;
     const transport = await hub.provider.transport(t.machine!.id);

@@ -105,7 +105,17 @@ export function attachTerminals(server: Server, deps: TerminalDeps): () => void 
           if (msg.type === 'input') {
             for (const cmd of sendKeysCommands(pane, Buffer.from(msg.data, 'utf8'))) await tmux.command(cmd);
           } else {
-            await tmux.command(`refresh-client -C ${msg.cols}x${msg.rows}`);
+            // The window is the agent's, and every viewer's: a browser may grow it but never shrink
+            // it (a phone would squeeze the agent to 44 columns for everyone). A control client that
+            // never sets its size does not count in tmux's window size at all.
+            const [size] = await tmux.command(
+              `display-message -p -t ${pane} '#{window_width} #{window_height}'`,
+            );
+            const [width = 0, height = 0] = (size ?? '').split(' ').map(Number);
+            const cols = Math.max(msg.cols, width);
+            const rows = Math.max(msg.rows, height);
+            if (cols > width || rows > height) await tmux.command(`refresh-client -C ${cols}x${rows}`);
+            send(ws, { type: 'size', cols, rows });
             await paint();
           }
         })

@@ -268,6 +268,10 @@ function terminalPage() {
       if (readOnly && msg.cols && msg.rows) term.resize(msg.cols, msg.rows);
       else resize();
       term.focus();
+    } else if (msg.type === 'size' && msg.cols && msg.rows) {
+      // The window's size, which a small screen does not change: scroll to see all of it.
+      term.resize(msg.cols, msg.rows);
+      el.dataset.size = `${msg.cols}x${msg.rows}`;
     } else if (msg.type === 'exit') {
       status.textContent = `ended: ${msg.reason ?? ''}`;
     } else if (msg.type === 'error') {
