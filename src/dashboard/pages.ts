@@ -153,14 +153,23 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
           : ''
       }
       ${
-        v.session
-          ? html`<dt>Session</dt>
+        v.session && ['destroyed', 'failed', 'stopping'].includes(r.state)
+          ? html`<dt>Last session</dt>
               <dd>
-                ${v.session.state}, agent ${v.session.agentRunning ? 'running' : 'not running'}, last activity
-                <time datetime="${v.session.lastActivity}">${v.session.lastActivity}</time
-                >${v.session.idleSince ? html`, idle since <time datetime="${v.session.idleSince}">${v.session.idleSince}</time>` : ''}
+                seen ${v.session.state} at
+                <time datetime="${v.session.updatedAt}">${v.session.updatedAt}</time>, last activity
+                <time datetime="${v.session.lastActivity}">${v.session.lastActivity}</time>; the machine is
+                ${r.state === 'stopping' ? 'going away' : 'gone'}
               </dd>`
-          : ''
+          : v.session
+            ? html`<dt>Session</dt>
+                <dd>
+                  ${v.session.state}, agent ${v.session.agentRunning ? 'running' : 'not running'}, last
+                  activity
+                  <time datetime="${v.session.lastActivity}">${v.session.lastActivity}</time
+                  >${v.session.idleSince ? html`, idle since <time datetime="${v.session.idleSince}">${v.session.idleSince}</time>` : ''}
+                </dd>`
+            : ''
       }
       ${
         v.endReason

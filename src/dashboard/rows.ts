@@ -1,8 +1,12 @@
 import { PHASES } from '../processors/phases/index.js';
-import type { ThopterRecord } from '../thopters/record.js';
+import { isFinal, type ThopterRecord } from '../thopters/record.js';
 
-/** What the dashboard colours a thopter by. */
-export type Condition = 'queued' | 'provisioning' | 'active' | 'idle' | 'stopping' | 'failed' | 'destroyed';
+/**
+ * What the dashboard colours a thopter by: its state, and for a running one its session's
+ * (`stopped`: the terminal session is gone while the machine lives).
+ */
+export type Condition =
+  'queued' | 'provisioning' | 'active' | 'idle' | 'stopped' | 'stopping' | 'failed' | 'destroyed';
 
 /** A thopter as one line of the main page: small (no screen, no issue body), sent on every change. */
 export interface Row {
@@ -32,7 +36,7 @@ export interface Row {
 export function conditionOf(r: ThopterRecord): Condition {
   switch (r.state) {
     case 'running':
-      return r.session?.state === 'idle' ? 'idle' : 'active';
+      return r.session?.state === 'idle' || r.session?.state === 'stopped' ? r.session.state : 'active';
     default:
       return r.state;
   }
@@ -65,7 +69,8 @@ export function rowView(r: ThopterRecord, queuePosition: number | null = null): 
     branchUrl: branchUrl(r.request.issue.url, r.machine?.workBranch),
     currentPhase: phase?.name ?? null,
     queuePosition: r.state === 'queued' ? queuePosition : null,
-    agentRunning: r.session ? r.session.agentRunning : null,
+    // An ended thopter's last session is history: no agent runs on a machine that is gone.
+    agentRunning: r.session && !isFinal(r.state) ? r.session.agentRunning : null,
     lastActivity: r.session?.lastActivity ?? null,
     idleSince: r.session?.idleSince ?? null,
     createdAt: r.createdAt,
