@@ -167,7 +167,7 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
                   ${v.session.state}, agent ${v.session.agentRunning ? 'running' : 'not running'}, last
                   activity
                   <time datetime="${v.session.lastActivity}">${v.session.lastActivity}</time
-                  >${v.session.idleSince ? html`, idle since <time datetime="${v.session.idleSince}">${v.session.idleSince}</time>` : ''}
+                  >${v.session.idleSince ? html`, idle since <time datetime="${v.session.idleSince}">${v.session.idleSince}</time>` : ''}${v.session.silentSince ? html`; its observer has been silent since <time datetime="${v.session.silentSince}">${v.session.silentSince}</time>, so the hub looks at the session itself` : ''}
                 </dd>`
             : ''
       }

@@ -3,10 +3,10 @@ import { isFinal, type ThopterRecord } from '../thopters/record.js';
 
 /**
  * What the dashboard colours a thopter by: its state, and for a running one its session's
- * (`stopped`: the terminal session is gone while the machine lives).
+ * (`stopped`: the terminal session is gone while the machine lives; `unknown`: its observer is silent).
  */
 export type Condition =
-  'queued' | 'provisioning' | 'active' | 'idle' | 'stopped' | 'stopping' | 'failed' | 'destroyed';
+  'queued' | 'provisioning' | 'active' | 'idle' | 'stopped' | 'unknown' | 'stopping' | 'failed' | 'destroyed';
 
 /** A thopter as one line of the main page: small (no screen, no issue body), sent on every change. */
 export interface Row {
@@ -36,7 +36,7 @@ export interface Row {
 export function conditionOf(r: ThopterRecord): Condition {
   switch (r.state) {
     case 'running':
-      return r.session?.state === 'idle' || r.session?.state === 'stopped' ? r.session.state : 'active';
+      return r.session && r.session.state !== 'active' ? r.session.state : 'active';
     default:
       return r.state;
   }

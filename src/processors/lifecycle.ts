@@ -1,6 +1,7 @@
 import { WaitingError, type Job, type Processor } from 'bullmq';
 import { AbortedError, messageOf, sleep } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { SessionSnapshot } from '../providers/types.js';
 import type { JobTable } from '../queues/jobs.js';
 import { nextActivity } from '../status/activity.js';
 import { isFinal, type SessionStatus, type ThopterRecord } from '../thopters/record.js';
@@ -21,6 +22,11 @@ const WAKE_MS = 1000;
 const SUPERVISE_WAKE_MS = 5000;
 /** How often a thopter whose observer posts its session is checked (idle timeout, lifetime, machine). */
 const OBSERVED_CHECK_MS = 15_000;
+/**
+ * An observer that has not posted for this many status intervals is silent: its last state is no
+ * longer the truth (an `active` that never ends would keep THOPTER_IDLE_TIMEOUT from firing).
+ */
+const SILENT_AFTER_INTERVALS = 5;
 const RETRY_MAX_MS = 30_000;
 
 /**
@@ -232,17 +238,69 @@ async function check(deps: ProcessorDeps, record: ThopterRecord, log: Logger): P
     } catch (err) {
       log.warn({ err: messageOf(err) }, 'could not read the session');
     }
+  } else if (observerSilent(record, config.statusIntervalMs)) {
+    session = await lookWhileSilent(deps, record, machineId, log);
   }
   const now = Date.now();
   const { idleTimeoutMs, maxLifetimeMs } = config;
   // Idle time counts from the last screen change, so THOPTER_IDLE_TIMEOUT=30m means 30 quiet minutes.
-  const quietMs = session?.state === 'idle' ? now - Date.parse(session.lastActivity) : 0;
+  // While the observer is silent, from the last change anyone saw: it or the hub.
+  const quietMs =
+    session?.state === 'idle' || session?.state === 'unknown' ? now - Date.parse(session.lastActivity) : 0;
   if (idleTimeoutMs && quietMs >= idleTimeoutMs) {
-    return `idle for ${Math.round(quietMs / 1000)} s (THOPTER_IDLE_TIMEOUT)`;
+    const silent = session?.state === 'unknown' ? `; its observer silent since ${session.silentSince}` : '';
+    return `idle for ${Math.round(quietMs / 1000)} s (THOPTER_IDLE_TIMEOUT${silent})`;
   }
   const born = Date.parse(record.startedAt ?? record.createdAt);
   if (maxLifetimeMs && now - born >= maxLifetimeMs) {
     return `alive for ${Math.round((now - born) / 1000)} s (THOPTER_MAX_LIFETIME)`;
   }
   return undefined;
+}
+
+/** Whether a thopter's observer (providers the hub does not observe) has stopped posting. */
+function observerSilent(record: ThopterRecord, intervalMs: number): boolean {
+  const session = record.session;
+  if (session?.state === 'unknown') return true; // a post from the observer would have replaced it
+  const heard = session?.source === 'observer' ? session.updatedAt : (record.runningAt ?? record.createdAt);
+  return Date.now() - Date.parse(heard) > SILENT_AFTER_INTERVALS * intervalMs;
+}
+
+/**
+ * The session of a thopter whose observer is silent: `unknown`, with what the hub sees of the
+ * machine itself. A change counts only between two looks of the hub's own (the observer trims and
+ * captures its screen its own way), so idle time runs from the last change anyone saw.
+ */
+async function lookWhileSilent(
+  deps: ProcessorDeps,
+  record: ThopterRecord,
+  machineId: string,
+  log: Logger,
+): Promise<SessionStatus> {
+  const previous = record.session;
+  const now = new Date().toISOString();
+  let snap: SessionSnapshot | undefined;
+  try {
+    snap = await deps.provider.snapshot(machineId, await deps.transports.get(machineId));
+  } catch (err) {
+    log.warn({ err: messageOf(err) }, 'the observer is silent and the session could not be read');
+  }
+  const changed = snap !== undefined && previous?.state === 'unknown' && snap.screen !== previous.screen;
+  const silentSince =
+    previous?.silentSince ??
+    (previous?.source === 'observer' ? previous.updatedAt : (record.runningAt ?? record.createdAt));
+  if (previous?.state !== 'unknown') {
+    log.warn({ silentSince }, 'the observer has stopped posting; the hub looks at the session itself');
+  }
+  const session: SessionStatus = {
+    state: 'unknown',
+    agentRunning: snap?.agentRunning ?? previous?.agentRunning ?? false,
+    lastActivity: changed ? now : (previous?.lastActivity ?? silentSince),
+    screen: snap?.screen ?? previous?.screen ?? '',
+    updatedAt: now,
+    source: 'hub',
+    silentSince,
+  };
+  await deps.store.setSession(record.id, session);
+  return session;
 }

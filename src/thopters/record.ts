@@ -73,7 +73,8 @@ export interface PhaseRecord {
 }
 
 export interface SessionStatus {
-  state: 'active' | 'idle' | 'stopped';
+  /** `unknown`: the thopter's observer stopped posting; the hub looks at the session itself. */
+  state: 'active' | 'idle' | 'stopped' | 'unknown';
   agentRunning: boolean;
   lastActivity: string;
   idleSince?: string;
@@ -81,6 +82,8 @@ export interface SessionStatus {
   updatedAt: string;
   /** `hub` when the hub observed the session itself (local provider), `observer` for status posts. */
   source: 'hub' | 'observer';
+  /** For `unknown`: when the observer last posted (or the thopter started running, if it never did). */
+  silentSince?: string;
 }
 
 export interface ThopterEvent {

@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../src/config.js';
-import { startHub, type Hub } from '../../src/hub.js';
+import { startHub, type Hub, type HubOptions } from '../../src/hub.js';
 import { createLogger } from '../../src/log.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis.js';
 import { waitFor } from './wait.js';
@@ -101,7 +101,7 @@ export class TestWorld {
   }
 
   /** A hub in this process. */
-  async hub(overrides: Record<string, string> = {}, logs?: string[]): Promise<Hub> {
+  async hub(overrides: Record<string, string> = {}, logs?: string[], options?: HubOptions): Promise<Hub> {
     const log = logs
       ? createLogger(
           'debug',
@@ -113,7 +113,7 @@ export class TestWorld {
           }),
         )
       : silent;
-    const hub = await startHub(this.config(overrides), log);
+    const hub = await startHub(this.config(overrides), log, options);
     this.hubs.push(hub);
     return hub;
   }
