@@ -3,10 +3,19 @@ import { isFinal, type ThopterRecord } from '../thopters/record.js';
 
 /**
  * What the dashboard colours a thopter by: its state, and for a running one its session's
- * (`stopped`: the terminal session is gone while the machine lives; `unknown`: its observer is silent).
+ * (`stopped`: the terminal session is gone while the machine lives; `unknown`: its observer is silent; `kept`: failed, its machine kept for a look).
  */
 export type Condition =
-  'queued' | 'provisioning' | 'active' | 'idle' | 'stopped' | 'unknown' | 'stopping' | 'failed' | 'destroyed';
+  | 'queued'
+  | 'provisioning'
+  | 'active'
+  | 'idle'
+  | 'stopped'
+  | 'unknown'
+  | 'kept'
+  | 'stopping'
+  | 'failed'
+  | 'destroyed';
 
 /** A thopter as one line of the main page: small (no screen, no issue body), sent on every change. */
 export interface Row {
@@ -30,6 +39,8 @@ export interface Row {
   runningAt: string | null;
   endedAt: string | null;
   endReason: string | null;
+  /** For `kept`: what failed, and until when its machine stays. */
+  kept: { reason: string; until: string } | null;
   warnings: number;
 }
 
@@ -77,6 +88,7 @@ export function rowView(r: ThopterRecord, queuePosition: number | null = null): 
     runningAt: r.runningAt ?? null,
     endedAt: r.endedAt ?? null,
     endReason: r.endReason ?? null,
+    kept: r.state === 'kept' ? (r.kept ?? null) : null,
     warnings: Object.values(r.phases).filter((p) => p?.outcome === 'warning').length,
   };
 }

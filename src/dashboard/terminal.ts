@@ -58,7 +58,8 @@ export function attachTerminals(server: Server, deps: TerminalDeps): () => void 
     if (!session) return refuse(socket, 401, 'sign in first');
     const record = await deps.store.get(m[1]!);
     if (!record) return refuse(socket, 404, 'no such thopter');
-    if (record.state !== 'running' || !record.machine) {
+    // A kept thopter (failed, machine kept by THOPTER_KEEP_FAILED) has its terminal for a look.
+    if ((record.state !== 'running' && record.state !== 'kept') || !record.machine) {
       return refuse(socket, 409, `thopter is ${record.state}: it has no terminal`);
     }
     const readOnly = new URLSearchParams(m[2] ?? '').get('mode') === 'view';

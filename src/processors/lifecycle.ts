@@ -106,10 +106,13 @@ async function live(deps: ProcessorDeps, job: Job<JobTable['lifecycle']>, signal
   };
 
   if (record.state === 'stopping') return end('destroyed', record.destroyRequested?.reason ?? 'destroyed');
+  if (record.state === 'kept' && record.kept) return keepFailed(deps, id, record.kept, signal, log, end);
 
   if (record.state === 'queued' || record.state === 'provisioning') {
     const outcome = await provision(deps, record, job.data.label, signal, log);
     if (outcome.kind === 'failed') {
+      const kept = await persist('keeping', () => keepIfAsked(deps, id, outcome.reason), signal, log);
+      if (kept) return keepFailed(deps, id, kept, signal, log, end);
       log.warn({ reason: outcome.reason }, 'provisioning failed; tearing down');
       return end('failed', outcome.reason);
     }
@@ -170,6 +173,52 @@ async function provision(
     const outcome = await persist('watching the provisioning flow', look, signal, log);
     if (outcome) return outcome;
     await deps.changes.wait(id, WAKE_MS, signal);
+  }
+}
+
+/**
+ * With THOPTER_KEEP_FAILED, a thopter whose provisioning failed keeps its machine (terminal and
+ * all) for a look. Only when a machine exists: there is nothing to look at otherwise.
+ */
+async function keepIfAsked(deps: ProcessorDeps, id: string, reason: string) {
+  const { store, config } = deps;
+  const record = await store.get(id);
+  if (!config.keepFailedMs || record?.machine?.state !== 'created' || record.destroyRequested)
+    return undefined;
+  const kept = { reason, until: new Date(Date.now() + config.keepFailedMs).toISOString() };
+  if (!(await store.keep(id, kept.reason, kept.until))) return undefined;
+  await store.addEvent(
+    id,
+    'kept',
+    `${reason}; the machine is kept until ${kept.until} (THOPTER_KEEP_FAILED)`,
+  );
+  await deps.announce(id);
+  return kept;
+}
+
+/**
+ * A kept thopter's job holds its MAX_THOPTERS slot (its machine lives) until it is killed or
+ * THOPTER_KEEP_FAILED_TIMEOUT passes; either way it ends `failed`, with what failed.
+ */
+async function keepFailed(
+  deps: ProcessorDeps,
+  id: string,
+  kept: { reason: string; until: string },
+  signal: AbortSignal,
+  log: Logger,
+  end: (final: 'failed', reason: string) => Promise<string>,
+): Promise<string> {
+  log.warn({ reason: kept.reason, until: kept.until }, 'provisioning failed; the machine is kept');
+  for (;;) {
+    const requested = await persist('watching a kept thopter', () => deps.store.get(id), signal, log);
+    if (!requested || isFinal(requested.state)) return 'ended';
+    if (requested.destroyRequested) {
+      return end('failed', `${kept.reason}; kept, then ${requested.destroyRequested.reason}`);
+    }
+    const left = Date.parse(kept.until) - Date.now();
+    if (left <= 0)
+      return end('failed', `${kept.reason}; kept until ${kept.until} (THOPTER_KEEP_FAILED_TIMEOUT)`);
+    await deps.changes.wait(id, Math.min(SUPERVISE_WAKE_MS, left), signal);
   }
 }
 

@@ -1,7 +1,11 @@
 import type { PhaseName } from '../processors/phases/names.js';
 
-/** Where a thopter stands. `destroyed` and `failed` are final. */
-export type ThopterState = 'queued' | 'provisioning' | 'running' | 'stopping' | 'destroyed' | 'failed';
+/**
+ * Where a thopter stands. `destroyed` and `failed` are final. `kept`: provisioning failed and the
+ * operator asked to keep such machines (THOPTER_KEEP_FAILED); it ends `failed` once killed or timed out.
+ */
+export type ThopterState =
+  'queued' | 'provisioning' | 'running' | 'kept' | 'stopping' | 'destroyed' | 'failed';
 export const FINAL_STATES: readonly ThopterState[] = ['destroyed', 'failed'];
 export const isFinal = (s: ThopterState) => FINAL_STATES.includes(s);
 
@@ -100,6 +104,8 @@ export interface ThopterRecord {
   phases: Partial<Record<PhaseName, PhaseRecord>>;
   session?: SessionStatus;
   destroyRequested?: { reason: string; at: string };
+  /** For `kept`: what failed, and until when the machine is kept. */
+  kept?: { reason: string; until: string };
   /** The GitHub comment that acknowledged the command and shows the thopter's state. */
   commentId?: number;
   /** sha256 of the comment body last written, so an edit that changes nothing is not sent. */

@@ -71,8 +71,9 @@ function card(r: Row, now: number): string {
   if (r.lastActivity) facts.push(`last activity ${ago(r.lastActivity, now)} ago`);
   if (r.idleSince) facts.push(`idle ${ago(r.idleSince, now)}`);
   if (r.agentRunning !== null) facts.push(r.agentRunning ? 'agent running' : 'agent not running');
+  if (r.kept) facts.push(`failed: ${esc(r.kept.reason)}`, `machine kept until ${esc(r.kept.until)}`);
   if (r.warnings) facts.push(`${r.warnings} warning${r.warnings > 1 ? 's' : ''}`);
-  const running = r.state === 'running';
+  const running = r.state === 'running' || r.state === 'kept';
   return `<article class="thopter ${esc(r.condition)}" data-id="${esc(r.id)}" data-condition="${esc(r.condition)}">
     <header><span class="badge ${esc(r.condition)}">${esc(r.condition)}</span>
       <a class="title" href="/thopters/${esc(r.id)}">${esc(r.issue.title)}</a></header>
