@@ -62,7 +62,7 @@ describe('THOPTER_KEEP_FAILED', () => {
     const page = await (
       await fetch(`${hub.url}/thopters/${failing}`, { headers: { authorization: `Bearer ${TOKEN}` } })
     ).text();
-    assert.match(page, /<span class="badge kept">kept<\/span>/);
+    assert.match(page, /<span class="badge kept">failed, kept<\/span>/);
     assert.match(page, /clone-repo failed: .*The machine is kept for a look until/s);
     assert.match(page, new RegExp(`href="/thopters/${failing}/terminal"`));
     const login = await fetch(`${hub.url}/login`, {

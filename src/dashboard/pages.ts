@@ -113,7 +113,7 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
   const branch = branchUrl(r.request.issue.url, v.workBranch ?? undefined);
   const live = r.state === 'running' || r.state === 'kept';
   return html`<div id="detail" data-state="${r.state}">
-    <h1><span class="badge ${cond}">${cond}</span> ${v.issue.title}</h1>
+    <h1><span class="badge ${cond}">${cond === 'kept' ? 'failed, kept' : cond}</span> ${v.issue.title}</h1>
     <dl class="facts">
       <dt>Thopter</dt>
       <dd><code>${v.id}</code></dd>

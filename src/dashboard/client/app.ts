@@ -75,7 +75,7 @@ function card(r: Row, now: number): string {
   if (r.warnings) facts.push(`${r.warnings} warning${r.warnings > 1 ? 's' : ''}`);
   const running = r.state === 'running' || r.state === 'kept';
   return `<article class="thopter ${esc(r.condition)}" data-id="${esc(r.id)}" data-condition="${esc(r.condition)}">
-    <header><span class="badge ${esc(r.condition)}">${esc(r.condition)}</span>
+    <header><span class="badge ${esc(r.condition)}">${r.condition === 'kept' ? 'failed, kept' : esc(r.condition)}</span>
       <a class="title" href="/thopters/${esc(r.id)}">${esc(r.issue.title)}</a></header>
     <div class="where">${esc(r.repository)} ${issueLink} ${branch ? `· ${branch}` : ''}</div>
     <div class="facts">${facts.join(' · ')}</div>
