@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { chromium } from 'playwright-core';
 import { WebSocket } from 'ws';
 import type { Hub } from '../src/hub.js';
 import { api, TestWorld, TOKEN, writeFixture } from './helpers/env.js';
@@ -72,6 +73,30 @@ describe('THOPTER_KEEP_FAILED', () => {
       redirect: 'manual',
     });
     const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    // The main page, as a browser draws it from the live feed.
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox'],
+    });
+    try {
+      const context = await browser.newContext();
+      const [name, value] = [cookie.slice(0, cookie.indexOf('=')), cookie.slice(cookie.indexOf('=') + 1)];
+      await context.addCookies([{ name, value, url: hub.url }]);
+      const main = await context.newPage();
+      await main.goto(`${hub.url}/`);
+      const card = main.locator(`#thopters article[data-id="${failing}"]`);
+      await card.waitFor();
+      assert.equal(await card.locator('.badge').innerText(), 'FAILED, KEPT');
+      assert.match(
+        await card.locator('.facts').innerText(),
+        /failed: clone-repo failed: .*machine kept until/s,
+      );
+      assert.equal(await card.getByRole('link', { name: 'Terminal' }).count(), 1);
+      assert.equal(await card.getByRole('button', { name: 'Kill' }).count(), 1);
+    } finally {
+      await browser.close();
+    }
     const ws = new WebSocket(`${hub.url.replace(/^http/, 'ws')}/thopters/${failing}/terminal/ws`, {
       headers: { cookie, origin: hub.url },
     });
