@@ -142,6 +142,8 @@ const fields = z.object({
     .refine((v) => v.trim() !== '' && !/[\r\n]/.test(v), 'must be one non-empty line'),
   THOPTER_IDLE_TIMEOUT: duration('0'),
   THOPTER_MAX_LIFETIME: duration('0'),
+  THOPTER_KEEP_FAILED: z.enum(['true', 'false', '1', '0']).default('false'),
+  THOPTER_KEEP_FAILED_TIMEOUT: requiredDuration('2h'),
   THOPTER_IDLE_AFTER: requiredDuration('60s'),
   THOPTER_STATUS_INTERVAL: requiredDuration('3s'),
   THOPTER_ENV_FILE: existingFile,
@@ -248,6 +250,8 @@ export interface Config {
   idleTimeoutMs: number | undefined;
   /** ms; undefined = no limit on a thopter's life. */
   maxLifetimeMs: number | undefined;
+  /** ms a thopter whose provisioning failed keeps its machine for a look; undefined = destroy it at once. */
+  keepFailedMs: number | undefined;
   /** ms without a screen change after which a session counts as idle (seed: 60 s). */
   idleAfterMs: number;
   /** ms between status checks of a running thopter (seed: 3 s). */
@@ -341,6 +345,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     agentCommand: c.THOPTER_AGENT_COMMAND,
     idleTimeoutMs: c.THOPTER_IDLE_TIMEOUT,
     maxLifetimeMs: c.THOPTER_MAX_LIFETIME,
+    keepFailedMs: ['true', '1'].includes(c.THOPTER_KEEP_FAILED) ? c.THOPTER_KEEP_FAILED_TIMEOUT : undefined,
     idleAfterMs: c.THOPTER_IDLE_AFTER,
     statusIntervalMs: c.THOPTER_STATUS_INTERVAL,
     envFile: c.THOPTER_ENV_FILE,

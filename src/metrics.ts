@@ -92,7 +92,7 @@ export class Metrics {
       queues.queueOrder(),
     ]);
     const byState = new Map<string, number>();
-    for (const s of ['queued', 'provisioning', 'running', 'stopping', 'destroyed', 'failed'])
+    for (const s of ['queued', 'provisioning', 'running', 'kept', 'stopping', 'destroyed', 'failed'])
       byState.set(s, 0);
     for (const r of records) byState.set(r.state, (byState.get(r.state) ?? 0) + 1);
     const lines = new Map<string, string[]>();

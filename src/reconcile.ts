@@ -37,7 +37,7 @@ export async function reconcile(deps: {
 
   for (const record of await store.list({
     limit: 10_000,
-    states: ['queued', 'provisioning', 'running', 'stopping'],
+    states: ['queued', 'provisioning', 'running', 'kept', 'stopping'],
   })) {
     const job = await queues.queues.thopters.getJob(lifecycleJobId(record.id));
     const state = job ? await job.getState() : 'unknown';

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import path from 'node:path';
@@ -222,6 +223,40 @@ describe('the dashboard, in Chromium', () => {
     await viewer.close();
   });
 
+  it("opens the terminal on a phone without shrinking the agent's tmux window for everyone", async () => {
+    const t = (await hub.store.get(running))!;
+    const transport = await hub.provider.transport(t.machine!.id);
+    const windowSize = async () =>
+      (
+        await transport.exec([
+          'tmux',
+          'display-message',
+          '-p',
+          '-t',
+          'thopter',
+          '#{window_width}x#{window_height}',
+        ])
+      ).stdout.trim();
+    const before = await windowSize();
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
+    const page = await phone.newPage();
+    await signIn(page);
+    await page.goto(`${hub.url}/thopters/${running}/terminal`);
+    await page.locator('#terminal[data-connected="true"]').waitFor();
+    // The hub answers the phone's size with the window's: by then it has handled it.
+    const shown = await page.locator('#terminal[data-size]').getAttribute('data-size');
+    assert.equal(shown, before, 'the phone shows the window at its size');
+    await page.locator('#terminal').click();
+    await page.keyboard.type('echo phone-$((3*5))');
+    await page.keyboard.press('Enter');
+    await waitFor('the phone’s keys in the session', async () =>
+      (await paneText(running)).includes('phone-15'),
+    );
+    assert.equal(await windowSize(), before, 'the window is as wide as it was');
+    await phone.close();
+    await transport.close();
+  });
+
   it('renders the session log from the transcript, and shows what is added to it', async () => {
     const t = (await hub.store.get(running))!;
     const transport = await hub.provider.transport(t.machine!.id);
@@ -304,9 +339,37 @@ describe('the dashboard, in Chromium', () => {
     assert.equal((await hub.store.get(running))!.destroyRequested, undefined, 'dismissed: nothing happens');
     await card(page, running).getByRole('button', { name: 'Kill' }).click();
     await card(page, running).waitFor({ state: 'detached', timeout: 60_000 });
-    await page.locator('#recent li', { hasText: 'Fix the login redirect' }).waitFor();
+    const ended = page.locator('#recent li', { hasText: 'Fix the login redirect' });
+    await ended.waitFor();
     await waitFor('the workspace to be gone', () => !existsSync(machine));
+    await waitFor('the reason in the recent list', async () =>
+      (await ended.innerText()).includes('killed from the dashboard'),
+    );
+    assert.equal((await hub.store.get(running))!.endReason, 'killed from the dashboard');
+    await page.goto(`${hub.url}/thopters/${running}`);
+    const facts = await page.locator('dl.facts').innerText();
+    assert.match(facts, /Last session\s+seen \w+ at .*the machine is gone/);
+    assert.doesNotMatch(facts, /agent running/, 'no agent runs on a machine that is gone');
     await page.close();
+  });
+
+  it('shows a running thopter whose session is gone as stopped, not active', async () => {
+    const id = await launch('Lose the session');
+    const page = await context.newPage();
+    await page.goto(`${hub.url}/`);
+    await card(page, id).and(page.locator('[data-condition="active"]')).waitFor({ timeout: 90_000 });
+    const t = (await hub.store.get(id))!;
+    execFileSync('tmux', ['kill-server'], {
+      env: { ...process.env, TMUX_TMPDIR: path.join(world.dir, 'data', 'thopters', t.machine!.id, 'tmux') },
+    });
+    const stopped = card(page, id).and(page.locator('[data-condition="stopped"]'));
+    await stopped.waitFor({ timeout: 60_000 });
+    assert.equal(await stopped.locator('.badge').innerText(), 'STOPPED');
+    await page.goto(`${hub.url}/thopters/${id}`);
+    assert.equal(await page.locator('#detail h1 .badge').innerText(), 'STOPPED');
+    await page.close();
+    await api(hub.url, 'DELETE', `/api/thopters/${id}`);
+    await waitFor('the thopter destroyed', async () => (await hub.store.get(id))?.state === 'destroyed');
   });
 
   it('refuses a cross-site POST without the CSRF token, and a websocket from another origin', async () => {

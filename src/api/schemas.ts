@@ -43,7 +43,7 @@ export const listQuerySchema = z.object({
   state: z
     .string()
     .regex(
-      /^(queued|provisioning|running|stopping|destroyed|failed)(,(queued|provisioning|running|stopping|destroyed|failed))*$/,
+      /^(queued|provisioning|running|kept|stopping|destroyed|failed)(,(queued|provisioning|running|kept|stopping|destroyed|failed))*$/,
       'must be states separated by commas',
     )
     .optional(),

@@ -171,7 +171,8 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
       await queues.enqueue('destroy', {
         thopterId: record.id,
         label: labelOf(record.request),
-        reason: 'destroyed through the API',
+        // The dashboard's Kill button calls this route with its session: say who asked.
+        reason: ctx.state.auth === 'session' ? 'killed from the dashboard' : 'destroyed through the API',
       });
     }
     ctx.status = 202;

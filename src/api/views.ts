@@ -43,6 +43,7 @@ export function thopterView(
     }),
     session: r.session ?? null,
     destroyRequested: r.destroyRequested ?? null,
+    kept: r.kept ?? null,
     endReason: r.endReason ?? null,
     createdAt: r.createdAt,
     startedAt: r.startedAt ?? null,

@@ -111,9 +111,9 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
   const v = thopterView(r, { queuePosition, events });
   const cond = conditionOf(r);
   const branch = branchUrl(r.request.issue.url, v.workBranch ?? undefined);
-  const live = r.state === 'running';
+  const live = r.state === 'running' || r.state === 'kept';
   return html`<div id="detail" data-state="${r.state}">
-    <h1><span class="badge ${cond}">${cond}</span> ${v.issue.title}</h1>
+    <h1><span class="badge ${cond}">${cond === 'kept' ? 'failed, kept' : cond}</span> ${v.issue.title}</h1>
     <dl class="facts">
       <dt>Thopter</dt>
       <dd><code>${v.id}</code></dd>
@@ -153,12 +153,31 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
           : ''
       }
       ${
-        v.session
-          ? html`<dt>Session</dt>
+        v.session && ['destroyed', 'failed', 'stopping'].includes(r.state)
+          ? html`<dt>Last session</dt>
               <dd>
-                ${v.session.state}, agent ${v.session.agentRunning ? 'running' : 'not running'}, last activity
-                <time datetime="${v.session.lastActivity}">${v.session.lastActivity}</time
-                >${v.session.idleSince ? html`, idle since <time datetime="${v.session.idleSince}">${v.session.idleSince}</time>` : ''}
+                seen ${v.session.state} at
+                <time datetime="${v.session.updatedAt}">${v.session.updatedAt}</time>, last activity
+                <time datetime="${v.session.lastActivity}">${v.session.lastActivity}</time>; the machine is
+                ${r.state === 'stopping' ? 'going away' : 'gone'}
+              </dd>`
+          : v.session
+            ? html`<dt>Session</dt>
+                <dd>
+                  ${v.session.state}, agent ${v.session.agentRunning ? 'running' : 'not running'}, last
+                  activity
+                  <time datetime="${v.session.lastActivity}">${v.session.lastActivity}</time
+                  >${v.session.idleSince ? html`, idle since <time datetime="${v.session.idleSince}">${v.session.idleSince}</time>` : ''}${v.session.silentSince ? html`; its observer has been silent since <time datetime="${v.session.silentSince}">${v.session.silentSince}</time>, so the hub looks at the session itself` : ''}
+                </dd>`
+            : ''
+      }
+      ${
+        r.kept && r.state === 'kept'
+          ? html`<dt>Failure</dt>
+              <dd>
+                ${r.kept.reason}. The machine is kept for a look until
+                <time datetime="${r.kept.until}">${r.kept.until}</time> (THOPTER_KEEP_FAILED): open its
+                terminal, and kill it when done.
               </dd>`
           : ''
       }

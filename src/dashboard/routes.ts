@@ -125,13 +125,15 @@ export function dashboardRoutes(deps: DashboardDeps): Router {
   });
   router.get('/thopters/:id/terminal', async (ctx) => {
     const r = await load(ctx.params.id);
-    if (r.state !== 'running') {
+    if (r.state !== 'running' && r.state !== 'kept') {
       return page(
         ctx,
         thopterPage(
           csrfOf(ctx),
           r,
-          html`<p class="error">This thopter is ${r.state}: only a running thopter has a terminal.</p>
+          html`<p class="error">
+              This thopter is ${r.state}: only a running (or kept) thopter has a terminal.
+            </p>
             ${await detail(r)}`,
         ),
         409,

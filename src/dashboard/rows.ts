@@ -1,8 +1,21 @@
 import { PHASES } from '../processors/phases/index.js';
-import type { ThopterRecord } from '../thopters/record.js';
+import { isFinal, type ThopterRecord } from '../thopters/record.js';
 
-/** What the dashboard colours a thopter by. */
-export type Condition = 'queued' | 'provisioning' | 'active' | 'idle' | 'stopping' | 'failed' | 'destroyed';
+/**
+ * What the dashboard colours a thopter by: its state, and for a running one its session's
+ * (`stopped`: the terminal session is gone while the machine lives; `unknown`: its observer is silent; `kept`: failed, its machine kept for a look).
+ */
+export type Condition =
+  | 'queued'
+  | 'provisioning'
+  | 'active'
+  | 'idle'
+  | 'stopped'
+  | 'unknown'
+  | 'kept'
+  | 'stopping'
+  | 'failed'
+  | 'destroyed';
 
 /** A thopter as one line of the main page: small (no screen, no issue body), sent on every change. */
 export interface Row {
@@ -26,13 +39,15 @@ export interface Row {
   runningAt: string | null;
   endedAt: string | null;
   endReason: string | null;
+  /** For `kept`: what failed, and until when its machine stays. */
+  kept: { reason: string; until: string } | null;
   warnings: number;
 }
 
 export function conditionOf(r: ThopterRecord): Condition {
   switch (r.state) {
     case 'running':
-      return r.session?.state === 'idle' ? 'idle' : 'active';
+      return r.session && r.session.state !== 'active' ? r.session.state : 'active';
     default:
       return r.state;
   }
@@ -65,13 +80,15 @@ export function rowView(r: ThopterRecord, queuePosition: number | null = null): 
     branchUrl: branchUrl(r.request.issue.url, r.machine?.workBranch),
     currentPhase: phase?.name ?? null,
     queuePosition: r.state === 'queued' ? queuePosition : null,
-    agentRunning: r.session ? r.session.agentRunning : null,
+    // An ended thopter's last session is history: no agent runs on a machine that is gone.
+    agentRunning: r.session && !isFinal(r.state) ? r.session.agentRunning : null,
     lastActivity: r.session?.lastActivity ?? null,
     idleSince: r.session?.idleSince ?? null,
     createdAt: r.createdAt,
     runningAt: r.runningAt ?? null,
     endedAt: r.endedAt ?? null,
     endReason: r.endReason ?? null,
+    kept: r.state === 'kept' ? (r.kept ?? null) : null,
     warnings: Object.values(r.phases).filter((p) => p?.outcome === 'warning').length,
   };
 }

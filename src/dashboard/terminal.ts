@@ -58,7 +58,8 @@ export function attachTerminals(server: Server, deps: TerminalDeps): () => void 
     if (!session) return refuse(socket, 401, 'sign in first');
     const record = await deps.store.get(m[1]!);
     if (!record) return refuse(socket, 404, 'no such thopter');
-    if (record.state !== 'running' || !record.machine) {
+    // A kept thopter (failed, machine kept by THOPTER_KEEP_FAILED) has its terminal for a look.
+    if ((record.state !== 'running' && record.state !== 'kept') || !record.machine) {
       return refuse(socket, 409, `thopter is ${record.state}: it has no terminal`);
     }
     const readOnly = new URLSearchParams(m[2] ?? '').get('mode') === 'view';
@@ -105,7 +106,17 @@ export function attachTerminals(server: Server, deps: TerminalDeps): () => void 
           if (msg.type === 'input') {
             for (const cmd of sendKeysCommands(pane, Buffer.from(msg.data, 'utf8'))) await tmux.command(cmd);
           } else {
-            await tmux.command(`refresh-client -C ${msg.cols}x${msg.rows}`);
+            // The window is the agent's, and every viewer's: a browser may grow it but never shrink
+            // it (a phone would squeeze the agent to 44 columns for everyone). A control client that
+            // never sets its size does not count in tmux's window size at all.
+            const [size] = await tmux.command(
+              `display-message -p -t ${pane} '#{window_width} #{window_height}'`,
+            );
+            const [width = 0, height = 0] = (size ?? '').split(' ').map(Number);
+            const cols = Math.max(msg.cols, width);
+            const rows = Math.max(msg.rows, height);
+            if (cols > width || rows > height) await tmux.command(`refresh-client -C ${cols}x${rows}`);
+            send(ws, { type: 'size', cols, rows });
             await paint();
           }
         })

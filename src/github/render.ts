@@ -38,7 +38,8 @@ export function renderStatus(
   // Links into the dashboard (signed in with the hub's token): the terminal and the session log
   // only while the agent runs.
   const links = [`[dashboard](${page})`];
-  if (record.state === 'running') links.push(`[terminal](${page}/terminal)`, `[session log](${page}/log)`);
+  if (record.state === 'running' || record.state === 'kept')
+    links.push(`[terminal](${page}/terminal)`, `[session log](${page}/log)`);
   lines.push(`Request \`${record.id}\` · ${links.join(' · ')}`);
   return lines.join('\n') + '\n';
 }
@@ -55,6 +56,8 @@ function headline(record: ThopterRecord, position: number | null): string {
     }
     case 'running':
       return '**running**: the agent is at work.';
+    case 'kept':
+      return `**failed**: ${record.kept?.reason ?? 'unknown error'}. Its machine is kept for a look until ${record.kept?.until ?? 'it is killed'} (THOPTER_KEEP_FAILED); kill it when done.`;
     case 'stopping':
       return `**stopping** (${record.destroyRequested?.reason ?? 'destroy requested'}).`;
     case 'destroyed':

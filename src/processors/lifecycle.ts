@@ -1,6 +1,7 @@
 import { WaitingError, type Job, type Processor } from 'bullmq';
 import { AbortedError, messageOf, sleep } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { SessionSnapshot } from '../providers/types.js';
 import type { JobTable } from '../queues/jobs.js';
 import { nextActivity } from '../status/activity.js';
 import { isFinal, type SessionStatus, type ThopterRecord } from '../thopters/record.js';
@@ -21,6 +22,11 @@ const WAKE_MS = 1000;
 const SUPERVISE_WAKE_MS = 5000;
 /** How often a thopter whose observer posts its session is checked (idle timeout, lifetime, machine). */
 const OBSERVED_CHECK_MS = 15_000;
+/**
+ * An observer that has not posted for this many status intervals is silent: its last state is no
+ * longer the truth (an `active` that never ends would keep THOPTER_IDLE_TIMEOUT from firing).
+ */
+const SILENT_AFTER_INTERVALS = 5;
 const RETRY_MAX_MS = 30_000;
 
 /**
@@ -100,10 +106,13 @@ async function live(deps: ProcessorDeps, job: Job<JobTable['lifecycle']>, signal
   };
 
   if (record.state === 'stopping') return end('destroyed', record.destroyRequested?.reason ?? 'destroyed');
+  if (record.state === 'kept' && record.kept) return keepFailed(deps, id, record.kept, signal, log, end);
 
   if (record.state === 'queued' || record.state === 'provisioning') {
     const outcome = await provision(deps, record, job.data.label, signal, log);
     if (outcome.kind === 'failed') {
+      const kept = await persist('keeping', () => keepIfAsked(deps, id, outcome.reason), signal, log);
+      if (kept) return keepFailed(deps, id, kept, signal, log, end);
       log.warn({ reason: outcome.reason }, 'provisioning failed; tearing down');
       return end('failed', outcome.reason);
     }
@@ -164,6 +173,52 @@ async function provision(
     const outcome = await persist('watching the provisioning flow', look, signal, log);
     if (outcome) return outcome;
     await deps.changes.wait(id, WAKE_MS, signal);
+  }
+}
+
+/**
+ * With THOPTER_KEEP_FAILED, a thopter whose provisioning failed keeps its machine (terminal and
+ * all) for a look. Only when a machine exists: there is nothing to look at otherwise.
+ */
+async function keepIfAsked(deps: ProcessorDeps, id: string, reason: string) {
+  const { store, config } = deps;
+  const record = await store.get(id);
+  if (!config.keepFailedMs || record?.machine?.state !== 'created' || record.destroyRequested)
+    return undefined;
+  const kept = { reason, until: new Date(Date.now() + config.keepFailedMs).toISOString() };
+  if (!(await store.keep(id, kept.reason, kept.until))) return undefined;
+  await store.addEvent(
+    id,
+    'kept',
+    `${reason}; the machine is kept until ${kept.until} (THOPTER_KEEP_FAILED)`,
+  );
+  await deps.announce(id);
+  return kept;
+}
+
+/**
+ * A kept thopter's job holds its MAX_THOPTERS slot (its machine lives) until it is killed or
+ * THOPTER_KEEP_FAILED_TIMEOUT passes; either way it ends `failed`, with what failed.
+ */
+async function keepFailed(
+  deps: ProcessorDeps,
+  id: string,
+  kept: { reason: string; until: string },
+  signal: AbortSignal,
+  log: Logger,
+  end: (final: 'failed', reason: string) => Promise<string>,
+): Promise<string> {
+  log.warn({ reason: kept.reason, until: kept.until }, 'provisioning failed; the machine is kept');
+  for (;;) {
+    const requested = await persist('watching a kept thopter', () => deps.store.get(id), signal, log);
+    if (!requested || isFinal(requested.state)) return 'ended';
+    if (requested.destroyRequested) {
+      return end('failed', `${kept.reason}; kept, then ${requested.destroyRequested.reason}`);
+    }
+    const left = Date.parse(kept.until) - Date.now();
+    if (left <= 0)
+      return end('failed', `${kept.reason}; kept until ${kept.until} (THOPTER_KEEP_FAILED_TIMEOUT)`);
+    await deps.changes.wait(id, Math.min(SUPERVISE_WAKE_MS, left), signal);
   }
 }
 
@@ -235,17 +290,69 @@ async function check(deps: ProcessorDeps, record: ThopterRecord, log: Logger): P
     } catch (err) {
       log.warn({ err: messageOf(err) }, 'could not read the session');
     }
+  } else if (observerSilent(record, config.statusIntervalMs)) {
+    session = await lookWhileSilent(deps, record, machineId, log);
   }
   const now = Date.now();
   const { idleTimeoutMs, maxLifetimeMs } = config;
   // Idle time counts from the last screen change, so THOPTER_IDLE_TIMEOUT=30m means 30 quiet minutes.
-  const quietMs = session?.state === 'idle' ? now - Date.parse(session.lastActivity) : 0;
+  // While the observer is silent, from the last change anyone saw: it or the hub.
+  const quietMs =
+    session?.state === 'idle' || session?.state === 'unknown' ? now - Date.parse(session.lastActivity) : 0;
   if (idleTimeoutMs && quietMs >= idleTimeoutMs) {
-    return `idle for ${Math.round(quietMs / 1000)} s (THOPTER_IDLE_TIMEOUT)`;
+    const silent = session?.state === 'unknown' ? `; its observer silent since ${session.silentSince}` : '';
+    return `idle for ${Math.round(quietMs / 1000)} s (THOPTER_IDLE_TIMEOUT${silent})`;
   }
   const born = Date.parse(record.startedAt ?? record.createdAt);
   if (maxLifetimeMs && now - born >= maxLifetimeMs) {
     return `alive for ${Math.round((now - born) / 1000)} s (THOPTER_MAX_LIFETIME)`;
   }
   return undefined;
+}
+
+/** Whether a thopter's observer (providers the hub does not observe) has stopped posting. */
+function observerSilent(record: ThopterRecord, intervalMs: number): boolean {
+  const session = record.session;
+  if (session?.state === 'unknown') return true; // a post from the observer would have replaced it
+  const heard = session?.source === 'observer' ? session.updatedAt : (record.runningAt ?? record.createdAt);
+  return Date.now() - Date.parse(heard) > SILENT_AFTER_INTERVALS * intervalMs;
+}
+
+/**
+ * The session of a thopter whose observer is silent: `unknown`, with what the hub sees of the
+ * machine itself. A change counts only between two looks of the hub's own (the observer trims and
+ * captures its screen its own way), so idle time runs from the last change anyone saw.
+ */
+async function lookWhileSilent(
+  deps: ProcessorDeps,
+  record: ThopterRecord,
+  machineId: string,
+  log: Logger,
+): Promise<SessionStatus> {
+  const previous = record.session;
+  const now = new Date().toISOString();
+  let snap: SessionSnapshot | undefined;
+  try {
+    snap = await deps.provider.snapshot(machineId, await deps.transports.get(machineId));
+  } catch (err) {
+    log.warn({ err: messageOf(err) }, 'the observer is silent and the session could not be read');
+  }
+  const changed = snap !== undefined && previous?.state === 'unknown' && snap.screen !== previous.screen;
+  const silentSince =
+    previous?.silentSince ??
+    (previous?.source === 'observer' ? previous.updatedAt : (record.runningAt ?? record.createdAt));
+  if (previous?.state !== 'unknown') {
+    log.warn({ silentSince }, 'the observer has stopped posting; the hub looks at the session itself');
+  }
+  const session: SessionStatus = {
+    state: 'unknown',
+    agentRunning: snap?.agentRunning ?? previous?.agentRunning ?? false,
+    lastActivity: changed ? now : (previous?.lastActivity ?? silentSince),
+    screen: snap?.screen ?? previous?.screen ?? '',
+    updatedAt: now,
+    source: 'hub',
+    silentSince,
+  };
+  await deps.store.setSession(record.id, session);
+  return session;
 }

@@ -1,7 +1,11 @@
 import type { PhaseName } from '../processors/phases/names.js';
 
-/** Where a thopter stands. `destroyed` and `failed` are final. */
-export type ThopterState = 'queued' | 'provisioning' | 'running' | 'stopping' | 'destroyed' | 'failed';
+/**
+ * Where a thopter stands. `destroyed` and `failed` are final. `kept`: provisioning failed and the
+ * operator asked to keep such machines (THOPTER_KEEP_FAILED); it ends `failed` once killed or timed out.
+ */
+export type ThopterState =
+  'queued' | 'provisioning' | 'running' | 'kept' | 'stopping' | 'destroyed' | 'failed';
 export const FINAL_STATES: readonly ThopterState[] = ['destroyed', 'failed'];
 export const isFinal = (s: ThopterState) => FINAL_STATES.includes(s);
 
@@ -73,7 +77,8 @@ export interface PhaseRecord {
 }
 
 export interface SessionStatus {
-  state: 'active' | 'idle' | 'stopped';
+  /** `unknown`: the thopter's observer stopped posting; the hub looks at the session itself. */
+  state: 'active' | 'idle' | 'stopped' | 'unknown';
   agentRunning: boolean;
   lastActivity: string;
   idleSince?: string;
@@ -81,6 +86,8 @@ export interface SessionStatus {
   updatedAt: string;
   /** `hub` when the hub observed the session itself (local provider), `observer` for status posts. */
   source: 'hub' | 'observer';
+  /** For `unknown`: when the observer last posted (or the thopter started running, if it never did). */
+  silentSince?: string;
 }
 
 export interface ThopterEvent {
@@ -97,6 +104,8 @@ export interface ThopterRecord {
   phases: Partial<Record<PhaseName, PhaseRecord>>;
   session?: SessionStatus;
   destroyRequested?: { reason: string; at: string };
+  /** For `kept`: what failed, and until when the machine is kept. */
+  kept?: { reason: string; until: string };
   /** The GitHub comment that acknowledged the command and shows the thopter's state. */
   commentId?: number;
   /** sha256 of the comment body last written, so an edit that changes nothing is not sent. */

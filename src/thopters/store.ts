@@ -214,6 +214,11 @@ export class ThopterStore {
     return this.update(id, fields);
   }
 
+  /** A failed thopter whose machine stays for a look until `until` (THOPTER_KEEP_FAILED). */
+  keep(id: string, reason: string, until: string) {
+    return this.update(id, { state: 'kept', kept: JSON.stringify({ reason, until }) });
+  }
+
   /**
    * Records `machine` unless one is recorded already, and returns the one that stands. Two runs of
    * create-machine (a stalled job and its resumption) thus agree on one machine id.
@@ -321,6 +326,7 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     phases,
     session: json<SessionStatus>(h.session),
     destroyRequested: json<{ reason: string; at: string }>(h.destroyRequested),
+    kept: json<{ reason: string; until: string }>(h.kept),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
     commentHash: h.commentHash,

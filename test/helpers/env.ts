@@ -1,12 +1,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../src/config.js';
-import { startHub, type Hub } from '../../src/hub.js';
+import { startHub, type Hub, type HubOptions } from '../../src/hub.js';
 import { createLogger } from '../../src/log.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/redis.js';
 import { waitFor } from './wait.js';
@@ -29,6 +29,8 @@ export class TestWorld {
   client!: Redis;
   private hubs: Hub[] = [];
   private children: ChildProcess[] = [];
+  /** Every DATA_DIR a hub of this world used: machines left in any of them are ended at close. */
+  private readonly dataDirs = new Set<string>();
 
   async start() {
     this.redis = await startEmbeddedRedis(path.join(this.dir, 'redis'), silent);
@@ -80,6 +82,7 @@ export class TestWorld {
 
   /** Environment for a hub of this world. */
   env(overrides: Record<string, string> = {}): Record<string, string> {
+    this.dataDirs.add(overrides.DATA_DIR || path.join(this.dir, 'data'));
     return {
       DATA_DIR: path.join(this.dir, 'data'),
       REDIS_URL: this.redisUrl,
@@ -98,7 +101,7 @@ export class TestWorld {
   }
 
   /** A hub in this process. */
-  async hub(overrides: Record<string, string> = {}, logs?: string[]): Promise<Hub> {
+  async hub(overrides: Record<string, string> = {}, logs?: string[], options?: HubOptions): Promise<Hub> {
     const log = logs
       ? createLogger(
           'debug',
@@ -110,7 +113,7 @@ export class TestWorld {
           }),
         )
       : silent;
-    const hub = await startHub(this.config(overrides), log);
+    const hub = await startHub(this.config(overrides), log, options);
     this.hubs.push(hub);
     return hub;
   }
@@ -166,19 +169,43 @@ export class TestWorld {
 
   async close() {
     await this.closeHubs();
-    // Any machine a test left behind: end its tmux server so no process outlives the test.
-    const machines = path.join(this.dir, 'data', 'thopters');
-    try {
-      for (const id of readdirSync(machines)) {
-        execFileSync('tmux', ['kill-server'], {
-          env: { ...process.env, TMUX_TMPDIR: path.join(machines, id, 'tmux') },
-          stdio: 'ignore',
-        });
+    // Any machine a test left behind (running thopters outlive their hub by design): end its tmux
+    // server so no process outlives the test.
+    for (const dataDir of this.dataDirs) {
+      const machines = path.join(dataDir, 'thopters');
+      let ids: string[] = [];
+      try {
+        ids = readdirSync(machines);
+      } catch {
+        // no machines
       }
-    } catch {
-      // no machines
+      for (const id of ids) {
+        try {
+          execFileSync('tmux', ['kill-server'], {
+            env: { ...process.env, TMUX_TMPDIR: path.join(machines, id, 'tmux') },
+            stdio: 'ignore',
+          });
+        } catch {
+          // no server
+        }
+      }
+    }
+    // Whatever tmux server is left was started under this world's folder and lost track of (its
+    // machine folder is gone, or lives where no hub of this world looked): it would run forever.
+    const leaked = tmuxServersUnder(this.dir);
+    for (const { pid } of leaked) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
     }
     try {
+      if (leaked.length) {
+        throw new Error(
+          `tmux servers outlived the test world: ${leaked.map((l) => `${l.pid} (TMUX_TMPDIR=${l.tmpdir})`).join(', ')}`,
+        );
+      }
       // A hub that did not close a Redis connection, a server or a child process fails the test
       // file (checked while Redis still runs, so a leaked client is connected and counted).
       await waitFor(
@@ -192,6 +219,27 @@ export class TestWorld {
       rmSync(this.dir, { recursive: true, force: true });
     }
   }
+}
+
+/** tmux servers (this user's) whose TMUX_TMPDIR is under `dir`, from /proc. */
+export function tmuxServersUnder(dir: string): Array<{ pid: number; tmpdir: string }> {
+  const found: Array<{ pid: number; tmpdir: string }> = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() !== 'tmux: server') continue;
+      // A server forks from the client that started it without exec: its environ is that client's.
+      const tmpdir = readFileSync(`/proc/${name}/environ`, 'utf8')
+        .split('\0')
+        .find((v) => v.startsWith('TMUX_TMPDIR='))
+        ?.slice('TMUX_TMPDIR='.length);
+      if (tmpdir && (tmpdir === dir || tmpdir.startsWith(dir + path.sep)))
+        found.push({ pid: Number(name), tmpdir });
+    } catch {
+      // ended meanwhile, or another user's
+    }
+  }
+  return found;
 }
 
 const HANDLE_TYPES = new Set(['TCPSocketWrap', 'TCPServerWrap', 'PipeWrap', 'PipeServerWrap', 'ProcessWrap']);

@@ -28,6 +28,17 @@ describe('loadConfig', () => {
     assert.match(c.dataDir, /\/data$/);
   });
 
+  it('keeps failed machines only when asked, for THOPTER_KEEP_FAILED_TIMEOUT (2h by default)', () => {
+    assert.equal(loadConfig({}).keepFailedMs, undefined);
+    assert.equal(loadConfig({ THOPTER_KEEP_FAILED: '1' }).keepFailedMs, 2 * 3_600_000);
+    assert.equal(
+      loadConfig({ THOPTER_KEEP_FAILED: 'true', THOPTER_KEEP_FAILED_TIMEOUT: '30m' }).keepFailedMs,
+      30 * 60_000,
+    );
+    assert.match(problems({ THOPTER_KEEP_FAILED: 'yes' }), /THOPTER_KEEP_FAILED/);
+    assert.match(problems({ THOPTER_KEEP_FAILED_TIMEOUT: '0' }), /THOPTER_KEEP_FAILED_TIMEOUT.*positive/);
+  });
+
   it('treats an empty variable as unset', () => {
     assert.equal(loadConfig({ REDIS_URL: '', MAX_THOPTERS: '' }).maxThopters, 10);
   });

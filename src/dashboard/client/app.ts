@@ -71,10 +71,11 @@ function card(r: Row, now: number): string {
   if (r.lastActivity) facts.push(`last activity ${ago(r.lastActivity, now)} ago`);
   if (r.idleSince) facts.push(`idle ${ago(r.idleSince, now)}`);
   if (r.agentRunning !== null) facts.push(r.agentRunning ? 'agent running' : 'agent not running');
+  if (r.kept) facts.push(`failed: ${esc(r.kept.reason)}`, `machine kept until ${esc(r.kept.until)}`);
   if (r.warnings) facts.push(`${r.warnings} warning${r.warnings > 1 ? 's' : ''}`);
-  const running = r.state === 'running';
+  const running = r.state === 'running' || r.state === 'kept';
   return `<article class="thopter ${esc(r.condition)}" data-id="${esc(r.id)}" data-condition="${esc(r.condition)}">
-    <header><span class="badge ${esc(r.condition)}">${esc(r.condition)}</span>
+    <header><span class="badge ${esc(r.condition)}">${r.condition === 'kept' ? 'failed, kept' : esc(r.condition)}</span>
       <a class="title" href="/thopters/${esc(r.id)}">${esc(r.issue.title)}</a></header>
     <div class="where">${esc(r.repository)} ${issueLink} ${branch ? `· ${branch}` : ''}</div>
     <div class="facts">${facts.join(' · ')}</div>
@@ -268,6 +269,10 @@ function terminalPage() {
       if (readOnly && msg.cols && msg.rows) term.resize(msg.cols, msg.rows);
       else resize();
       term.focus();
+    } else if (msg.type === 'size' && msg.cols && msg.rows) {
+      // The window's size, which a small screen does not change: scroll to see all of it.
+      term.resize(msg.cols, msg.rows);
+      el.dataset.size = `${msg.cols}x${msg.rows}`;
     } else if (msg.type === 'exit') {
       status.textContent = `ended: ${msg.reason ?? ''}`;
     } else if (msg.type === 'error') {
