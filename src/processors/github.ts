@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
 import type { GitHubClients } from '../github/clients.js';
-import { ackMarker, renderStatus } from '../github/render.js';
+import { ackMarker, renderStatus, replyMarker } from '../github/render.js';
 import type { Logger } from '../log.js';
 import type { HubQueues, JobTable } from '../queues/index.js';
 import type { ThopterStore } from '../thopters/store.js';
@@ -13,9 +13,6 @@ export interface GitHubProcessorDeps {
   publicUrl: string;
   log: Logger;
 }
-
-const replyMarker = (key: string) =>
-  `<!-- thopter-reply:${createHash('sha256').update(key).digest('hex').slice(0, 24)} -->`;
 
 /**
  * The GitHub outbox: every comment the hub writes goes through here, retried with backoff. A

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import { ThopterError, messageOf } from '../errors.js';
 import type { GitHubClients } from '../github/clients.js';
+import { ackMarker, replyMarker, statusShowsEnd } from '../github/render.js';
 import { isBot, type GitHubComment, type GitHubIssue, type GitHubUser } from '../github/schemas.js';
 import type { Logger } from '../log.js';
 import type { Prompts } from '../prompts.js';
@@ -154,6 +155,25 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
   const handled = () => redis.set(handledKey, new Date().toISOString());
   const who = `@${d.author.login}`;
 
+  // Redis lost (not restarted from its AOF) forgets every record and handled mark, and the next
+  // poll looks back over commands already acted on. The issue still shows what was done: a
+  // command with an acknowledgement or a final reply is never acted on again.
+  const answered = await answeredOnIssue(deps, d, key);
+  if (answered === 'replied') return void (await handled());
+  if (answered) {
+    // Its thopter's record is gone. If the acknowledgement shows it alive, say so, once: the
+    // command is not run again (at most one thopter per command), and reconciliation destroys
+    // the machine the hub no longer knows.
+    if (!statusShowsEnd(answered.body ?? '')) {
+      deps.log.warn({ thopter: thopterId, issue: label, instance: d.instance }, 'thopter lost with Redis');
+      await reply(
+        'lost',
+        `${who}: this hub lost its record of thopter \`${thopterId}\` (its Redis was emptied), so that thopter no longer runs, and this command is not run again. Write \`/thopter\` in a new comment to start a new one.`,
+      );
+    }
+    return void (await handled());
+  }
+
   if (!(await mayAct(deps, d.repository, d.author.login))) {
     await reply(
       'refused',
@@ -229,6 +249,31 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
     throw err;
   }
   await queues.enqueue('comment', { thopterId, label });
+}
+
+/** Replies that end a command: once one is on the issue, the command was handled. */
+const FINAL_REPLIES = ['refused', 'invalid', 'kill', 'paused', 'lost'];
+
+/**
+ * The hub's acknowledgement of a command, `'replied'` when the hub answered it with a final
+ * reply instead, or null. A marker counts only in a comment the hub could have written (a bot's,
+ * or from someone with write access, as the hub's token must be): anyone else could copy it in.
+ */
+async function answeredOnIssue(
+  deps: ScannerDeps,
+  d: Detected,
+  key: string,
+): Promise<GitHubComment | 'replied' | null> {
+  const ack = ackMarker(d.instance);
+  const replies = FINAL_REPLIES.map((suffix) => replyMarker(`${key}:${suffix}`));
+  for (const c of d.comments) {
+    const body = c.body ?? '';
+    const isAck = body.startsWith(ack);
+    if (!isAck && !replies.some((m) => body.startsWith(m))) continue;
+    if (!c.user || !(isBot(c.user) || (await mayAct(deps, d.repository, c.user.login)))) continue;
+    return isAck ? c : 'replied';
+  }
+  return null;
 }
 
 /** Destroys every live thopter of some issues (`/thopter kill`, closed issues). Returns them. */
