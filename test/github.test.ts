@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -264,6 +265,77 @@ describe('GitHub intake by webhook', () => {
     await waitFor('destroyed', async () =>
       (await hub.store.get(launched.body.id))?.endReason?.startsWith('the issue was closed'),
     );
+  });
+});
+
+describe('webhook replays and late deliveries', () => {
+  const hookUrl = () => `${hub.url}/github/webhook`;
+  const listRequests = () => gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/issues`).length;
+
+  /** An issue closed (its `closed` delivery destroyed its thopter), reopened, with a new thopter. */
+  async function reopenedWithNewThopter() {
+    const issue = gh.addIssue(REPO, { title: 'Closed, then reopened', body: 'x', user: 'bob' });
+    const launch = () =>
+      api(hub.url, 'POST', '/api/thopters', { repository: REPO, issueNumber: issue.number });
+    const first = (await launch()).body.id as string;
+    gh.closeIssue(REPO, issue.number, { user: 'bob' });
+    const closed = {
+      ...gh.issuesEvent(REPO, issue.number, 'closed'),
+      secret: SECRET,
+      deliveryId: randomUUID(),
+    };
+    assert.equal((await deliverWebhook(hookUrl(), closed)).status, 202);
+    await waitFor('the first thopter destroyed', async () => (await hub.store.state(first)) === 'destroyed');
+    gh.reopenIssue(REPO, issue.number, { user: 'bob' });
+    // A poll that read the issue while it was closed destroys what it finds when it ends: let
+    // every such poll end before the new thopter starts.
+    const polls = listRequests();
+    await waitFor('three polls that see the issue open', () => listRequests() >= polls + 3);
+    const second = await launch();
+    assert.equal(second.status, 202);
+    return { issue, closed, second: second.body.id as string };
+  }
+
+  /** The reasons of the destroy jobs queued for a thopter. */
+  const destroysOf = async (thopterId: string) =>
+    (await hub.queues.queues.destroy.getJobs())
+      .filter((j) => j.data.thopterId === thopterId)
+      .map((j) => j.data.reason as string);
+
+  it('ignores a replayed delivery: answered 200, and nothing happens', async () => {
+    const { issue, closed, second } = await reopenedWithNewThopter();
+    const requests = gh.requests.length;
+    const replay = await deliverWebhook(hookUrl(), closed); // the same bytes and X-GitHub-Delivery
+    assert.equal(replay.status, 200);
+    assert.match(((await replay.json()) as { ignored: string }).ignored, /received before/);
+    assert.deepEqual(
+      gh.requests.slice(requests).filter((r) => r.canonicalPath === `/repos/${REPO}/issues/${issue.number}`),
+      [],
+      'the replay was not even looked into',
+    );
+    assert.deepEqual(await destroysOf(second), []);
+    assert.equal(await hub.store.destroyRequested(second), false);
+
+    const anonymous = await deliverWebhook(hookUrl(), { ...closed, headers: { 'x-github-delivery': '' } });
+    assert.equal(anonymous.status, 400);
+    assert.match(await anonymous.text(), /X-GitHub-Delivery is missing/);
+
+    await api(hub.url, 'DELETE', `/api/thopters/${second}`);
+    await waitFor('destroyed', async () => (await hub.store.state(second)) === 'destroyed');
+  });
+
+  it('acts on the issue as it is now: an old closed event for a reopened issue destroys nothing', async () => {
+    const { closed, second } = await reopenedWithNewThopter();
+    // The same event redelivered under a new id (or one that arrives after the reopening).
+    const late = await deliverWebhook(hookUrl(), { ...closed, deliveryId: randomUUID() });
+    assert.equal(late.status, 202);
+    // The webhook acts before it answers: a destroy would be queued by now.
+    assert.deepEqual(await destroysOf(second), []);
+    assert.notEqual(await hub.store.state(second), 'destroyed');
+    assert.deepEqual(await late.json(), { ignored: 'the issue is open again' });
+
+    await api(hub.url, 'DELETE', `/api/thopters/${second}`);
+    await waitFor('destroyed', async () => (await hub.store.state(second)) === 'destroyed');
   });
 });
 
