@@ -140,6 +140,21 @@ describe('GitHub intake by polling', () => {
     assert.deepEqual(await thoptersOf(issue.number), []);
   });
 
+  it('takes only its own comments for its markers: a copied acknowledgement neither blocks a launch nor gets edited', async () => {
+    const issue = gh.addIssue(REPO, { title: 'Copied marker', body: '/thopter', user: 'alice' });
+    const copied = '<!-- thopter-ack:body -->\nAlready handled, nothing to see.';
+    gh.addComment(REPO, issue.number, { user: 'mallory', body: copied });
+    const ack = await waitFor("the hub's own acknowledgement", () =>
+      ackMarkers(issue.number).find((c) => c.user?.login === 'thopter-hub'),
+    );
+    assert.match(ack.body ?? '', /for @alice/);
+    assert.equal(gh.comments(REPO, issue.number).find((c) => c.user?.login === 'mallory')?.body, copied);
+    const [thopter] = await thoptersOf(issue.number);
+    assert.ok(thopter, 'a thopter was accepted');
+    await api(hub.url, 'DELETE', `/api/thopters/${thopter.id}`);
+    await waitFor('destroyed', async () => (await hub.store.state(thopter.id)) === 'destroyed');
+  });
+
   it('finds a command on any page: more than 100 changed issues hide nothing', async () => {
     const many = Array.from({ length: 130 }, (_, i) =>
       gh.addIssue(REPO, { title: `bulk ${i}`, body: 'nothing', user: 'bob' }),

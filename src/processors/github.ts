@@ -56,7 +56,12 @@ async function postStatus(deps: GitHubProcessorDeps, data: JobTable['comment']):
   let commentId = record.commentId;
   if (commentId === undefined) {
     const marker = ackMarker(instance);
-    commentId = (await client.comments(repository, number)).find((c) => c.body?.includes(marker))?.id;
+    for (const c of await client.comments(repository, number)) {
+      if (c.body?.startsWith(marker) && (await client.wrote(c))) {
+        commentId = c.id;
+        break;
+      }
+    }
     if (commentId === undefined) {
       commentId = await client.createComment(repository, number, body);
       await deps.store.setCommentId(record.id, commentId, hash);
@@ -75,10 +80,9 @@ async function postReply(deps: GitHubProcessorDeps, data: JobTable['reply']): Pr
   const client = deps.github.for(data.repository);
   if (!client) return `${data.repository} is not watched`;
   const marker = replyMarker(data.key);
-  const existing = (await client.comments(data.repository, data.issueNumber)).find((c) =>
-    c.body?.includes(marker),
-  );
-  if (existing) return 'already replied';
+  for (const c of await client.comments(data.repository, data.issueNumber)) {
+    if (c.body?.startsWith(marker) && (await client.wrote(c))) return 'already replied';
+  }
   await client.createComment(data.repository, data.issueNumber, `${marker}\n${data.body}`);
   return 'replied';
 }

@@ -256,8 +256,7 @@ const FINAL_REPLIES = ['refused', 'invalid', 'kill', 'paused', 'lost'];
 
 /**
  * The hub's acknowledgement of a command, `'replied'` when the hub answered it with a final
- * reply instead, or null. A marker counts only in a comment the hub could have written (a bot's,
- * or from someone with write access, as the hub's token must be): anyone else could copy it in.
+ * reply instead, or null.
  */
 async function answeredOnIssue(
   deps: ScannerDeps,
@@ -270,7 +269,7 @@ async function answeredOnIssue(
     const body = c.body ?? '';
     const isAck = body.startsWith(ack);
     if (!isAck && !replies.some((m) => body.startsWith(m))) continue;
-    if (!c.user || !(isBot(c.user) || (await mayAct(deps, d.repository, c.user.login)))) continue;
+    if (!(await deps.github.for(d.repository)!.wrote(c))) continue;
     return isAck ? c : 'replied';
   }
   return null;
