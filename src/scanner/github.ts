@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Prompts } from '../prompts.js';
 import type { Provider } from '../providers/types.js';
 import type { HubQueues } from '../queues/index.js';
-import { isFinal, type IssueComment } from '../thopters/record.js';
+import { isFinal, type IssueComment, type ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
 import { acceptLaunch, thopterIdFor } from './intake.js';
@@ -81,7 +81,18 @@ export async function scanRepository(deps: ScannerDeps, repository: string): Pro
     await actOnIssue(deps, repository, issue, comments);
   }
   if (closed.size > 0 && config.github.destroyOnClose) {
-    await destroyIssueThopters(deps, repository, closed, 'the issue was closed');
+    // The list is as old as this poll (every changed issue's comments were read since): an issue
+    // reopened meanwhile keeps its thopters, so each closed one that has some is asked again.
+    const closedNow = new Map<number, boolean>();
+    for (const t of await liveThoptersOf(deps, repository, closed)) {
+      const number = t.request.issue.number!;
+      if (!closedNow.has(number))
+        closedNow.set(number, (await client.issue(repository, number)).state === 'closed');
+      if (closedNow.get(number)) {
+        const label = `${repository}#${number}`;
+        await deps.queues.enqueue('destroy', { thopterId: t.id, label, reason: 'the issue was closed' });
+      }
+    }
   }
   await redis.set(markKey, newest);
 }
@@ -282,19 +293,27 @@ export async function destroyIssueThopters(
   numbers: number | ReadonlySet<number>,
   reason: string,
 ) {
+  const live = await liveThoptersOf(deps, repository, numbers);
+  for (const t of live) {
+    const label = `${repository}#${t.request.issue.number}`;
+    await deps.queues.enqueue('destroy', { thopterId: t.id, label, reason });
+  }
+  return live;
+}
+
+async function liveThoptersOf(
+  deps: ScannerDeps,
+  repository: string,
+  numbers: number | ReadonlySet<number>,
+): Promise<ThopterRecord[]> {
   const wanted = typeof numbers === 'number' ? new Set([numbers]) : numbers;
-  const live = (await deps.store.list({ limit: 5000 })).filter(
+  return (await deps.store.list({ limit: 5000 })).filter(
     (t) =>
       t.request.repository === repository &&
       t.request.issue.number !== undefined &&
       wanted.has(t.request.issue.number) &&
       !isFinal(t.state),
   );
-  for (const t of live) {
-    const label = `${repository}#${t.request.issue.number}`;
-    await deps.queues.enqueue('destroy', { thopterId: t.id, label, reason });
-  }
-  return live;
 }
 
 /** GitHub's comments as the request's conversation thread (seed: author and timestamps). */
