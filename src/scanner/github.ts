@@ -179,7 +179,7 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
       deps.log.warn({ thopter: thopterId, issue: label, instance: d.instance }, 'thopter lost with Redis');
       await reply(
         'lost',
-        `${who}: this hub lost its record of thopter \`${thopterId}\` (its Redis was emptied), so that thopter no longer runs, and this command is not run again. Write \`/thopter\` in a new comment to start a new one.`,
+        `${who}: this hub lost its record of thopter \`${thopterId}\` (its Redis was emptied): reconciliation stops that thopter, and this command is not run again. Write \`/thopter\` in a new comment to start a new one.`,
       );
     }
     return void (await handled());
