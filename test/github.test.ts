@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +20,12 @@ const ackMarkers = (number: number) =>
   gh.comments(REPO, number).filter((c) => c.body?.includes('<!-- thopter-ack:'));
 const replies = (number: number) =>
   gh.comments(REPO, number).filter((c) => c.body?.includes('<!-- thopter-reply:'));
+/** The reasons of the destroy jobs queued for a thopter. */
+const destroysOf = async (thopterId: string) =>
+  (await hub.queues.queues.destroy.getJobs())
+    .filter((j) => j.data.thopterId === thopterId)
+    .map((j) => j.data.reason as string);
+const listRequests = () => gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/issues`).length;
 const thoptersOf = async (number: number) =>
   (await hub.store.list()).filter((t) => t.request.repository === REPO && t.request.issue.number === number);
 
@@ -139,6 +146,21 @@ describe('GitHub intake by polling', () => {
     assert.deepEqual(await thoptersOf(issue.number), []);
   });
 
+  it('takes only its own comments for its markers: a copied acknowledgement neither blocks a launch nor gets edited', async () => {
+    const issue = gh.addIssue(REPO, { title: 'Copied marker', body: '/thopter', user: 'alice' });
+    const copied = '<!-- thopter-ack:body -->\nAlready handled, nothing to see.';
+    gh.addComment(REPO, issue.number, { user: 'mallory', body: copied });
+    const ack = await waitFor("the hub's own acknowledgement", () =>
+      ackMarkers(issue.number).find((c) => c.user?.login === 'thopter-hub'),
+    );
+    assert.match(ack.body ?? '', /for @alice/);
+    assert.equal(gh.comments(REPO, issue.number).find((c) => c.user?.login === 'mallory')?.body, copied);
+    const [thopter] = await thoptersOf(issue.number);
+    assert.ok(thopter, 'a thopter was accepted');
+    await api(hub.url, 'DELETE', `/api/thopters/${thopter.id}`);
+    await waitFor('destroyed', async () => (await hub.store.state(thopter.id)) === 'destroyed');
+  });
+
   it('finds a command on any page: more than 100 changed issues hide nothing', async () => {
     const many = Array.from({ length: 130 }, (_, i) =>
       gh.addIssue(REPO, { title: `bulk ${i}`, body: 'nothing', user: 'bob' }),
@@ -213,6 +235,29 @@ describe('GitHub intake by polling', () => {
       (await hub.store.get(launched.body.id))?.endReason?.startsWith('the issue was closed'),
     );
   });
+
+  it('destroys nothing for an issue reopened while the poll that saw it closed was still running', async () => {
+    const issue = gh.addIssue(REPO, { title: 'Reopened mid-poll', body: 'x', user: 'bob' });
+    gh.closeIssue(REPO, issue.number, { user: 'bob' });
+    // The next poll lists both, then reads the other one's comments: held there, the list it acts
+    // on at its end is old.
+    const held = gh.delay(`GET /repos/${REPO}/issues/${issue.number + 1}/comments`, 10_000);
+    const other = gh.addIssue(REPO, { title: 'Slow to read', body: 'x', user: 'bob' });
+    assert.equal(other.number, issue.number + 1);
+    await waitFor('a poll to be held', () => held.hits === 1);
+    gh.reopenIssue(REPO, issue.number, { user: 'bob' });
+    const launched = await api(hub.url, 'POST', '/api/thopters', {
+      repository: REPO,
+      issueNumber: issue.number,
+    });
+    assert.equal(launched.status, 202);
+    const polls = listRequests();
+    await waitFor('the held poll to end', () => listRequests() > polls);
+    assert.deepEqual(await destroysOf(launched.body.id), []);
+    assert.equal(await hub.store.destroyRequested(launched.body.id), false);
+    await api(hub.url, 'DELETE', `/api/thopters/${launched.body.id}`);
+    await waitFor('destroyed', async () => (await hub.store.state(launched.body.id)) === 'destroyed');
+  });
 });
 
 describe('a scripted launch of an issue', () => {
@@ -264,6 +309,66 @@ describe('GitHub intake by webhook', () => {
     await waitFor('destroyed', async () =>
       (await hub.store.get(launched.body.id))?.endReason?.startsWith('the issue was closed'),
     );
+  });
+});
+
+describe('webhook replays and late deliveries', () => {
+  const hookUrl = () => `${hub.url}/github/webhook`;
+
+  /** An issue closed (its `closed` delivery destroyed its thopter), reopened, with a new thopter. */
+  async function reopenedWithNewThopter() {
+    const issue = gh.addIssue(REPO, { title: 'Closed, then reopened', body: 'x', user: 'bob' });
+    const launch = () =>
+      api(hub.url, 'POST', '/api/thopters', { repository: REPO, issueNumber: issue.number });
+    const first = (await launch()).body.id as string;
+    gh.closeIssue(REPO, issue.number, { user: 'bob' });
+    const closed = {
+      ...gh.issuesEvent(REPO, issue.number, 'closed'),
+      secret: SECRET,
+      deliveryId: randomUUID(),
+    };
+    assert.equal((await deliverWebhook(hookUrl(), closed)).status, 202);
+    await waitFor('the first thopter destroyed', async () => (await hub.store.state(first)) === 'destroyed');
+    gh.reopenIssue(REPO, issue.number, { user: 'bob' });
+    const second = await launch();
+    assert.equal(second.status, 202);
+    return { issue, closed, second: second.body.id as string };
+  }
+
+  it('ignores a replayed delivery: answered 200, and nothing happens', async () => {
+    const { issue, closed, second } = await reopenedWithNewThopter();
+    const requests = gh.requests.length;
+    const replay = await deliverWebhook(hookUrl(), closed); // the same bytes and X-GitHub-Delivery
+    assert.equal(replay.status, 200);
+    assert.match(((await replay.json()) as { ignored: string }).ignored, /received before/);
+    assert.deepEqual(
+      gh.requests.slice(requests).filter((r) => r.canonicalPath === `/repos/${REPO}/issues/${issue.number}`),
+      [],
+      'the replay was not even looked into',
+    );
+    assert.deepEqual(await destroysOf(second), []);
+    assert.equal(await hub.store.destroyRequested(second), false);
+
+    const anonymous = await deliverWebhook(hookUrl(), { ...closed, headers: { 'x-github-delivery': '' } });
+    assert.equal(anonymous.status, 400);
+    assert.match(await anonymous.text(), /X-GitHub-Delivery is missing/);
+
+    await api(hub.url, 'DELETE', `/api/thopters/${second}`);
+    await waitFor('destroyed', async () => (await hub.store.state(second)) === 'destroyed');
+  });
+
+  it('acts on the issue as it is now: an old closed event for a reopened issue destroys nothing', async () => {
+    const { closed, second } = await reopenedWithNewThopter();
+    // The same event redelivered under a new id (or one that arrives after the reopening).
+    const late = await deliverWebhook(hookUrl(), { ...closed, deliveryId: randomUUID() });
+    assert.equal(late.status, 202);
+    // The webhook acts before it answers: a destroy would be queued by now.
+    assert.deepEqual(await destroysOf(second), []);
+    assert.notEqual(await hub.store.state(second), 'destroyed');
+    assert.deepEqual(await late.json(), { ignored: 'the issue is open again' });
+
+    await api(hub.url, 'DELETE', `/api/thopters/${second}`);
+    await waitFor('destroyed', async () => (await hub.store.state(second)) === 'destroyed');
   });
 });
 

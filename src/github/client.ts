@@ -7,9 +7,11 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import {
   commentSchema,
+  isBot,
   issueSchema,
   permissionSchema,
   repositorySchema,
+  userSchema,
   type GitHubComment,
   type GitHubIssue,
   type GitHubRepository,
@@ -116,6 +118,34 @@ export class GitHubClient {
         throw err;
       }
     });
+  }
+
+  private self?: Promise<string | null>;
+
+  /**
+   * The login this token writes as, asked once; null for a GitHub App's installation token, which
+   * GitHub refuses `GET /user` (403) and whose comments are its bot's.
+   */
+  login(): Promise<string | null> {
+    this.self ??= this.octokit.rest.users.getAuthenticated().then(
+      ({ data }) => userSchema.parse(data).login,
+      (err: unknown) => {
+        if ((err as { status?: number }).status === 403) return null;
+        this.self = undefined;
+        throw err;
+      },
+    );
+    return this.self;
+  }
+
+  /**
+   * Whether this token wrote `comment`: the hub's markers count only there, since anyone who may
+   * comment could copy one into a comment of theirs.
+   */
+  async wrote(comment: GitHubComment): Promise<boolean> {
+    if (!comment.user) return false;
+    const login = await this.login();
+    return login === null ? isBot(comment.user) : comment.user.login === login;
   }
 
   async repository(fullName: string): Promise<GitHubRepository> {

@@ -1,8 +1,13 @@
+import { createHash } from 'node:crypto';
 import { PHASES } from '../processors/phases/index.js';
 import type { ThopterRecord } from '../thopters/record.js';
 
 /** The seed's marker: it lets a retried post find the comment it already made. */
 export const ackMarker = (instance: string) => `<!-- thopter-ack:${instance} -->`;
+
+/** A one-off reply's marker, from its key, so the reply is posted once and found again. */
+export const replyMarker = (key: string) =>
+  `<!-- thopter-reply:${createHash('sha256').update(key).digest('hex').slice(0, 24)} -->`;
 
 const PHASE_ICON: Record<string, string> = {
   running: '⏳',
@@ -42,6 +47,11 @@ export function renderStatus(
     links.push(`[terminal](${page}/terminal)`, `[session log](${page}/log)`);
   lines.push(`Request \`${record.id}\` · ${links.join(' · ')}`);
   return lines.join('\n') + '\n';
+}
+
+/** Whether a status comment's headline shows its thopter ended (see `headline`). */
+export function statusShowsEnd(body: string): boolean {
+  return /^\*\*Thopter\*\* `[^`]*` for .*: \*\*(destroyed|failed)\*\*/m.test(body);
 }
 
 function headline(record: ThopterRecord, position: number | null): string {

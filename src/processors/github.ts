@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
 import type { GitHubClients } from '../github/clients.js';
-import { ackMarker, renderStatus } from '../github/render.js';
+import { ackMarker, renderStatus, replyMarker } from '../github/render.js';
 import type { Logger } from '../log.js';
 import type { HubQueues, JobTable } from '../queues/index.js';
 import type { ThopterStore } from '../thopters/store.js';
@@ -13,9 +13,6 @@ export interface GitHubProcessorDeps {
   publicUrl: string;
   log: Logger;
 }
-
-const replyMarker = (key: string) =>
-  `<!-- thopter-reply:${createHash('sha256').update(key).digest('hex').slice(0, 24)} -->`;
 
 /**
  * The GitHub outbox: every comment the hub writes goes through here, retried with backoff. A
@@ -59,7 +56,12 @@ async function postStatus(deps: GitHubProcessorDeps, data: JobTable['comment']):
   let commentId = record.commentId;
   if (commentId === undefined) {
     const marker = ackMarker(instance);
-    commentId = (await client.comments(repository, number)).find((c) => c.body?.includes(marker))?.id;
+    for (const c of await client.comments(repository, number)) {
+      if (c.body?.startsWith(marker) && (await client.wrote(c))) {
+        commentId = c.id;
+        break;
+      }
+    }
     if (commentId === undefined) {
       commentId = await client.createComment(repository, number, body);
       await deps.store.setCommentId(record.id, commentId, hash);
@@ -78,10 +80,9 @@ async function postReply(deps: GitHubProcessorDeps, data: JobTable['reply']): Pr
   const client = deps.github.for(data.repository);
   if (!client) return `${data.repository} is not watched`;
   const marker = replyMarker(data.key);
-  const existing = (await client.comments(data.repository, data.issueNumber)).find((c) =>
-    c.body?.includes(marker),
-  );
-  if (existing) return 'already replied';
+  for (const c of await client.comments(data.repository, data.issueNumber)) {
+    if (c.body?.startsWith(marker) && (await client.wrote(c))) return 'already replied';
+  }
   await client.createComment(data.repository, data.issueNumber, `${marker}\n${data.body}`);
   return 'replied';
 }

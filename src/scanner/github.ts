@@ -2,12 +2,13 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import { ThopterError, messageOf } from '../errors.js';
 import type { GitHubClients } from '../github/clients.js';
+import { ackMarker, replyMarker, statusShowsEnd } from '../github/render.js';
 import { isBot, type GitHubComment, type GitHubIssue, type GitHubUser } from '../github/schemas.js';
 import type { Logger } from '../log.js';
 import type { Prompts } from '../prompts.js';
 import type { Provider } from '../providers/types.js';
 import type { HubQueues } from '../queues/index.js';
-import { isFinal, type IssueComment } from '../thopters/record.js';
+import { isFinal, type IssueComment, type ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
 import { acceptLaunch, thopterIdFor } from './intake.js';
@@ -80,7 +81,18 @@ export async function scanRepository(deps: ScannerDeps, repository: string): Pro
     await actOnIssue(deps, repository, issue, comments);
   }
   if (closed.size > 0 && config.github.destroyOnClose) {
-    await destroyIssueThopters(deps, repository, closed, 'the issue was closed');
+    // The list is as old as this poll (every changed issue's comments were read since): an issue
+    // reopened meanwhile keeps its thopters, so each closed one that has some is asked again.
+    const closedNow = new Map<number, boolean>();
+    for (const t of await liveThoptersOf(deps, repository, closed)) {
+      const number = t.request.issue.number!;
+      if (!closedNow.has(number))
+        closedNow.set(number, (await client.issue(repository, number)).state === 'closed');
+      if (closedNow.get(number)) {
+        const label = `${repository}#${number}`;
+        await deps.queues.enqueue('destroy', { thopterId: t.id, label, reason: 'the issue was closed' });
+      }
+    }
   }
   await redis.set(markKey, newest);
 }
@@ -153,6 +165,25 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
   if (await redis.exists(handledKey)) return;
   const handled = () => redis.set(handledKey, new Date().toISOString());
   const who = `@${d.author.login}`;
+
+  // Redis lost (not restarted from its AOF) forgets every record and handled mark, and the next
+  // poll looks back over commands already acted on. The issue still shows what was done: a
+  // command with an acknowledgement or a final reply is never acted on again.
+  const answered = await answeredOnIssue(deps, d, key);
+  if (answered === 'replied') return void (await handled());
+  if (answered) {
+    // Its thopter's record is gone. If the acknowledgement shows it alive, say so, once: the
+    // command is not run again (at most one thopter per command), and reconciliation destroys
+    // the machine the hub no longer knows.
+    if (!statusShowsEnd(answered.body ?? '')) {
+      deps.log.warn({ thopter: thopterId, issue: label, instance: d.instance }, 'thopter lost with Redis');
+      await reply(
+        'lost',
+        `${who}: this hub lost its record of thopter \`${thopterId}\` (its Redis was emptied): reconciliation stops that thopter, and this command is not run again. Write \`/thopter\` in a new comment to start a new one.`,
+      );
+    }
+    return void (await handled());
+  }
 
   if (!(await mayAct(deps, d.repository, d.author.login))) {
     await reply(
@@ -231,6 +262,30 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
   await queues.enqueue('comment', { thopterId, label });
 }
 
+/** Replies that end a command: once one is on the issue, the command was handled. */
+const FINAL_REPLIES = ['refused', 'invalid', 'kill', 'paused', 'lost'];
+
+/**
+ * The hub's acknowledgement of a command, `'replied'` when the hub answered it with a final
+ * reply instead, or null.
+ */
+async function answeredOnIssue(
+  deps: ScannerDeps,
+  d: Detected,
+  key: string,
+): Promise<GitHubComment | 'replied' | null> {
+  const ack = ackMarker(d.instance);
+  const replies = FINAL_REPLIES.map((suffix) => replyMarker(`${key}:${suffix}`));
+  for (const c of d.comments) {
+    const body = c.body ?? '';
+    const isAck = body.startsWith(ack);
+    if (!isAck && !replies.some((m) => body.startsWith(m))) continue;
+    if (!(await deps.github.for(d.repository)!.wrote(c))) continue;
+    return isAck ? c : 'replied';
+  }
+  return null;
+}
+
 /** Destroys every live thopter of some issues (`/thopter kill`, closed issues). Returns them. */
 export async function destroyIssueThopters(
   deps: ScannerDeps,
@@ -238,19 +293,27 @@ export async function destroyIssueThopters(
   numbers: number | ReadonlySet<number>,
   reason: string,
 ) {
+  const live = await liveThoptersOf(deps, repository, numbers);
+  for (const t of live) {
+    const label = `${repository}#${t.request.issue.number}`;
+    await deps.queues.enqueue('destroy', { thopterId: t.id, label, reason });
+  }
+  return live;
+}
+
+async function liveThoptersOf(
+  deps: ScannerDeps,
+  repository: string,
+  numbers: number | ReadonlySet<number>,
+): Promise<ThopterRecord[]> {
   const wanted = typeof numbers === 'number' ? new Set([numbers]) : numbers;
-  const live = (await deps.store.list({ limit: 5000 })).filter(
+  return (await deps.store.list({ limit: 5000 })).filter(
     (t) =>
       t.request.repository === repository &&
       t.request.issue.number !== undefined &&
       wanted.has(t.request.issue.number) &&
       !isFinal(t.state),
   );
-  for (const t of live) {
-    const label = `${repository}#${t.request.issue.number}`;
-    await deps.queues.enqueue('destroy', { thopterId: t.id, label, reason });
-  }
-  return live;
 }
 
 /** GitHub's comments as the request's conversation thread (seed: author and timestamps). */

@@ -15,6 +15,29 @@ const deliverySchema = z.object({
   comment: commentSchema.optional(),
 });
 
+/** GitHub lets a delivery be redelivered for three days; a replay after that meets current state. */
+const DELIVERY_MEMORY_S = 4 * 86_400;
+
+/**
+ * Remembers a delivery by its `X-GitHub-Delivery` id: null if it was received before, otherwise a
+ * handle that forgets it again (for a delivery that could not be acted on).
+ */
+async function claimDelivery(
+  deps: ScannerDeps,
+  id: string,
+): Promise<{ release: () => Promise<unknown> } | null> {
+  if (!/^[\w-]{1,100}$/.test(id)) {
+    throw new HttpError(
+      400,
+      'bad-input',
+      'X-GitHub-Delivery is missing or not a delivery id: GitHub sends a GUID with every delivery',
+    );
+  }
+  const key = `${deps.config.redisPrefix}:github:delivery:${id}`;
+  const first = await deps.redis.set(key, new Date().toISOString(), 'EX', DELIVERY_MEMORY_S, 'NX');
+  return first ? { release: () => deps.redis.del(key) } : null;
+}
+
 /** X-Hub-Signature-256 is `sha256=` and the HMAC of the raw body with the webhook secret. */
 export function signatureMatches(secret: string, body: Buffer, header: string | undefined): boolean {
   if (!header?.startsWith('sha256=')) return false;
@@ -64,34 +87,56 @@ export function webhookRoutes(deps: ScannerDeps): Router {
       ctx.body = { ignored: `${repository} is not watched` };
       return;
     }
-    const { issue, action } = payload;
-    if (issue.pull_request !== undefined && !deps.config.github.includePullRequests) {
+    const { action } = payload;
+    if (payload.issue.pull_request !== undefined && !deps.config.github.includePullRequests) {
       ctx.status = 202;
       ctx.body = { ignored: 'pull request' };
       return;
     }
-    if (event === 'issues' && action === 'closed') {
-      if (deps.config.github.destroyOnClose)
-        await destroyIssueThopters(deps, repository, issue.number, 'the issue was closed');
-    } else if (event === 'issues' && (action === 'opened' || action === 'edited')) {
-      await actOnIssue(deps, repository, issue, await client.comments(repository, issue.number), 'body');
-    } else if (
-      event === 'issue_comment' &&
-      (action === 'created' || action === 'edited') &&
-      payload.comment
-    ) {
-      if (!isBot(payload.comment.user)) {
-        await actOnIssue(
-          deps,
-          repository,
-          issue,
-          await client.comments(repository, issue.number),
-          `comment:${payload.comment.id}`,
-        );
+    const delivery = await claimDelivery(deps, ctx.get('x-github-delivery'));
+    if (!delivery) {
+      // Answered as a success: GitHub would otherwise show it failed, and someone redeliver it.
+      ctx.status = 200;
+      ctx.body = { ignored: `delivery ${ctx.get('x-github-delivery')} was received before` };
+      return;
+    }
+    let ignored: string | undefined;
+    try {
+      // A delivery can be old (a replay, a late redelivery, one overtaken by the next): act on
+      // the issue as GitHub shows it now, not as the event describes it.
+      const issue = await client.issue(repository, payload.issue.number);
+      const closedNow = issue.state === 'closed';
+      if (event === 'issues' && action === 'closed') {
+        if (!closedNow) ignored = 'the issue is open again';
+        else if (deps.config.github.destroyOnClose)
+          await destroyIssueThopters(deps, repository, issue.number, 'the issue was closed');
+      } else if (closedNow) {
+        // As polling does: a closed issue launches nothing.
+        ignored = 'the issue is closed';
+      } else if (event === 'issues' && (action === 'opened' || action === 'edited')) {
+        await actOnIssue(deps, repository, issue, await client.comments(repository, issue.number), 'body');
+      } else if (
+        event === 'issue_comment' &&
+        (action === 'created' || action === 'edited') &&
+        payload.comment
+      ) {
+        if (!isBot(payload.comment.user)) {
+          await actOnIssue(
+            deps,
+            repository,
+            issue,
+            await client.comments(repository, issue.number),
+            `comment:${payload.comment.id}`,
+          );
+        }
       }
+    } catch (err) {
+      // Not acted on: a redelivery of it must be (polling is the safety net if Redis is away).
+      await delivery.release().catch(() => {});
+      throw err;
     }
     ctx.status = 202;
-    ctx.body = { accepted: `${event}.${action}` };
+    ctx.body = ignored ? { ignored } : { accepted: `${event}.${action}` };
   });
   return router;
 }
