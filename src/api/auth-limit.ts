@@ -28,7 +28,7 @@ export class AuthLimiter {
     private readonly limit: AuthFailureLimit,
   ) {}
 
-  private addressKey = (address: string) => `${this.prefix}:auth-failures:${address}`;
+  private addressKey = (address: string) => `${this.prefix}:auth-failures:${clientOf(address)}`;
   private get totalKey() {
     return `${this.prefix}:auth-failures`;
   }
@@ -62,4 +62,26 @@ export class AuthLimiter {
       .incr(this.totalKey)
       .exec();
   }
+}
+
+/**
+ * Whom a budget belongs to: an IPv4 address (also when an IPv6 socket shows it as ::ffff:a.b.c.d),
+ * or an IPv6 /64, the block one host is given: counting single IPv6 addresses would give a guesser
+ * 2^64 budgets.
+ */
+export function clientOf(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const [head = '', tail] = address.toLowerCase().split('%')[0]!.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups =
+    tail === undefined
+      ? left
+      : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
 }
