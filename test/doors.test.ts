@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
+import { Agent, request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { Hub } from '../src/hub.js';
 import { TestWorld, TOKEN } from './helpers/env.js';
@@ -106,6 +106,33 @@ describe('wrong tokens are limited per client address and overall', () => {
     const other = await signIn(hub.url, TOKEN, '127.0.0.1');
     assert.equal(other.status, 303, 'another address signs in');
     assert.match(String(other.headers['set-cookie']), /thopter_session=/);
+    await world.stopHub(hub);
+  });
+
+  it('lets no more wrong tokens through than the limit, however many are sent at once', async () => {
+    const hub = await limited('limit-d');
+    // Thirty connections opened (and used once with the right token) first, then thirty guesses
+    // sent on them at once: the hub decides on all of them together.
+    const agent = new Agent({ keepAlive: true, maxSockets: 30, localAddress: '127.0.0.9' });
+    const get = (token: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpRequest(
+          `${hub.url}/api/thopters`,
+          { agent, headers: { authorization: `Bearer ${token}` } },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    const warm = await Promise.all(Array.from({ length: 30 }, () => get(TOKEN)));
+    assert.deepEqual(new Set(warm), new Set([200]));
+    const statuses = await Promise.all(Array.from({ length: 30 }, () => get('a-wrong-guess-0f3e9d1c7b')));
+    agent.destroy();
+    const count = (status: number) => statuses.filter((s) => s === status).length;
+    assert.deepEqual([count(401), count(429)], [3, 27], statuses.join(' '));
     await world.stopHub(hub);
   });
 

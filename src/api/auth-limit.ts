@@ -15,8 +15,8 @@ export interface AuthFailureLimit {
  * Redis, so that n hubs behind one address share one budget as they share sign-ins: a guesser
  * cannot multiply its rate by the number of hubs.
  *
- * An address over its budget is refused before its token is even compared, so a right guess is
- * refused like a wrong one and a refusal tells nothing. Once the total is spent (guesses spread
+ * An address over its budget is refused whatever it sent, so a right guess is refused like a
+ * wrong one and a refusal tells nothing. Once the total is spent (guesses spread
  * over many addresses), every address that erred in this window is refused too, while one that did
  * not keeps working: a script with the right token is never locked out by someone else's guesses,
  * and a fresh address gets one guess per window at most.
@@ -33,36 +33,42 @@ export class AuthLimiter {
     return `${this.prefix}:auth-failures`;
   }
 
-  /** Seconds until `address` may try a token again; 0 when it may now. */
-  async retryAfter(address: string): Promise<number> {
-    const rows =
-      (await this.redis
-        .pipeline()
-        .get(this.addressKey(address))
-        .pttl(this.addressKey(address))
-        .get(this.totalKey)
-        .pttl(this.totalKey)
-        .exec()) ?? [];
-    const value = (i: number) => Number(rows[i]?.[1] ?? 0);
-    const seconds = (ttlMs: number) => Math.max(1, Math.ceil(ttlMs / 1000));
-    const failures = value(0);
-    if (failures >= this.limit.perAddress) return seconds(value(1));
-    if (failures > 0 && value(2) >= this.limit.total) return seconds(value(3));
-    return 0;
-  }
-
-  /** Records a wrong token from `address`. */
-  async failed(address: string): Promise<void> {
-    // The window starts at the first failure: SET NX gives the key its expiry, INCR keeps it.
-    await this.redis
-      .multi()
-      .set(this.addressKey(address), 0, 'EX', AUTH_WINDOW_S, 'NX')
-      .incr(this.addressKey(address))
-      .set(this.totalKey, 0, 'EX', AUTH_WINDOW_S, 'NX')
-      .incr(this.totalKey)
-      .exec();
+  /**
+   * Records one token attempt from `address` whose token was `right` or not, and says whether to
+   * answer it: 0, or the seconds until the address may try again. Deciding and counting are one
+   * Redis script, so many guesses in flight at once cannot all slip under the limit.
+   */
+  async attempt(address: string, right: boolean): Promise<number> {
+    const ms = await this.redis.eval(
+      ATTEMPT,
+      2,
+      this.addressKey(address),
+      this.totalKey,
+      this.limit.perAddress,
+      this.limit.total,
+      AUTH_WINDOW_S,
+      right ? 1 : 0,
+    );
+    return Number(ms) > 0 ? Math.ceil(Number(ms) / 1000) : 0;
   }
 }
+
+/** Returns 0 (answer it) or the milliseconds the address is held for. The window starts at its first failure. */
+const ATTEMPT = `
+local mine = tonumber(redis.call('GET', KEYS[1]) or '0')
+local all = tonumber(redis.call('GET', KEYS[2]) or '0')
+local held = nil
+if mine >= tonumber(ARGV[1]) then held = KEYS[1]
+elseif mine > 0 and all >= tonumber(ARGV[2]) then held = KEYS[2] end
+if held then return math.max(1, redis.call('PTTL', held)) end
+if ARGV[4] == '0' then
+  for _, key in ipairs(KEYS) do
+    redis.call('SET', key, 0, 'EX', ARGV[3], 'NX')
+    redis.call('INCR', key)
+  end
+end
+return 0
+`;
 
 /**
  * Whom a budget belongs to: an IPv4 address (also when an IPv6 socket shows it as ::ffff:a.b.c.d),

@@ -64,13 +64,14 @@ export function requireAuth(opts: AuthOptions) {
   return async (ctx: Context, next: Next) => {
     const given = credentialOf(ctx);
     if (given) {
-      const wait = await opts.limiter.retryAfter(ctx.ip);
+      // A held address is refused whatever it sent: a right guess looks like a wrong one.
+      const right = sameSecret(given, opts.apiToken);
+      const wait = await opts.limiter.attempt(ctx.ip, right);
       if (wait > 0) return tooManyAttempts(ctx, wait);
-      if (sameSecret(given, opts.apiToken)) {
+      if (right) {
         ctx.state.auth = 'token';
         return next();
       }
-      await opts.limiter.failed(ctx.ip);
     }
     const cookie = ctx.cookies.get(SESSION_COOKIE);
     const session = given ? null : await opts.sessions.get(cookie);

@@ -58,7 +58,8 @@ export function openDashboardRoutes(deps: DashboardDeps): Router {
     const form = new URLSearchParams((await readRaw(ctx, 16 * 1024)).toString('utf8'));
     const next = safeNext(form.get('next'));
     const token = form.get('token') ?? '';
-    const wait = await deps.authLimiter.retryAfter(ctx.ip);
+    const right = !!token && sameSecret(token, deps.apiToken);
+    const wait = await deps.authLimiter.attempt(ctx.ip, right);
     if (wait > 0) {
       ctx.set('Retry-After', String(wait));
       return page(
@@ -67,8 +68,7 @@ export function openDashboardRoutes(deps: DashboardDeps): Router {
         429,
       );
     }
-    if (!token || !sameSecret(token, deps.apiToken)) {
-      await deps.authLimiter.failed(ctx.ip);
+    if (!right) {
       return page(
         ctx,
         loginPage(
