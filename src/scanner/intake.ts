@@ -73,8 +73,8 @@ export interface LocalRepositories {
 /**
  * The real path of a local repository a launch may clone, after `..` and symlinks are resolved,
  * so neither can lead out of THOPTER_LOCAL_REPOSITORIES. Anyone with the API token could
- * otherwise clone whatever the hub's user can read. One answer for a path that is missing and one
- * that is outside: the refusal tells nothing about the hub's disk.
+ * otherwise clone whatever the hub's user can read. A missing path and one outside get the same
+ * answer: the refusal tells nothing about the hub's disk.
  */
 function localRepository(given: string, local: LocalRepositories, shown = given): string {
   if (local.provider !== 'local') {
