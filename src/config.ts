@@ -113,6 +113,24 @@ export const VM_SIZES: Record<
   'performance-16x': { cpu_kind: 'performance', cpus: 16, memory_mb: 32768 },
 };
 
+/** Whole words a token made of only them (and digits, punctuation) is guessed from. */
+const COMMON_WORDS =
+  /^(?:password|passwd|passphrase|changeme|secret|token|admin|root|letmein|qwerty|welcome|default|example|hub|api|key|test|thopter)+$/;
+export const MIN_TOKEN_LENGTH = 20;
+
+/** Why HUB_API_TOKEN is easy to guess, or undefined when it is not. */
+export function weakTokenReason(token: string): string | undefined {
+  if (token.length < MIN_TOKEN_LENGTH) {
+    return `is too short (${token.length} characters): use at least ${MIN_TOKEN_LENGTH}`;
+  }
+  if (new Set(token).size < 6) return 'repeats a few characters: use a random one';
+  const letters = token.toLowerCase().replace(/[^a-z]/g, '');
+  if (/changeme|password/i.test(token) || (letters !== '' && COMMON_WORDS.test(letters))) {
+    return 'is made of common words: use a random one';
+  }
+  return undefined;
+}
+
 const fields = z.object({
   DATA_DIR: z.string().default('./data'),
   REDIS_URL: optionalText.refine(
@@ -129,10 +147,22 @@ const fields = z.object({
     (v) => v === undefined || /^https?:\/\//.test(v),
     'must be an http:// or https:// URL',
   ),
-  HUB_API_TOKEN: optionalText.refine(
-    (v) => v === undefined || v.length >= 16,
-    'is too short: use at least 16 characters (or unset it and the hub generates one)',
-  ),
+  HUB_API_TOKEN: optionalText.superRefine((v, ctx) => {
+    const weak = v === undefined ? undefined : weakTokenReason(v);
+    if (weak) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${weak}: make one with \`openssl rand -hex 32\` (or unset it and the hub generates one)`,
+      });
+    }
+  }),
+  HUB_AUTH_FAILURE_LIMIT: z
+    .string()
+    .default('10:200')
+    .refine(
+      (v) => /^\d+:\d+$/.test(v) && Number(v.split(':')[0]) >= 1 && Number(v.split(':')[1]) >= 1,
+      'must be PER_ADDRESS:TOTAL, the wrong tokens allowed a minute from one client address and from all, e.g. 10:200',
+    ),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   MAX_THOPTERS: int(10, 1, 10_000),
   THOPTER_PROVIDER: z.enum(['local', 'fly']).default('local'),
@@ -146,6 +176,21 @@ const fields = z.object({
   THOPTER_KEEP_FAILED_TIMEOUT: requiredDuration('2h'),
   THOPTER_IDLE_AFTER: requiredDuration('60s'),
   THOPTER_STATUS_INTERVAL: requiredDuration('3s'),
+  THOPTER_LOCAL_REPOSITORIES: optionalText.transform((raw, ctx) => {
+    const roots = (raw ?? '')
+      .split(/[:,]/)
+      .map((r) => r.trim())
+      .filter(Boolean);
+    const bad = roots.find((r) => !path.isAbsolute(r) || !existsSync(r) || !statSync(r).isDirectory());
+    if (bad !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `names "${bad}", which is not an absolute path of a folder: list existing folders separated by : or , (e.g. /srv/git:/home/me/src)`,
+      });
+      return z.NEVER;
+    }
+    return roots;
+  }),
   THOPTER_ENV_FILE: existingFile,
   THOPTER_POST_CHECKOUT_SCRIPT: existingFile,
   PROMPTS_DIR: z.string().default(path.join(PROJECT_DIR, 'prompts')),
@@ -242,6 +287,8 @@ export interface Config {
   port: number;
   publicUrl: string | undefined;
   apiToken: string | undefined;
+  /** Wrong tokens allowed a minute per client address and from all addresses together. */
+  authFailureLimit: { perAddress: number; total: number };
   logLevel: string;
   maxThopters: number;
   provider: 'local' | 'fly';
@@ -256,6 +303,11 @@ export interface Config {
   idleAfterMs: number;
   /** ms between status checks of a running thopter (seed: 3 s). */
   statusIntervalMs: number;
+  /**
+   * THOPTER_LOCAL_REPOSITORIES: the folders under which a launch may name a path on the hub's
+   * machine as its repository (local provider only). Empty (the default) = no local paths.
+   */
+  localRepositories: string[];
   envFile: string | undefined;
   postCheckoutScript: string | undefined;
   promptsDir: string;
@@ -339,6 +391,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     port: c.HUB_PORT,
     publicUrl: c.HUB_PUBLIC_URL,
     apiToken: c.HUB_API_TOKEN,
+    authFailureLimit: {
+      perAddress: Number(c.HUB_AUTH_FAILURE_LIMIT.split(':')[0]),
+      total: Number(c.HUB_AUTH_FAILURE_LIMIT.split(':')[1]),
+    },
     logLevel: c.LOG_LEVEL,
     maxThopters: c.MAX_THOPTERS,
     provider: c.THOPTER_PROVIDER,
@@ -348,6 +404,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     keepFailedMs: ['true', '1'].includes(c.THOPTER_KEEP_FAILED) ? c.THOPTER_KEEP_FAILED_TIMEOUT : undefined,
     idleAfterMs: c.THOPTER_IDLE_AFTER,
     statusIntervalMs: c.THOPTER_STATUS_INTERVAL,
+    localRepositories: c.THOPTER_LOCAL_REPOSITORIES,
     envFile: c.THOPTER_ENV_FILE,
     postCheckoutScript: c.THOPTER_POST_CHECKOUT_SCRIPT,
     promptsDir: path.resolve(c.PROMPTS_DIR),

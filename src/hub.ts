@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
+import { AuthLimiter } from './api/auth-limit.js';
 import { createApi } from './api/server.js';
 import { buildAssets } from './dashboard/assets.js';
 import { DashboardFeed } from './dashboard/feed.js';
@@ -150,6 +151,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     closers.push(async () => feed.close());
     const dashboard = {
       apiToken,
+      authLimiter: new AuthLimiter(client, config.redisPrefix, config.authFailureLimit),
       sessions,
       store,
       queues,

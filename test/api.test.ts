@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { Hub } from '../src/hub.js';
-import { api, TestWorld } from './helpers/env.js';
+import { api, ROOT, TestWorld } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
 
 const world = new TestWorld();
@@ -63,10 +63,22 @@ describe('bad API input gets a clear 4xx and changes nothing', () => {
       /credentials/,
     ],
     [
-      'a local path that does not exist',
+      'a local path that does not exist, in the words used for one that does',
       { repository: '/no/such/repo.git', title: 't' },
       422,
-      /does not exist/,
+      /^repository: \/no\/such\/repo\.git is not a repository under THOPTER_LOCAL_REPOSITORIES/,
+    ],
+    [
+      "a local path outside THOPTER_LOCAL_REPOSITORIES (the hub's own source)",
+      { repository: ROOT, title: 't' },
+      422,
+      /is not a repository under THOPTER_LOCAL_REPOSITORIES: add its folder there/,
+    ],
+    [
+      'a way out of THOPTER_LOCAL_REPOSITORIES through ..',
+      { repository: `${world.dir}/../..${ROOT}`, title: 't' },
+      422,
+      /is not a repository under THOPTER_LOCAL_REPOSITORIES/,
     ],
   ];
   for (const [what, body, status, message] of cases) {
@@ -175,6 +187,33 @@ describe('the API', () => {
     assert.equal(second.body.id, first.body.id);
     const ids = (await hub.store.list()).filter((t) => t.request.issue.title === 'once').map((t) => t.id);
     assert.deepEqual(ids, [first.body.id]);
+    await api(hub.url, 'DELETE', `/api/thopters/${first.body.id}`);
+    await waitFor('destroyed', async () => (await hub.store.state(first.body.id)) === 'destroyed');
+  });
+
+  it('refuses an Idempotency-Key reused for another request, and changes nothing', async () => {
+    const send = (body: object) =>
+      fetch(`${hub.url}/api/thopters`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${hub.apiToken}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'run-2',
+        },
+        body: JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    const first = await send({ repository: origin, title: 'keyed', body: 'do this' });
+    assert.equal(first.status, 202);
+    const records = async () => (await hub.store.list()).map((t) => [t.id, t.request.issue.body]);
+    const known = await records();
+    const other = await send({ repository: origin, title: 'keyed', body: 'do that instead' });
+    assert.equal(other.status, 422, JSON.stringify(other.body));
+    assert.match(other.body.error.message, /Idempotency-Key: was already used for another request/);
+    assert.deepEqual(await records(), known, 'no thopter made or changed');
+    // The same request again, its keys in another order, is still the first thopter.
+    const again = await send({ body: 'do this', title: 'keyed', repository: origin });
+    assert.equal(again.status, 200);
+    assert.equal(again.body.id, first.body.id);
     await api(hub.url, 'DELETE', `/api/thopters/${first.body.id}`);
     await waitFor('destroyed', async () => (await hub.store.state(first.body.id)) === 'destroyed');
   });

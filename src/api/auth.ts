@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import { SESSION_COOKIE, SESSION_TTL_S, type Sessions } from '../dashboard/sessions.js';
+import type { AuthLimiter } from './auth-limit.js';
 import { BOARD_PATH } from './board.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -46,6 +47,7 @@ const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 export interface AuthOptions {
   apiToken: string;
+  limiter: AuthLimiter;
   sessions: Sessions;
   publicUrl?: string;
   secureCookie: boolean;
@@ -61,9 +63,15 @@ export interface AuthOptions {
 export function requireAuth(opts: AuthOptions) {
   return async (ctx: Context, next: Next) => {
     const given = credentialOf(ctx);
-    if (given && sameSecret(given, opts.apiToken)) {
-      ctx.state.auth = 'token';
-      return next();
+    if (given) {
+      // A held address is refused whatever it sent: a right guess looks like a wrong one.
+      const right = sameSecret(given, opts.apiToken);
+      const wait = await opts.limiter.attempt(ctx.ip, right);
+      if (wait > 0) return tooManyAttempts(ctx, wait);
+      if (right) {
+        ctx.state.auth = 'token';
+        return next();
+      }
     }
     const cookie = ctx.cookies.get(SESSION_COOKIE);
     const session = given ? null : await opts.sessions.get(cookie);
@@ -107,6 +115,18 @@ export function requireAuth(opts: AuthOptions) {
           : 'send Authorization: Bearer <HUB_API_TOKEN>, or sign in to the dashboard at /login',
       },
     };
+  };
+}
+
+/** 429 for an address that sent too many wrong tokens: when to try again, and nothing else. */
+export function tooManyAttempts(ctx: Context, seconds: number) {
+  ctx.status = 429;
+  ctx.set('Retry-After', String(seconds));
+  ctx.body = {
+    error: {
+      code: 'too-many-attempts',
+      message: `too many wrong tokens from this address: try again in ${seconds} s with the HUB_API_TOKEN the hub printed`,
+    },
   };
 }
 

@@ -56,6 +56,7 @@ export function createApi(deps: ApiDeps): Koa {
   app.use(
     requireAuth({
       apiToken: deps.apiToken,
+      limiter: deps.dashboard.authLimiter,
       sessions: deps.dashboard.sessions,
       publicUrl: deps.dashboard.publicUrl,
       secureCookie: deps.dashboard.secureCookie,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Router } from '@koa/router';
 import { PRIORITY, type HubQueues } from '../queues/index.js';
 import { acceptLaunch, labelOf, type IntakeDeps } from '../scanner/intake.js';
@@ -9,7 +10,7 @@ import { toIssueComments } from '../scanner/github.js';
 import type { GitHubClients } from '../github/clients.js';
 import { credentialOf } from './auth.js';
 import { HttpError, parseWith, readJson } from './http.js';
-import { launchSchema, listQuerySchema, thopterIdSchema } from './schemas.js';
+import { launchSchema, listQuerySchema, thopterIdSchema, type LaunchBody } from './schemas.js';
 import { thopterView } from './views.js';
 
 export interface ThopterRoutesDeps extends IntakeDeps {
@@ -76,6 +77,20 @@ async function watchedCloneUrl(github: GitHubClients, repository: string): Promi
   }
 }
 
+/** JSON with its keys sorted at every depth: the same request always gives the same text. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** What an Idempotency-Key is held to: the body as parsed, so key order and spacing do not count. */
+const requestHash = (body: LaunchBody) => createHash('sha256').update(canonicalJson(body)).digest('hex');
+
 /** Routes behind HUB_API_TOKEN: launch, list, inspect, destroy. */
 export function thopterRoutes(deps: ThopterRoutesDeps): Router {
   const { store, queues } = deps;
@@ -135,6 +150,7 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
       priority: body.priority ?? PRIORITY.launch,
       requestedBy: 'api',
       dedupeKey: key ? `api:${key}` : undefined,
+      requestHash: key ? requestHash(body) : undefined,
     });
     ctx.status = accepted.created ? 202 : 200;
     ctx.set('Location', `/api/thopters/${accepted.record.id}`);

@@ -1,6 +1,7 @@
 import { Router } from '@koa/router';
 import type { Context } from 'koa';
 import { sameOrigin, sameSecret, setSessionCookie } from '../api/auth.js';
+import type { AuthLimiter } from '../api/auth-limit.js';
 import { HttpError, readRaw } from '../api/http.js';
 import type { Metrics } from '../metrics.js';
 import type { TransportPool } from '../processors/deps.js';
@@ -16,6 +17,7 @@ import { SESSION_COOKIE, type DashboardSession, type Sessions } from './sessions
 
 export interface DashboardDeps {
   apiToken: string;
+  authLimiter: AuthLimiter;
   sessions: Sessions;
   store: ThopterStore;
   queues: HubQueues;
@@ -56,7 +58,17 @@ export function openDashboardRoutes(deps: DashboardDeps): Router {
     const form = new URLSearchParams((await readRaw(ctx, 16 * 1024)).toString('utf8'));
     const next = safeNext(form.get('next'));
     const token = form.get('token') ?? '';
-    if (!token || !sameSecret(token, deps.apiToken)) {
+    const right = !!token && sameSecret(token, deps.apiToken);
+    const wait = await deps.authLimiter.attempt(ctx.ip, right);
+    if (wait > 0) {
+      ctx.set('Retry-After', String(wait));
+      return page(
+        ctx,
+        loginPage(next, `Too many wrong tokens from this address: try again in ${wait} seconds.`),
+        429,
+      );
+    }
+    if (!right) {
       return page(
         ctx,
         loginPage(

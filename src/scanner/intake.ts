@@ -1,10 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Config } from '../config.js';
 import { ThopterError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Prompts } from '../prompts.js';
-import type { Provider } from '../providers/types.js';
+import type { Provider, ProviderName } from '../providers/types.js';
 import { PRIORITY, type HubQueues } from '../queues/index.js';
 import type { IssueContext, Request, ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
@@ -14,6 +16,7 @@ export interface IntakeDeps {
   queues: HubQueues;
   prompts: Prompts;
   provider: Provider;
+  config: Pick<Config, 'localRepositories'>;
   log: Logger;
 }
 
@@ -35,6 +38,11 @@ export interface LaunchInput {
    * call (or a command detected twice) adds nothing. Commands use repo + issue + instance.
    */
   dedupeKey?: string;
+  /**
+   * A hash of what was asked under `dedupeKey` (the API's canonical body): the same key with
+   * another request is refused rather than answered with the first thopter.
+   */
+  requestHash?: string;
 }
 
 export interface Accepted {
@@ -55,8 +63,68 @@ export function thopterIdFor(dedupeKey?: string): string {
   return `thopter-${tail}`;
 }
 
+/** Which paths on the hub's machine a launch may clone from. */
+export interface LocalRepositories {
+  provider: ProviderName;
+  /** THOPTER_LOCAL_REPOSITORIES; empty = none. */
+  roots: string[];
+}
+
+/**
+ * The real path of a local repository a launch may clone, after `..` and symlinks are resolved,
+ * so neither can lead out of THOPTER_LOCAL_REPOSITORIES. Anyone with the API token could
+ * otherwise clone whatever the hub's user can read. A missing path and one outside get the same
+ * answer: the refusal tells nothing about the hub's disk.
+ */
+function localRepository(given: string, local: LocalRepositories, shown = given): string {
+  if (local.provider !== 'local') {
+    throw new ThopterError(
+      'bad-input',
+      `repository: a path on the hub's machine cannot be cloned with THOPTER_PROVIDER=${local.provider}: give owner/repo or a git URL`,
+    );
+  }
+  if (local.roots.length === 0) {
+    throw new ThopterError(
+      'bad-input',
+      'repository: local paths are off: list the folders the hub may clone from in THOPTER_LOCAL_REPOSITORIES (e.g. /srv/git), or give owner/repo or a git URL',
+    );
+  }
+  const real = realOrUndefined(given);
+  const inside = (root: string) => {
+    const r = realOrUndefined(root);
+    return !!real && !!r && (real === r || real.startsWith(r.endsWith(path.sep) ? r : r + path.sep));
+  };
+  if (!real || !local.roots.some(inside)) {
+    throw new ThopterError(
+      'bad-input',
+      `repository: ${shown} is not a repository under THOPTER_LOCAL_REPOSITORIES: add its folder there, or give owner/repo or a git URL`,
+    );
+  }
+  return real;
+}
+
+/** A file:// URL's path; one naming another host (`file://server/x`) names nothing here. */
+function filePath(url: URL): string {
+  try {
+    return fileURLToPath(url);
+  } catch {
+    return '';
+  }
+}
+
+function realOrUndefined(p: string): string | undefined {
+  try {
+    return realpathSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Where to clone from, and the folder name, for what a launch names as its repository. */
-export function cloneSource(repository: string): { cloneUrl: string; repoName: string } {
+export function cloneSource(
+  repository: string,
+  local: LocalRepositories,
+): { cloneUrl: string; repoName: string } {
   const text = repository.trim();
   const folder = (p: string) => {
     const last = p.replace(/\/+$/, '').split(/[/:]/).pop() ?? '';
@@ -78,13 +146,12 @@ export function cloneSource(repository: string): { cloneUrl: string; repoName: s
         'repository: put no credentials, query or fragment in the URL; tokens belong in GITHUB_INTEGRATION_JSON',
       );
     }
-    cloneUrl = text;
+    cloneUrl =
+      url.protocol === 'file:' ? pathToFileURL(localRepository(filePath(url), local, text)).href : text;
   } else if (/^[\w.-]+@[\w.-]+:[^:]/.test(text)) {
     cloneUrl = text; // scp-like ssh: git@host:owner/repo.git
   } else if (path.isAbsolute(text)) {
-    if (!existsSync(text))
-      throw new ThopterError('bad-input', `repository: ${text} does not exist on the hub's machine`);
-    cloneUrl = text;
+    cloneUrl = localRepository(text, local);
   } else if (/^[\w.-]+\/[\w.-]+$/.test(text) && !text.includes('..')) {
     cloneUrl = `https://github.com/${text}.git`;
   } else {
@@ -125,9 +192,12 @@ export async function acceptLaunch(deps: IntakeDeps, input: LaunchInput): Promis
       );
     }
   }
+  // A clone_url from GitHub is the configured GitHub's word, not the caller's: only what a
+  // caller names is held to THOPTER_LOCAL_REPOSITORIES.
+  const local = { provider: provider.name, roots: deps.config.localRepositories };
   const { cloneUrl, repoName } = input.cloneUrl
-    ? { cloneUrl: input.cloneUrl, repoName: cloneSource(input.repository).repoName }
-    : cloneSource(input.repository);
+    ? { cloneUrl: input.cloneUrl, repoName: cloneSource(input.repository, local).repoName }
+    : cloneSource(input.repository, local);
 
   const id = thopterIdFor(input.dedupeKey);
   const request: Request = {
@@ -142,9 +212,17 @@ export async function acceptLaunch(deps: IntakeDeps, input: LaunchInput): Promis
     priority: input.priority ?? PRIORITY.launch,
     requestedBy: input.requestedBy,
     ...(input.instance ? { instance: input.instance } : {}),
+    ...(input.requestHash ? { requestHash: input.requestHash } : {}),
     createdAt: new Date().toISOString(),
   };
   const { created, record } = await store.create(request);
+  const firstHash = record.request.requestHash;
+  if (!created && input.requestHash && firstHash && firstHash !== input.requestHash) {
+    throw new ThopterError(
+      'bad-input',
+      `Idempotency-Key: was already used for another request (thopter ${id}); use a new key for a new launch, or resend the first request unchanged`,
+    );
+  }
   if (record.state === 'queued') {
     await queues.enqueue(
       'lifecycle',

@@ -48,6 +48,8 @@ export interface Request {
   requestedBy: string;
   /** For a GitHub command: where it stands, `body` or `comment:{id}`. */
   instance?: string;
+  /** For an API launch with an Idempotency-Key: a hash of its canonical body. */
+  requestHash?: string;
   createdAt: string;
 }
 

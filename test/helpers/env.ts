@@ -13,7 +13,8 @@ import { waitFor } from './wait.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const AGENT = path.join(ROOT, 'test/fixtures/agent.sh');
-export const TOKEN = 'test-hub-token-0123456789';
+// Random-looking: the hub refuses a token made of words (weakTokenReason).
+export const TOKEN = 'c3f1a9e07b5d42c8e6a1f0b9d7';
 
 const silent = createLogger('silent');
 
@@ -91,6 +92,8 @@ export class TestWorld {
       HUB_API_TOKEN: TOKEN,
       THOPTER_AGENT_COMMAND: `bash ${AGENT}`,
       THOPTER_STATUS_INTERVAL: '1s',
+      // The bare repositories origin() makes live here.
+      THOPTER_LOCAL_REPOSITORIES: this.dir,
       LOG_LEVEL: 'silent',
       ...overrides,
     };

@@ -105,8 +105,66 @@ describe('loadConfig', () => {
 
   it('refuses a short HUB_API_TOKEN without printing it', () => {
     const text = problems({ HUB_API_TOKEN: 'short' });
-    assert.match(text, /HUB_API_TOKEN is too short/);
+    assert.match(text, /HUB_API_TOKEN is too short \(5 characters\): use at least 20/);
     assert.doesNotMatch(text, /"short"/);
+  });
+
+  it('refuses a weak HUB_API_TOKEN, saying how to make a strong one', () => {
+    for (const [weak, why] of [
+      ['0123456789abcdef012', /too short \(19 characters\)/],
+      ['x'.repeat(40), /repeats a few characters/],
+      ['abababababababababababab', /repeats a few characters/],
+      ['123123123123123123123123', /repeats a few characters/],
+      ['password1234567890!', /too short/],
+      ['password-1234567890-xyz', /common words/],
+      ['MySuperChangeMe-2024-ok!', /common words/],
+      ['secret-token-secret-token', /common words/],
+      ['Admin_Token_2024_09_17_#1', /common words/],
+      ['test-hub-token-0123456789', /common words/],
+    ] as const) {
+      const text = problems({ HUB_API_TOKEN: weak });
+      assert.match(text, why, weak);
+      assert.match(text, /HUB_API_TOKEN .*make one with `openssl rand -hex 32`/, weak);
+      assert.ok(!text.includes(weak), 'the token is not echoed');
+    }
+    for (const strong of [
+      'c3f1a9e07b5d42c8e6a1f0b9d7',
+      '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
+      'hubtoken-SECRET-4b1d9a7c2e',
+      'correct horse battery staple',
+    ]) {
+      assert.equal(loadConfig({ HUB_API_TOKEN: strong }).apiToken, strong);
+    }
+  });
+
+  it('reads HUB_AUTH_FAILURE_LIMIT, and refuses a malformed one', () => {
+    assert.deepEqual(loadConfig({}).authFailureLimit, { perAddress: 10, total: 200 });
+    assert.deepEqual(loadConfig({ HUB_AUTH_FAILURE_LIMIT: '3:5' }).authFailureLimit, {
+      perAddress: 3,
+      total: 5,
+    });
+    for (const bad of ['10', '0:5', 'ten:5', '5:0']) {
+      assert.match(
+        problems({ HUB_AUTH_FAILURE_LIMIT: bad }),
+        /HUB_AUTH_FAILURE_LIMIT must be PER_ADDRESS:TOTAL/,
+      );
+    }
+  });
+
+  it('reads THOPTER_LOCAL_REPOSITORIES: absolute folders separated by : or ,', () => {
+    assert.deepEqual(loadConfig({}).localRepositories, []);
+    assert.deepEqual(loadConfig({ THOPTER_LOCAL_REPOSITORIES: '/tmp:/, /usr' }).localRepositories, [
+      '/tmp',
+      '/',
+      '/usr',
+    ]);
+    for (const bad of ['relative/dir', '/no/such/folder', '/etc/hostname']) {
+      assert.match(
+        problems({ THOPTER_LOCAL_REPOSITORIES: `/tmp:${bad}` }),
+        /THOPTER_LOCAL_REPOSITORIES names ".*", which is not an absolute path of a folder/,
+        bad,
+      );
+    }
   });
 });
 
