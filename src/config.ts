@@ -10,6 +10,21 @@ export const DEFAULT_AGENT_COMMAND =
   'claude --dangerously-skip-permissions "read ./prompt.md for your instructions"';
 
 /**
+ * Whether a URL is http(s) with a host. Anything else (`javascript:`, `data:`, `file:`) must never
+ * reach a link or a client: a `javascript:` link runs script in the hub's origin when clicked.
+ */
+export function isHttpUrl(value: string): boolean {
+  // The URL parser trims and drops whitespace that the raw value would still carry.
+  if (/\s/.test(value)) return false;
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+/**
  * A duration: `90s`, `30m`, `2h`, `1d`, or a plain number of seconds. `0`, `off` or empty turns it off
  * (undefined). Returned in milliseconds.
  */
@@ -125,8 +140,9 @@ const fields = z.object({
     .refine((v) => /^[\w-]+$/.test(v), 'may hold only letters, digits, - and _'),
   HUB_HOST: z.string().default('127.0.0.1'),
   HUB_PORT: int(8080, 0, 65535),
+  HUB_REQUEST_TIMEOUT: requiredDuration('30s'),
   HUB_PUBLIC_URL: optionalText.refine(
-    (v) => v === undefined || /^https?:\/\//.test(v),
+    (v) => v === undefined || isHttpUrl(v),
     'must be an http:// or https:// URL',
   ),
   HUB_API_TOKEN: optionalText.refine(
@@ -151,10 +167,7 @@ const fields = z.object({
   GITHUB_API_URL: z
     .string()
     .default('https://api.github.com')
-    .refine(
-      (v) => /^https?:\/\/\S+$/.test(v),
-      'must be an http(s) URL, e.g. https://github.example.com/api/v3',
-    ),
+    .refine((v) => isHttpUrl(v), 'must be an http(s) URL, e.g. https://github.example.com/api/v3'),
   GITHUB_ISSUES_POLLING_INTERVAL: int(30, 1, 86_400),
   GITHUB_COLD_START_LOOKBACK: requiredDuration('24h'),
   GITHUB_WEBHOOK_SECRET: optionalText,
@@ -166,13 +179,13 @@ const fields = z.object({
   HUB_PHASE_CONCURRENCY: int(20, 1, 1000),
   HUB_DESTROY_CONCURRENCY: int(10, 1, 1000),
   HUB_STATUS_URL: optionalText.refine(
-    (v) => v === undefined || /^https?:\/\/\S+$/.test(v),
+    (v) => v === undefined || isHttpUrl(v),
     'must be an http(s) URL at which thopters reach the hub, e.g. http://hub.internal:8080',
   ),
   FLY_API_URL: z
     .string()
     .default('https://api.machines.dev')
-    .refine((v) => /^https?:\/\/\S+$/.test(v), 'must be an http(s) URL, e.g. https://api.machines.dev'),
+    .refine((v) => isHttpUrl(v), 'must be an http(s) URL, e.g. https://api.machines.dev'),
   FLY_API_TOKEN: optionalText,
   FLY_API_RATE: z
     .string()
@@ -238,6 +251,11 @@ export interface Config {
   redisPrefix: string;
   host: string;
   port: number;
+  /**
+   * ms a client has to send a whole request, headers and body (default 30 s; Node's own is 300 s):
+   * a sender that trickles its body is cut off with a 408. Headers get at most 10 s of it.
+   */
+  requestTimeoutMs: number;
   publicUrl: string | undefined;
   apiToken: string | undefined;
   logLevel: string;
@@ -333,6 +351,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     redisPrefix: c.HUB_REDIS_PREFIX,
     host: c.HUB_HOST,
     port: c.HUB_PORT,
+    requestTimeoutMs: c.HUB_REQUEST_TIMEOUT,
     publicUrl: c.HUB_PUBLIC_URL,
     apiToken: c.HUB_API_TOKEN,
     logLevel: c.LOG_LEVEL,

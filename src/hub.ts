@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
-import { createApi } from './api/server.js';
+import { createApi, listen } from './api/server.js';
 import { buildAssets } from './dashboard/assets.js';
 import { DashboardFeed } from './dashboard/feed.js';
 import { Sessions } from './dashboard/sessions.js';
@@ -162,10 +162,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       secureCookie: config.publicUrl?.startsWith('https:') ?? false,
     };
     const app = createApi({ ...scanner, apiToken, dashboard });
-    const server: Server = await new Promise((resolve, reject) => {
-      const s = app.listen(config.port, config.host, () => resolve(s));
-      s.once('error', reject);
-    });
+    const server: Server = await listen(app, config);
     closers.push(
       () =>
         new Promise<void>((resolve) => {

@@ -1,3 +1,4 @@
+import { createServer, type Server } from 'node:http';
 import { Router } from '@koa/router';
 import Koa from 'koa';
 import type { ScannerDeps } from '../scanner/github.js';
@@ -6,8 +7,9 @@ import type { DashboardDeps } from '../dashboard/routes.js';
 import { dashboardRoutes, openDashboardRoutes } from '../dashboard/routes.js';
 import { requireAuth } from './auth.js';
 import { bullBoard } from './board.js';
+import { securityHeaders } from './csp.js';
 import { goldenRoutes } from './golden.js';
-import { errorMiddleware } from './http.js';
+import { errorMiddleware, isClientFault } from './http.js';
 import { statusRoutes, thopterRoutes } from './thopters.js';
 
 export interface ApiDeps extends ScannerDeps {
@@ -19,6 +21,12 @@ export function createApi(deps: ApiDeps): Koa {
   const app = new Koa();
   app.proxy = false;
   app.on('error', (err: Error, ctx?: Koa.Context) => {
+    if (isClientFault(err)) {
+      // A client that went away or sent a broken request: nothing in the hub to fix, and anyone
+      // can cause it, so it must not flood the log.
+      deps.log.debug({ err: err.message, path: ctx?.path }, 'request cut short by the client');
+      return;
+    }
     deps.log.error({ err: err.message, stack: err.stack, path: ctx?.path }, 'api error');
   });
   app.use(async (ctx, next) => {
@@ -37,6 +45,7 @@ export function createApi(deps: ApiDeps): Koa {
       deps.dashboard.metrics.inc('thopter_status_posts_total', { status: ctx.status });
     }
   });
+  app.use(securityHeaders);
   app.use(errorMiddleware);
 
   // Case-sensitive, strict routes: `/API/thopters` or `/ready/` is not another way in.
@@ -89,4 +98,31 @@ export function createApi(deps: ApiDeps): Koa {
   app.use(golden.routes()).use(golden.allowedMethods());
   app.use(bullBoard(Object.values(deps.queues.queues)));
   return app;
+}
+
+/** The longest a client may take to send its headers, within HUB_REQUEST_TIMEOUT. */
+const HEADERS_TIMEOUT_MS = 10_000;
+
+/**
+ * Listens with deadlines on what clients send: Node's defaults let a sender hold a connection for
+ * 300 s by trickling its body. A request not received in time is answered 408 and closed by Node;
+ * the deadline covers receiving only, so the live feed and terminals stay open as long as they like.
+ */
+export function listen(
+  app: Koa,
+  opts: { port: number; host: string; requestTimeoutMs: number },
+): Promise<Server> {
+  const server = createServer(
+    {
+      requestTimeout: opts.requestTimeoutMs,
+      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, opts.requestTimeoutMs),
+      // How often Node looks for overdue requests (its default, 30 s, would double the deadline).
+      connectionsCheckingInterval: Math.min(1000, opts.requestTimeoutMs),
+    },
+    app.callback(),
+  );
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => resolve(server));
+  });
 }
