@@ -53,7 +53,7 @@ export function webhookRoutes(deps: ScannerDeps): Router {
       throw new HttpError(
         401,
         'bad-signature',
-        'X-Hub-Signature-256 is missing: set the webhook secret on GitHub to GITHUB_WEBHOOK_SECRET',
+        'X-Hub-Signature-256 is missing or malformed: set the webhook secret on GitHub to GITHUB_WEBHOOK_SECRET',
       );
     }
     const event = ctx.get('x-github-event');
