@@ -141,6 +141,7 @@ const fields = z.object({
   HUB_HOST: z.string().default('127.0.0.1'),
   HUB_PORT: int(8080, 0, 65535),
   HUB_REQUEST_TIMEOUT: requiredDuration('30s'),
+  HUB_MAX_UNAUTHENTICATED_CONNECTIONS: int(1000, 1, 1_000_000),
   HUB_PUBLIC_URL: optionalText.refine(
     (v) => v === undefined || isHttpUrl(v),
     'must be an http:// or https:// URL',
@@ -256,6 +257,11 @@ export interface Config {
    * a sender that trickles its body is cut off with a 408. Headers get at most 10 s of it.
    */
   requestTimeoutMs: number;
+  /**
+   * Open connections that have not yet carried an authenticated request (default 1000); past it the
+   * oldest of them is closed.
+   */
+  maxUnauthenticatedConnections: number;
   publicUrl: string | undefined;
   apiToken: string | undefined;
   logLevel: string;
@@ -352,6 +358,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     host: c.HUB_HOST,
     port: c.HUB_PORT,
     requestTimeoutMs: c.HUB_REQUEST_TIMEOUT,
+    maxUnauthenticatedConnections: c.HUB_MAX_UNAUTHENTICATED_CONNECTIONS,
     publicUrl: c.HUB_PUBLIC_URL,
     apiToken: c.HUB_API_TOKEN,
     logLevel: c.LOG_LEVEL,

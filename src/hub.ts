@@ -162,7 +162,10 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       secureCookie: config.publicUrl?.startsWith('https:') ?? false,
     };
     const app = createApi({ ...scanner, apiToken, dashboard });
-    const server: Server = await listen(app, config);
+    const server: Server = await listen(app, {
+      ...config,
+      maxUnauthenticated: config.maxUnauthenticatedConnections,
+    });
     closers.push(
       () =>
         new Promise<void>((resolve) => {

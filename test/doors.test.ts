@@ -184,6 +184,41 @@ describe("the hub's doors", () => {
     slow.close();
   });
 
+  it('closes the oldest unauthenticated connections past the cap; an authenticated one stays', async () => {
+    const capped = await world.hub({ HUB_MAX_UNAUTHENTICATED_CONNECTIONS: '8', HUB_REQUEST_TIMEOUT: '60s' });
+    const port = Number(new URL(capped.url).port);
+    const open = async () => {
+      const socket = connect(port, '127.0.0.1');
+      const state = { socket, received: '', closed: false };
+      socket.on('data', (d) => (state.received += d.toString('latin1')));
+      socket.on('close', () => (state.closed = true));
+      socket.on('error', () => {});
+      await new Promise((r) => socket.once('connect', r));
+      return state;
+    };
+    const get = `GET /api/thopters HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${capped.apiToken}\r\n\r\n`;
+    // Responses follow each other on the connection: a JSON body ends without a newline.
+    const answers = (s: { received: string }) => s.received.match(/HTTP\/1\.1 200 OK\r\n/g)?.length ?? 0;
+    const member = await open();
+    member.socket.write(get);
+    await waitFor('the authenticated call to answer', () => answers(member) === 1);
+
+    const idle: Array<Awaited<ReturnType<typeof open>>> = [];
+    for (let i = 0; i < 20; i++) idle.push(await open());
+    // 20 connections that say nothing, 8 allowed: the 12 oldest are closed, the 8 newest stay.
+    await waitFor('the oldest idle connections to be closed', () => idle.slice(0, 12).every((s) => s.closed));
+    assert.deepEqual(
+      idle.slice(12).map((s) => s.closed),
+      Array(8).fill(false),
+    );
+    member.socket.write(get);
+    await waitFor('the authenticated connection to answer again', () => answers(member) === 2);
+    assert.equal(member.closed, false);
+    assert.equal((await api(capped.url, 'GET', '/api/thopters')).status, 200, 'a new client gets in');
+    for (const s of [member, ...idle]) s.socket.destroy();
+    await world.stopHub(capped);
+  });
+
   it('logs a client that aborts mid-body at debug level, without a stack', async () => {
     // Expect: 100-continue makes Node answer "100 Continue" as it hands the request to the hub: the
     // abort then comes while the hub reads the body, not before the request reached it.

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { Router } from '@koa/router';
 import Koa from 'koa';
 import type { ScannerDeps } from '../scanner/github.js';
@@ -32,6 +33,7 @@ export function createApi(deps: ApiDeps): Koa {
   app.use(async (ctx, next) => {
     const started = Date.now();
     await next();
+    if (ctx.state.auth) authenticated(ctx.req.socket);
     deps.log.debug(
       { method: ctx.method, path: ctx.path, status: ctx.status, ms: Date.now() - started },
       'request',
@@ -100,6 +102,18 @@ export function createApi(deps: ApiDeps): Koa {
   return app;
 }
 
+/** Per connection not yet authenticated: what takes it off its server's list. */
+const unauthenticated = new WeakMap<Socket, () => void>();
+
+/**
+ * A connection that carried an authenticated request (the hub's token, a dashboard session, a
+ * thopter's token, a signed delivery) is no longer counted against HUB_MAX_UNAUTHENTICATED_CONNECTIONS.
+ */
+function authenticated(socket: Socket) {
+  unauthenticated.get(socket)?.();
+  unauthenticated.delete(socket);
+}
+
 /** The longest a client may take to send its headers, within HUB_REQUEST_TIMEOUT. */
 const HEADERS_TIMEOUT_MS = 10_000;
 
@@ -110,7 +124,7 @@ const HEADERS_TIMEOUT_MS = 10_000;
  */
 export function listen(
   app: Koa,
-  opts: { port: number; host: string; requestTimeoutMs: number },
+  opts: { port: number; host: string; requestTimeoutMs: number; maxUnauthenticated: number },
 ): Promise<Server> {
   const server = createServer(
     {
@@ -121,6 +135,21 @@ export function listen(
     },
     app.callback(),
   );
+  // Past the cap the oldest unauthenticated connection is closed, never a new one: whoever has the
+  // token still gets in during a flood, and whoever authenticated is no longer counted. (A cap on
+  // all connections would lock the API out too; one per address would count every observer behind
+  // one proxy together.)
+  const waiting = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    waiting.add(socket);
+    unauthenticated.set(socket, () => waiting.delete(socket));
+    socket.once('close', () => waiting.delete(socket));
+    if (waiting.size > opts.maxUnauthenticated) {
+      const oldest = waiting.values().next().value!;
+      waiting.delete(oldest);
+      oldest.destroy();
+    }
+  });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => resolve(server));

@@ -234,6 +234,7 @@ export function statusRoutes(deps: { store: ThopterStore }): Router {
       if (!(await deps.store.tokenMatches(id, token))) throw refused();
       known.add(key);
     }
+    ctx.state.auth = 'thopter';
     const post = parseWith(statusPostSchema, await readJson(ctx));
     if (post.thopterId !== id) {
       throw new HttpError(400, 'bad-input', `thopterId: must be ${id}, the thopter in the path`, 'thopterId');

@@ -77,6 +77,7 @@ export function webhookRoutes(deps: ScannerDeps): Router {
         "X-Hub-Signature-256 does not match this hub's GITHUB_WEBHOOK_SECRET",
       );
     }
+    ctx.state.auth = 'github';
     let payload: z.infer<typeof deliverySchema>;
     try {
       payload = deliverySchema.parse(JSON.parse(raw.toString('utf8')));
