@@ -96,6 +96,23 @@ export function isClientFault(err: unknown): boolean {
   );
 }
 
+/** Per connection not yet authenticated: what takes it off its server's list. */
+const unauthenticated = new WeakMap<object, () => void>();
+
+/** Registers what to do when `socket` carries its first authenticated request. */
+export function onAuthenticated(socket: object, then: () => void) {
+  unauthenticated.set(socket, then);
+}
+
+/**
+ * A connection that carried an authenticated request (the hub's token, a dashboard session, a
+ * thopter's token, a signed delivery) is no longer counted against HUB_MAX_UNAUTHENTICATED_CONNECTIONS.
+ */
+export function markAuthenticated(socket: object) {
+  unauthenticated.get(socket)?.();
+  unauthenticated.delete(socket);
+}
+
 /** Parses with a schema; a failure names the first bad field. */
 export function parseWith<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
   const r = schema.safeParse(value);

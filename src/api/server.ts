@@ -10,7 +10,7 @@ import { requireAuth } from './auth.js';
 import { bullBoard } from './board.js';
 import { securityHeaders } from './csp.js';
 import { goldenRoutes } from './golden.js';
-import { errorMiddleware, isClientFault } from './http.js';
+import { errorMiddleware, isClientFault, markAuthenticated, onAuthenticated } from './http.js';
 import { statusRoutes, thopterRoutes } from './thopters.js';
 
 export interface ApiDeps extends ScannerDeps {
@@ -33,7 +33,7 @@ export function createApi(deps: ApiDeps): Koa {
   app.use(async (ctx, next) => {
     const started = Date.now();
     await next();
-    if (ctx.state.auth) authenticated(ctx.req.socket);
+    if (ctx.state.auth) markAuthenticated(ctx.req.socket);
     deps.log.debug(
       { method: ctx.method, path: ctx.path, status: ctx.status, ms: Date.now() - started },
       'request',
@@ -102,18 +102,6 @@ export function createApi(deps: ApiDeps): Koa {
   return app;
 }
 
-/** Per connection not yet authenticated: what takes it off its server's list. */
-const unauthenticated = new WeakMap<Socket, () => void>();
-
-/**
- * A connection that carried an authenticated request (the hub's token, a dashboard session, a
- * thopter's token, a signed delivery) is no longer counted against HUB_MAX_UNAUTHENTICATED_CONNECTIONS.
- */
-function authenticated(socket: Socket) {
-  unauthenticated.get(socket)?.();
-  unauthenticated.delete(socket);
-}
-
 /** The longest a client may take to send its headers, within HUB_REQUEST_TIMEOUT. */
 const HEADERS_TIMEOUT_MS = 10_000;
 
@@ -142,7 +130,7 @@ export function listen(
   const waiting = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
     waiting.add(socket);
-    unauthenticated.set(socket, () => waiting.delete(socket));
+    onAuthenticated(socket, () => waiting.delete(socket));
     socket.once('close', () => waiting.delete(socket));
     if (waiting.size > opts.maxUnauthenticated) {
       const oldest = waiting.values().next().value!;
