@@ -10,6 +10,21 @@ export const DEFAULT_AGENT_COMMAND =
   'claude --dangerously-skip-permissions "read ./prompt.md for your instructions"';
 
 /**
+ * Whether a URL is http(s) with a host. Anything else (`javascript:`, `data:`, `file:`) must never
+ * reach a link or a client: a `javascript:` link runs script in the hub's origin when clicked.
+ */
+export function isHttpUrl(value: string): boolean {
+  // The URL parser trims and drops whitespace that the raw value would still carry.
+  if (/\s/.test(value)) return false;
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+/**
  * A duration: `90s`, `30m`, `2h`, `1d`, or a plain number of seconds. `0`, `off` or empty turns it off
  * (undefined). Returned in milliseconds.
  */
@@ -143,8 +158,10 @@ const fields = z.object({
     .refine((v) => /^[\w-]+$/.test(v), 'may hold only letters, digits, - and _'),
   HUB_HOST: z.string().default('127.0.0.1'),
   HUB_PORT: int(8080, 0, 65535),
+  HUB_REQUEST_TIMEOUT: requiredDuration('30s'),
+  HUB_MAX_UNAUTHENTICATED_CONNECTIONS: int(1000, 1, 1_000_000),
   HUB_PUBLIC_URL: optionalText.refine(
-    (v) => v === undefined || /^https?:\/\//.test(v),
+    (v) => v === undefined || isHttpUrl(v),
     'must be an http:// or https:// URL',
   ),
   HUB_API_TOKEN: optionalText.superRefine((v, ctx) => {
@@ -198,10 +215,7 @@ const fields = z.object({
   GITHUB_API_URL: z
     .string()
     .default('https://api.github.com')
-    .refine(
-      (v) => /^https?:\/\/\S+$/.test(v),
-      'must be an http(s) URL, e.g. https://github.example.com/api/v3',
-    ),
+    .refine((v) => isHttpUrl(v), 'must be an http(s) URL, e.g. https://github.example.com/api/v3'),
   GITHUB_ISSUES_POLLING_INTERVAL: int(30, 1, 86_400),
   GITHUB_COLD_START_LOOKBACK: requiredDuration('24h'),
   GITHUB_WEBHOOK_SECRET: optionalText,
@@ -213,13 +227,13 @@ const fields = z.object({
   HUB_PHASE_CONCURRENCY: int(20, 1, 1000),
   HUB_DESTROY_CONCURRENCY: int(10, 1, 1000),
   HUB_STATUS_URL: optionalText.refine(
-    (v) => v === undefined || /^https?:\/\/\S+$/.test(v),
+    (v) => v === undefined || isHttpUrl(v),
     'must be an http(s) URL at which thopters reach the hub, e.g. http://hub.internal:8080',
   ),
   FLY_API_URL: z
     .string()
     .default('https://api.machines.dev')
-    .refine((v) => /^https?:\/\/\S+$/.test(v), 'must be an http(s) URL, e.g. https://api.machines.dev'),
+    .refine((v) => isHttpUrl(v), 'must be an http(s) URL, e.g. https://api.machines.dev'),
   FLY_API_TOKEN: optionalText,
   FLY_API_RATE: z
     .string()
@@ -285,6 +299,16 @@ export interface Config {
   redisPrefix: string;
   host: string;
   port: number;
+  /**
+   * ms a client has to send a whole request, headers and body (default 30 s; Node's own is 300 s):
+   * a sender that trickles its body is cut off with a 408. Headers get at most 10 s of it.
+   */
+  requestTimeoutMs: number;
+  /**
+   * Open connections that have not yet carried an authenticated request (default 1000); past it the
+   * oldest of them is closed.
+   */
+  maxUnauthenticatedConnections: number;
   publicUrl: string | undefined;
   apiToken: string | undefined;
   /** Wrong tokens allowed a minute per client address and from all addresses together. */
@@ -389,6 +413,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     redisPrefix: c.HUB_REDIS_PREFIX,
     host: c.HUB_HOST,
     port: c.HUB_PORT,
+    requestTimeoutMs: c.HUB_REQUEST_TIMEOUT,
+    maxUnauthenticatedConnections: c.HUB_MAX_UNAUTHENTICATED_CONNECTIONS,
     publicUrl: c.HUB_PUBLIC_URL,
     apiToken: c.HUB_API_TOKEN,
     authFailureLimit: {

@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { AuthLimiter } from './api/auth-limit.js';
-import { createApi } from './api/server.js';
+import { createApi, listen } from './api/server.js';
 import { buildAssets } from './dashboard/assets.js';
 import { DashboardFeed } from './dashboard/feed.js';
 import { Sessions } from './dashboard/sessions.js';
@@ -164,9 +164,9 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       secureCookie: config.publicUrl?.startsWith('https:') ?? false,
     };
     const app = createApi({ ...scanner, apiToken, dashboard });
-    const server: Server = await new Promise((resolve, reject) => {
-      const s = app.listen(config.port, config.host, () => resolve(s));
-      s.once('error', reject);
+    const server: Server = await listen(app, {
+      ...config,
+      maxUnauthenticated: config.maxUnauthenticatedConnections,
     });
     closers.push(
       () =>

@@ -53,6 +53,13 @@ describe('bad API input gets a clear 4xx and changes nothing', () => {
       400,
       /prompt/,
     ],
+    [
+      'a javascript: issue link',
+      { repository: 'acme/x', title: 't', url: 'javascript:fetch("/api/intake/pause")' },
+      400,
+      /url: must be an http\(s\) URL/,
+    ],
+    ['a data: issue link', { repository: 'acme/x', title: 't', url: 'data:text/html,x' }, 400, /url/],
     ['a golden claude name with ../', { repository: 'acme/x', title: 't', gc: '../root' }, 400, /gc/],
     ['an unknown golden claude', { repository: 'acme/x', title: 't', gc: 'nobody' }, 422, /gc.*nobody/],
     ['a repository with ../', { repository: '../../etc', title: 't' }, 422, /repository/],

@@ -16,6 +16,8 @@ let origin: string;
 let browser: Browser;
 let context: BrowserContext;
 let holdFile: string;
+/** Everything the browser reported as blocked by the hub's Content-Security-Policy, on any page. */
+const cspViolations: string[] = [];
 
 /** A Claude Code transcript in its real JSONL shape (one session, as ~/.claude/projects keeps it). */
 const TRANSCRIPT = [
@@ -90,6 +92,16 @@ before(async () => {
     args: ['--no-sandbox'],
   });
   context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  context.on('console', (msg) => {
+    if (/Content Security Policy|securitypolicyviolation/i.test(msg.text())) {
+      cspViolations.push(`${msg.location().url}: ${msg.text()}`);
+    }
+  });
+  await context.addInitScript(() =>
+    document.addEventListener('securitypolicyviolation', (e) =>
+      console.error(`securitypolicyviolation ${e.violatedDirective} ${e.blockedURI}`),
+    ),
+  );
   mkdirSync(SHOTS, { recursive: true });
 });
 after(async () => {
@@ -285,6 +297,54 @@ describe('the dashboard, in Chromium', () => {
     );
     await page.getByText('Pushed the fix.').waitFor({ timeout: 30_000 });
     await page.close();
+  });
+
+  it('refuses a javascript: link at launch, and every page runs under its CSP without a violation', async () => {
+    const before = (await api(hub.url, 'GET', '/api/thopters')).body.thopters.length;
+    for (const url of ['javascript:alert(document.cookie)', 'data:text/html,<script>alert(1)</script>']) {
+      const res = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'Evil', url });
+      assert.equal(res.status, 400, JSON.stringify(res.body));
+      assert.equal(res.body.error.field, 'url');
+      assert.match(res.body.error.message, /url: must be an http\(s\) URL/);
+    }
+    assert.equal(
+      (await api(hub.url, 'GET', '/api/thopters')).body.thopters.length,
+      before,
+      'nothing launched',
+    );
+
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    for (const p of [
+      '/',
+      '/login',
+      `/thopters/${running}`,
+      `/thopters/${running}/terminal`,
+      `/thopters/${running}/log`,
+      '/thopters/thopter-000000000000',
+      '/admin/queues',
+      '/assets/dashboard.js',
+    ]) {
+      const res = await fetch(`${hub.url}${p}`, { headers: auth });
+      await res.arrayBuffer();
+      const csp = res.headers.get('content-security-policy') ?? '';
+      assert.match(csp, /frame-ancestors 'none'/, `${p} (${res.status}) has a CSP`);
+      assert.match(csp, /script-src 'self'(;|$)/, `${p}: scripts from the hub's files only`);
+    }
+
+    // The pages in use: the main page, a thopter, its terminal and session log, Bull Board.
+    const page = await context.newPage();
+    await page.goto(`${hub.url}/`);
+    await card(page, running).waitFor();
+    await card(page, running).locator('a.title').click();
+    await page.locator('pre.screen').waitFor();
+    await page.goto(`${hub.url}/thopters/${running}/terminal`);
+    await page.locator('#terminal[data-connected="true"]').waitFor();
+    await page.goto(`${hub.url}/thopters/${running}/log`);
+    await page.getByText('Pushed the fix.').waitFor();
+    await page.goto(`${hub.url}/admin/queues`);
+    await page.getByText('thopters', { exact: true }).first().waitFor();
+    await page.close();
+    assert.deepEqual(cspViolations, [], 'no page needed anything its CSP blocks');
   });
 
   it('shows several thopters in their states (screenshots), on a desktop and a phone', async () => {

@@ -40,15 +40,77 @@ export async function readRaw(ctx: Context, limit: number): Promise<Buffer> {
   if (declared > limit) throw new HttpError(413, 'too-large', `the body is over ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      ctx.req.destroy();
-      throw new HttpError(413, 'too-large', `the body is over ${limit} bytes`);
+  try {
+    for await (const chunk of ctx.req) {
+      size += (chunk as Buffer).length;
+      if (size > limit) {
+        ctx.req.destroy();
+        throw new HttpError(413, 'too-large', `the body is over ${limit} bytes`);
+      }
+      chunks.push(chunk as Buffer);
     }
-    chunks.push(chunk as Buffer);
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    // The client went away mid-body (or Node cut it off at HUB_REQUEST_TIMEOUT): nobody is left to
+    // answer, and nothing in the hub went wrong.
+    throw new HttpError(400, 'aborted', 'the connection closed before the whole body arrived');
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * Caps how many bodies are read at once before their sender is known (a webhook delivery can be
+ * checked only once read). Past the cap a request is refused at once, unread, so a flood of unsigned
+ * posts holds at most `max` bodies of memory instead of one per post.
+ */
+export class ReadGate {
+  private reading = 0;
+
+  /** @param max bodies read at once. */
+  constructor(readonly max: number) {}
+
+  async read(ctx: Context, limit: number): Promise<Buffer> {
+    if (this.reading >= this.max) {
+      ctx.set('Retry-After', '1');
+      throw new HttpError(503, 'busy', 'too many requests are being received: retry in a moment');
+    }
+    this.reading++;
+    try {
+      return await readRaw(ctx, limit);
+    } finally {
+      this.reading--;
+    }
+  }
+}
+
+/**
+ * Errors a client causes on its own connection: it closed it mid-request (ECONNRESET, EPIPE, a
+ * premature close), or sent what is not HTTP (Node's parser codes, HPE_*).
+ */
+export function isClientFault(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return (
+    typeof code === 'string' &&
+    (['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code) ||
+      code.startsWith('HPE_'))
+  );
+}
+
+/** Per connection not yet authenticated: what takes it off its server's list. */
+const unauthenticated = new WeakMap<object, () => void>();
+
+/** Registers what to do when `socket` carries its first authenticated request. */
+export function onAuthenticated(socket: object, then: () => void) {
+  unauthenticated.set(socket, then);
+}
+
+/**
+ * A connection that carried an authenticated request (the hub's token, a dashboard session, a
+ * thopter's token, a signed delivery) is no longer counted against HUB_MAX_UNAUTHENTICATED_CONNECTIONS.
+ */
+export function markAuthenticated(socket: object) {
+  unauthenticated.get(socket)?.();
+  unauthenticated.delete(socket);
 }
 
 /** Parses with a schema; a failure names the first bad field. */
@@ -85,4 +147,6 @@ export async function errorMiddleware(ctx: Context, next: () => Promise<unknown>
       ctx.app.emit('error', err, ctx);
     }
   }
+  // A request answered before its body was read is not drained: its connection is closed instead.
+  if (!ctx.req.complete && !ctx.headerSent) ctx.set('Connection', 'close');
 }

@@ -1,5 +1,6 @@
 import { GOLDEN_NAME } from '../providers/types.js';
 import { z } from 'zod';
+import { isHttpUrl } from '../config.js';
 import { PRIORITY } from '../queues/jobs.js';
 
 const comment = z
@@ -21,7 +22,12 @@ export const launchSchema = z
     title: z.string().trim().min(1, 'must not be empty').max(1000).optional(),
     body: z.string().max(65_536).optional(),
     comments: z.array(comment).max(1000).optional(),
-    url: z.string().url().max(1000).optional(),
+    // The dashboard renders it as the issue's link: `javascript:` there would run in the hub's origin.
+    url: z
+      .string()
+      .max(1000)
+      .refine(isHttpUrl, "must be an http(s) URL, e.g. the issue's address on GitHub")
+      .optional(),
     gc: z
       .string()
       .regex(GOLDEN_NAME, 'must be a golden claude name (lower-case letters, digits, - and _; at most 30)')

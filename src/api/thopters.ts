@@ -4,7 +4,7 @@ import { PRIORITY, type HubQueues } from '../queues/index.js';
 import { acceptLaunch, labelOf, type IntakeDeps } from '../scanner/intake.js';
 import { statusPostSchema } from '../status/schema.js';
 import { isFinal, type ThopterState } from '../thopters/record.js';
-import type { ThopterStore } from '../thopters/store.js';
+import { hashToken, type ThopterStore } from '../thopters/store.js';
 import type { Intake } from '../scanner/pause.js';
 import { toIssueComments } from '../scanner/github.js';
 import type { GitHubClients } from '../github/clients.js';
@@ -209,9 +209,34 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
   return router;
 }
 
+/**
+ * Status tokens seen to match, so the check before the body costs the observer's steady stream of
+ * posts no Redis round trip. The write checks the token again: an entry grants nothing by itself.
+ */
+class KnownTokens {
+  private readonly seen = new Set<string>();
+
+  /** @param max entries kept; the oldest goes first. */
+  constructor(private readonly max = 10_000) {}
+
+  has(key: string) {
+    return this.seen.has(key);
+  }
+
+  add(key: string) {
+    if (this.seen.size >= this.max) this.seen.delete(this.seen.values().next().value!);
+    this.seen.add(key);
+  }
+
+  delete(key: string) {
+    this.seen.delete(key);
+  }
+}
+
 /** POST /api/thopters/:id/status: the observer's posts, authenticated by that thopter's own token. */
 export function statusRoutes(deps: { store: ThopterStore }): Router {
   const router = new Router({ sensitive: true, strict: true });
+  const known = new KnownTokens();
   router.post('/api/thopters/:id/status', async (ctx) => {
     const id = parseWith(thopterIdSchema, ctx.params.id);
     const token = credentialOf(ctx);
@@ -220,23 +245,19 @@ export function statusRoutes(deps: { store: ThopterStore }): Router {
     const refused = () =>
       new HttpError(401, 'unauthorized', "send Authorization: Bearer <this thopter's status token>");
     if (!token) throw refused();
-    let post;
-    try {
-      post = parseWith(statusPostSchema, await readJson(ctx));
-      if (post.thopterId !== id) {
-        throw new HttpError(
-          400,
-          'bad-input',
-          `thopterId: must be ${id}, the thopter in the path`,
-          'thopterId',
-        );
-      }
-    } catch (err) {
+    // Checked before the body is read: a forged post costs no memory.
+    const key = `${id}:${hashToken(token)}`;
+    if (!known.has(key)) {
       if (!(await deps.store.tokenMatches(id, token))) throw refused();
-      throw err;
+      known.add(key);
     }
-    // The write checks the token itself: one Redis round trip per post. Each round trip wakes the
-    // hub's event loop once more, which is most of what a post costs (bench/status-ingest.ts).
+    ctx.state.auth = 'thopter';
+    const post = parseWith(statusPostSchema, await readJson(ctx));
+    if (post.thopterId !== id) {
+      throw new HttpError(400, 'bad-input', `thopterId: must be ${id}, the thopter in the path`, 'thopterId');
+    }
+    // The write checks the token itself, in the same round trip. Each round trip wakes the hub's
+    // event loop once more, which is most of what a post costs (bench/status-ingest.ts).
     const written = await deps.store.setSession(
       id,
       {
@@ -250,7 +271,10 @@ export function statusRoutes(deps: { store: ThopterStore }): Router {
       },
       { token },
     );
-    if (written === 'unauthorized') throw refused();
+    if (written === 'unauthorized') {
+      known.delete(key);
+      throw refused();
+    }
     // A final `stopped` post after the thopter ended is fine: it is simply not recorded.
     ctx.status = written === 'recorded' ? 204 : 202;
   });

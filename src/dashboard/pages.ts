@@ -2,7 +2,7 @@ import { BOARD_PATH } from '../api/board.js';
 import { thopterView } from '../api/views.js';
 import type { ThopterEvent, ThopterRecord } from '../thopters/record.js';
 import { html, type Html } from './html.js';
-import { branchUrl, conditionOf } from './rows.js';
+import { branchUrl, conditionOf, linkable } from './rows.js';
 
 interface PageOptions {
   title: string;
@@ -111,6 +111,7 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
   const v = thopterView(r, { queuePosition, events });
   const cond = conditionOf(r);
   const branch = branchUrl(r.request.issue.url, v.workBranch ?? undefined);
+  const issueUrl = linkable(r.request.issue.url);
   const live = r.state === 'running' || r.state === 'kept';
   return html`<div id="detail" data-state="${r.state}">
     <h1><span class="badge ${cond}">${cond === 'kept' ? 'failed, kept' : cond}</span> ${v.issue.title}</h1>
@@ -122,7 +123,7 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
         ${v.repository}${
           v.issue.number !== null
             ? html` ·
-              ${v.issue.url ? html`<a href="${v.issue.url}">#${v.issue.number}</a>` : html`#${v.issue.number}`}`
+              ${issueUrl ? html`<a href="${issueUrl}">#${v.issue.number}</a>` : html`#${v.issue.number}`}`
             : ''
         }
       </dd>

@@ -1,3 +1,4 @@
+import { isHttpUrl } from '../config.js';
 import { PHASES } from '../processors/phases/index.js';
 import { isFinal, type ThopterRecord } from '../thopters/record.js';
 
@@ -60,6 +61,11 @@ export function branchUrl(issueUrl: string | undefined, branch: string | undefin
   return m ? `${m[1]}/tree/${branch.split('/').map(encodeURIComponent).join('/')}` : null;
 }
 
+/** A URL the dashboard may render as a link: http(s) only, else null. */
+export function linkable(url: string | undefined): string | null {
+  return url && isHttpUrl(url) ? url : null;
+}
+
 export function rowView(r: ThopterRecord, queuePosition: number | null = null): Row {
   const phase = PHASES.find((p) => ['running', 'retrying'].includes(r.phases[p.name]?.outcome ?? ''));
   return {
@@ -70,7 +76,8 @@ export function rowView(r: ThopterRecord, queuePosition: number | null = null): 
     issue: {
       number: r.request.issue.number ?? null,
       title: r.request.issue.title,
-      url: r.request.issue.url ?? null,
+      // Records stored before launch URLs were checked may hold any scheme: never send it as a link.
+      url: linkable(r.request.issue.url),
     },
     requestedBy: r.request.requestedBy,
     source: r.request.source,

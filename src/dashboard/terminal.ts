@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { z } from 'zod';
 import { sameOrigin } from '../api/auth.js';
+import { markAuthenticated } from '../api/http.js';
 import type { Logger } from '../log.js';
 import type { TransportPool } from '../processors/deps.js';
 import { SESSION } from '../providers/types.js';
@@ -56,6 +57,7 @@ export function attachTerminals(server: Server, deps: TerminalDeps): () => void 
     }
     const session = await deps.sessions.get(cookieValue(req.headers.cookie, SESSION_COOKIE));
     if (!session) return refuse(socket, 401, 'sign in first');
+    markAuthenticated(socket);
     const record = await deps.store.get(m[1]!);
     if (!record) return refuse(socket, 404, 'no such thopter');
     // A kept thopter (failed, machine kept by THOPTER_KEEP_FAILED) has its terminal for a look.

@@ -1,12 +1,21 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Router } from '@koa/router';
 import { z } from 'zod';
-import { HttpError, readRaw } from '../api/http.js';
+import { HttpError, ReadGate } from '../api/http.js';
 import { commentSchema, isBot, issueSchema } from '../github/schemas.js';
 import { actOnIssue, destroyIssueThopters, type ScannerDeps } from './github.js';
 
-/** GitHub sends at most 25 MB; issue and comment events are far smaller. */
-const MAX_DELIVERY_BYTES = 5 * 1024 * 1024;
+/**
+ * GitHub caps deliveries at 25 MB, but issue and comment events are small: an issue body and a
+ * comment body are at most 65,536 characters each, under 400 kB apiece even with every character
+ * JSON-escaped, plus a few kB of repository and user objects. Other events are not read at all.
+ */
+const MAX_DELIVERY_BYTES = 1024 * 1024;
+
+/** Deliveries read at once before their signature can be checked (each up to MAX_DELIVERY_BYTES). */
+const MAX_UNVERIFIED_READS = 16;
+
+const EVENTS = new Set(['issues', 'issue_comment']);
 
 const deliverySchema = z.object({
   action: z.string(),
@@ -52,6 +61,7 @@ export function signatureMatches(secret: string, body: Buffer, header: string | 
  */
 export function webhookRoutes(deps: ScannerDeps): Router {
   const router = new Router({ sensitive: true, strict: true });
+  const gate = new ReadGate(MAX_UNVERIFIED_READS);
   router.post('/github/webhook', async (ctx) => {
     const secret = deps.config.github.webhookSecret;
     if (!secret)
@@ -60,20 +70,37 @@ export function webhookRoutes(deps: ScannerDeps): Router {
         'not-found',
         'the webhook receiver is off: set GITHUB_WEBHOOK_SECRET to turn it on',
       );
-    const raw = await readRaw(ctx, MAX_DELIVERY_BYTES);
-    if (!signatureMatches(secret, raw, ctx.get('x-hub-signature-256') || undefined)) {
+    // What GitHub always sends is checked before the body is read: a post without it costs nothing.
+    const signature = ctx.get('x-hub-signature-256');
+    if (!/^sha256=[0-9a-f]{64}$/.test(signature)) {
+      throw new HttpError(
+        401,
+        'bad-signature',
+        'X-Hub-Signature-256 is missing or malformed: set the webhook secret on GitHub to GITHUB_WEBHOOK_SECRET',
+      );
+    }
+    const event = ctx.get('x-github-event');
+    if (!event) {
+      throw new HttpError(
+        400,
+        'bad-input',
+        'X-GitHub-Event is missing: only GitHub deliveries are taken here',
+      );
+    }
+    if (!EVENTS.has(event)) {
+      ctx.status = 202;
+      ctx.body = { ignored: `event ${event}` };
+      return;
+    }
+    const raw = await gate.read(ctx, MAX_DELIVERY_BYTES);
+    if (!signatureMatches(secret, raw, signature)) {
       throw new HttpError(
         401,
         'bad-signature',
         "X-Hub-Signature-256 does not match this hub's GITHUB_WEBHOOK_SECRET",
       );
     }
-    const event = ctx.get('x-github-event');
-    if (event !== 'issues' && event !== 'issue_comment') {
-      ctx.status = 202;
-      ctx.body = { ignored: `event ${event || '(none)'}` };
-      return;
-    }
+    ctx.state.auth = 'github';
     let payload: z.infer<typeof deliverySchema>;
     try {
       payload = deliverySchema.parse(JSON.parse(raw.toString('utf8')));

@@ -25,6 +25,7 @@ describe('loadConfig', () => {
     assert.equal(c.maxLifetimeMs, undefined);
     assert.equal(c.idleAfterMs, 60_000);
     assert.equal(c.statusIntervalMs, 3000);
+    assert.equal(c.requestTimeoutMs, 30_000);
     assert.match(c.dataDir, /\/data$/);
   });
 
@@ -37,6 +38,21 @@ describe('loadConfig', () => {
     );
     assert.match(problems({ THOPTER_KEEP_FAILED: 'yes' }), /THOPTER_KEEP_FAILED/);
     assert.match(problems({ THOPTER_KEEP_FAILED_TIMEOUT: '0' }), /THOPTER_KEEP_FAILED_TIMEOUT.*positive/);
+  });
+
+  it('takes only http(s) URLs for the hub, GitHub and Fly', () => {
+    const text = problems({
+      HUB_PUBLIC_URL: 'https://hub example.com',
+      GITHUB_API_URL: 'file:///etc/passwd',
+      HUB_STATUS_URL: 'http://',
+      FLY_API_URL: 'data:text/plain,x',
+      HUB_REQUEST_TIMEOUT: '0',
+    });
+    assert.match(text, /HUB_PUBLIC_URL must be an http:\/\/ or https:\/\/ URL/);
+    assert.match(text, /GITHUB_API_URL must be an http\(s\) URL/);
+    assert.match(text, /HUB_STATUS_URL must be an http\(s\) URL/);
+    assert.match(text, /FLY_API_URL must be an http\(s\) URL/);
+    assert.match(text, /HUB_REQUEST_TIMEOUT must be a positive duration/);
   });
 
   it('treats an empty variable as unset', () => {

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { sameOrigin } from '../../src/api/auth.js';
-import { branchUrl } from '../../src/dashboard/rows.js';
+import { isHttpUrl } from '../../src/config.js';
+import { thopterDetail } from '../../src/dashboard/pages.js';
+import { branchUrl, rowView } from '../../src/dashboard/rows.js';
+import type { ThopterRecord } from '../../src/thopters/record.js';
 import { sendKeysCommands, unescapeOutput } from '../../src/dashboard/tmux-control.js';
 import { renderEntry, renderTranscript } from '../../src/dashboard/transcript.js';
 
@@ -96,5 +99,42 @@ describe('origins and links', () => {
       'https://ghe.corp/acme/app/tree/thopter/7--abc',
     );
     assert.equal(branchUrl(undefined, 'thopter/7--abc'), null);
+  });
+
+  it('never renders a stored javascript: or data: issue link as a link', () => {
+    const record = (url: string): ThopterRecord => ({
+      id: 'thopter-0123456789ab',
+      state: 'queued',
+      request: {
+        id: 'thopter-0123456789ab',
+        source: 'api',
+        repository: 'acme/app',
+        cloneUrl: '/srv/app.git',
+        repoName: 'app',
+        issue: { number: 7, title: 'Evil', body: '', url, comments: [] },
+        gc: 'default',
+        prompt: 'default',
+        priority: 5,
+        requestedBy: 'api',
+        createdAt: '2026-01-01T00:00:00.000Z',
+      },
+      phases: {},
+      createdAt: '2026-01-01T00:00:00.000Z',
+      updatedAt: '2026-01-01T00:00:00.000Z',
+    });
+    for (const url of ['javascript:alert(document.cookie)', ' JavaScript:alert(1)', 'data:text/html,x']) {
+      const page = thopterDetail(record(url), [], null).value;
+      assert.doesNotMatch(page, /href="[^"]*(javascript|data):/i, url);
+      assert.match(page, /#7/, 'the issue number is still shown, as text');
+      assert.equal(rowView(record(url)).issue.url, null, `${url}: not sent to the main page`);
+    }
+    const good = 'https://github.com/acme/app/issues/7';
+    assert.match(
+      thopterDetail(record(good), [], null).value,
+      /<a href="https:\/\/github.com\/acme\/app\/issues\/7">#7<\/a>/,
+    );
+    assert.equal(rowView(record(good)).issue.url, good);
+    assert.equal(isHttpUrl('http://'), false);
+    assert.equal(isHttpUrl('https://hub.example.com/x y'), false);
   });
 });

@@ -57,11 +57,15 @@ document.addEventListener('click', (event) => {
 
 const FINAL = new Set(['destroyed', 'failed']);
 
+/** The server sends only http(s) links; checked again here, since a `javascript:` one runs as the hub. */
+const httpLink = (url: string | null) => (url && /^https?:\/\//i.test(url) ? url : null);
+
 function card(r: Row, now: number): string {
   const issue = r.issue.number !== null ? `#${r.issue.number}` : '';
-  const issueLink = r.issue.url ? `<a href="${esc(r.issue.url)}">${esc(issue)}</a>` : esc(issue);
+  const issueUrl = httpLink(r.issue.url);
+  const issueLink = issueUrl ? `<a href="${esc(issueUrl)}">${esc(issue)}</a>` : esc(issue);
   const branch = r.workBranch
-    ? r.branchUrl
+    ? httpLink(r.branchUrl)
       ? `<a href="${esc(r.branchUrl)}">${esc(r.workBranch)}</a>`
       : esc(r.workBranch)
     : '';
