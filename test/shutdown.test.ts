@@ -9,12 +9,16 @@ import { waitFor } from './helpers/wait.js';
 const world = new TestWorld();
 before(() => world.start());
 after(async () => {
+  for (const child of groupHubs) {
+    if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
+  }
   for (const dataDir of dataDirs) stopLeftovers(dataDir);
   await world.close();
 });
 
-/** Every DATA_DIR a hub of this file used, for cleanup. */
+/** Every DATA_DIR and hub of this file, for cleanup after a failure. */
 const dataDirs: string[] = [];
+const groupHubs: ChildProcess[] = [];
 
 interface GroupHub {
   child: ChildProcess;
@@ -47,6 +51,7 @@ async function startGroupHub(dataDir: string, overrides: Record<string, string> 
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
+  groupHubs.push(child);
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
