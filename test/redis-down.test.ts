@@ -104,6 +104,13 @@ describe('Redis going away', () => {
 
     const killed = redisPid(dataDir);
     writeFixture(world.dir, 'hold', '');
+    // Calls keep coming while Redis dies: one already under way when it goes is a 503 too, not a 500.
+    const statuses: number[] = [];
+    let calling = true;
+    const caller = (async () => {
+      while (calling) statuses.push((await call(hub.url, 'GET', '/api/thopters')).status);
+    })();
+    await waitFor('calls under way', () => statuses.length > 5);
     process.kill(killed, 'SIGKILL');
 
     const health = await waitFor('/health to report Redis down', async () => {
@@ -117,6 +124,10 @@ describe('Redis going away', () => {
       redis:
         "the hub's embedded redis-server stopped and the hub is restarting it (if this lasts, see redis.log under DATA_DIR/redis)",
     });
+    await waitFor('a call answered 503', () => statuses.includes(503));
+    calling = false;
+    await caller;
+    assert.deepEqual([...new Set(statuses)].sort(), [200, 503]);
     for (const [method, route] of [
       ['GET', '/api/thopters'],
       ['GET', `/api/thopters/${id}`],

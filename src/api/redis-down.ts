@@ -14,15 +14,29 @@ export function redisUnavailable(problem: () => string | undefined) {
   return async (ctx: Context, next: Next) => {
     const why = problem();
     // The stylesheet of the error page itself is served from memory.
-    if (!why || ctx.path.startsWith('/assets/')) return next();
-    ctx.status = 503;
-    ctx.set('Retry-After', String(REDIS_RETRY_AFTER_S));
-    ctx.set('Cache-Control', 'no-store');
-    if (!ctx.path.startsWith('/api/') && ctx.accepts('json', 'html') === 'html') {
-      ctx.type = 'text/html; charset=utf-8';
-      ctx.body = redisDownPage(why);
-    } else {
-      ctx.body = { error: { code: 'redis-unavailable', message: `${why}; try again shortly` } };
+    if (ctx.path.startsWith('/assets/')) return next();
+    if (!why) {
+      try {
+        return await next();
+      } catch (err) {
+        // A request already under way when Redis went: its command failed after the retries.
+        const now = problem();
+        if (!now) throw err;
+        return answer(ctx, now);
+      }
     }
+    answer(ctx, why);
   };
+}
+
+function answer(ctx: Context, why: string) {
+  ctx.status = 503;
+  ctx.set('Retry-After', String(REDIS_RETRY_AFTER_S));
+  ctx.set('Cache-Control', 'no-store');
+  if (!ctx.path.startsWith('/api/') && ctx.accepts('json', 'html') === 'html') {
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = redisDownPage(why);
+  } else {
+    ctx.body = { error: { code: 'redis-unavailable', message: `${why}; try again shortly` } };
+  }
 }
