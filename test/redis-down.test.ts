@@ -223,4 +223,32 @@ describe('Redis going away', () => {
     assert.equal(await stopHub(next), 0);
     assert.ok(existsSync(external.socket));
   });
+
+  it('a Redis that stops answering cannot hold the stop beyond its 20 s bound, and the hub says where it was', async () => {
+    const dataDir = path.join(world.dir, 'frozen');
+    dataDirs.push(dataDir);
+    const origin = world.origin('frozen');
+    const redisDir = path.join(world.dir, 'frozen-redis');
+    const frozen = await startEmbeddedRedis(redisDir, createLogger('silent'));
+    const pid = Number(readFileSync(path.join(redisDir, 'redis.pid'), 'utf8').trim());
+    try {
+      const hub = await world.spawnHub({ REDIS_URL: `unix://${frozen.socket}`, DATA_DIR: dataDir });
+      const launched = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'frozen' });
+      const id: string = launched.body.id;
+      await waitFor('running', async () => (await stateOf(hub.url, id)) === 'running', {
+        timeoutMs: 120_000,
+      });
+
+      // Stopped, not gone: connections stay open and every command waits, so nothing looks down.
+      process.kill(pid, 'SIGSTOP');
+      assert.equal(await stopHub(hub), 1, hub.output().slice(-3000));
+      assert.match(
+        hub.output(),
+        /the hub did not stop within 20 s \(still handing active thopters back\): exiting anyway/,
+      );
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      await frozen.stop();
+    }
+  });
 });
