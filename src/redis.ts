@@ -99,7 +99,8 @@ export async function startEmbeddedRedis(dir: string, log: Logger): Promise<Embe
   }
   if (spawnSync('redis-server', ['--version']).error) throw new RedisMissingError();
 
-  let stopping = false;
+  // Aborted by stop: no more restarts, and a restart's backoff ends at once.
+  const stopped = new AbortController();
   let up = false;
   let server = await launchRedis(dir, socket);
   up = true;
@@ -111,31 +112,32 @@ export async function startEmbeddedRedis(dir: string, log: Logger): Promise<Embe
       { socket, log: path.join(dir, 'redis.log') },
       'the embedded redis-server exited; restarting it on its AOF',
     );
-    for (let attempt = 1; !stopping; attempt++) {
+    for (let attempt = 1; !stopped.signal.aborted; attempt++) {
       try {
         server = await launchRedis(dir, socket, (spawned) => (server = spawned));
-        if (stopping) return;
+        if (stopped.signal.aborted) return;
         up = true;
         log.info({ socket }, 'restarted embedded redis-server');
         watch();
         return;
       } catch (err) {
+        if (stopped.signal.aborted) return;
         log.error({ err: (err as Error).message, attempt }, 'could not restart the embedded redis-server');
-        await sleep(Math.min(1000 * attempt, RESTART_BACKOFF_MAX_MS));
+        await sleep(Math.min(1000 * attempt, RESTART_BACKOFF_MAX_MS), stopped.signal).catch(() => {});
       }
     }
   };
   // A hub that exits without stopping (a second Ctrl-C, the stop bound, a failed start) still
   // stops its server: SIGTERM is sent synchronously, and redis-server writes its AOF on it.
   const stopOnExit = () => {
-    stopping = true;
+    stopped.abort();
     server.child.kill('SIGTERM');
   };
   process.once('exit', stopOnExit);
   const watch = () => {
     const watched = server;
     void watched.exited.then(async () => {
-      if (!stopping && server === watched) await restart();
+      if (!stopped.signal.aborted && server === watched) await restart();
     });
   };
   watch();
@@ -147,7 +149,7 @@ export async function startEmbeddedRedis(dir: string, log: Logger): Promise<Embe
       return up;
     },
     async stop() {
-      stopping = true;
+      stopped.abort();
       process.removeListener('exit', stopOnExit);
       const { child, exited } = server;
       if (child.exitCode !== null || child.signalCode !== null) return;
