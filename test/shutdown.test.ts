@@ -216,4 +216,55 @@ describe('stopping the hub', () => {
     }
     await destroyAllAndStop(next, ids);
   });
+
+  it('leaves no redis-server behind when signalled during its start', async () => {
+    const dataDir = path.join(world.dir, 'during-start');
+    dataDirs.push(dataDir);
+    // A Fly API that takes connections and never answers holds the start at reconciliation, after
+    // the embedded redis-server is up.
+    const { createServer } = await import('node:net');
+    const held: import('node:net').Socket[] = [];
+    const silent = createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = await freePort();
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: process.env.HOME ?? '/root',
+          ...world.env({
+            REDIS_URL: '',
+            DATA_DIR: dataDir,
+            HUB_PORT: String(port),
+            LOG_LEVEL: 'info',
+            THOPTER_PROVIDER: 'fly',
+            FLY_API_URL: `http://127.0.0.1:${(silent.address() as { port: number }).port}`,
+            FLY_API_TOKEN: 'fly_test_token_0123456789',
+            APP_NAME: 'thopters',
+            REGION: 'ord',
+            THOPTER_IMAGE: 'registry.fly.io/thopters:test',
+          }),
+        },
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      groupHubs.push(child);
+      let out = '';
+      child.stdout!.on('data', (d) => (out += d));
+      child.stderr!.on('data', (d) => (out += d));
+      await waitFor(`the start to reach the Fly API (output: ${out.slice(-1000)})`, () => held.length > 0);
+      const redis = redisPid(dataDir);
+      assert.ok(alive(redis));
+
+      const exited = new Promise((resolve) =>
+        child.once('exit', (code, signal) => resolve({ code, signal })),
+      );
+      child.kill('SIGINT');
+      assert.deepEqual(await exited, { code: 130, signal: null }, out.slice(-3000));
+      await waitFor('the redis-server to stop with the hub', () => !alive(redis), { timeoutMs: 15_000 });
+    } finally {
+      for (const socket of held) socket.destroy();
+      silent.close();
+    }
+  });
 });
