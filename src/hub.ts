@@ -18,7 +18,7 @@ import { createProvider } from './providers/index.js';
 import type { Provider } from './providers/types.js';
 import { HubQueues } from './queues/index.js';
 import { reconcile } from './reconcile.js';
-import { connectRedis, startEmbeddedRedis, type RedisTarget } from './redis.js';
+import { connectRedis, startEmbeddedRedis, type EmbeddedRedis, type RedisTarget } from './redis.js';
 import { RecordChanges } from './thopters/changes.js';
 import { ThopterStore } from './thopters/store.js';
 import { GitHubClients } from './github/clients.js';
@@ -35,8 +35,11 @@ export interface Hub {
   queues: HubQueues;
   provider: Provider;
   workers: HubWorkers;
-  /** Graceful stop: hands active thopters to other hubs, then closes everything in reverse order. */
-  stop(): Promise<void>;
+  /**
+   * Graceful stop: hands active thopters to other hubs, then closes everything in reverse order.
+   * `onStep` learns each step as it begins, so a caller that gives up can say what was left.
+   */
+  stop(onStep?: (what: string) => void): Promise<void>;
 }
 
 export interface HubOptions {
@@ -51,16 +54,19 @@ export interface HubOptions {
  * registers how to undo itself; stop() runs them in reverse.
  */
 export async function startHub(config: Config, log: Logger, options: HubOptions = {}): Promise<Hub> {
-  const closers: Array<() => Promise<void>> = [];
-  const stop = async () => {
-    for (const close of closers.reverse().splice(0)) {
+  const closers: Array<{ what: string; close: () => Promise<void> }> = [];
+  const onStop = (what: string, close: () => Promise<void>) => closers.push({ what, close });
+  const stop = async (onStep?: (what: string) => void) => {
+    for (const { what, close } of closers.reverse().splice(0)) {
+      onStep?.(what);
       try {
         await close();
       } catch (err) {
-        log.warn({ err: (err as Error).message }, 'error while stopping');
+        log.warn({ err: (err as Error).message, step: what }, 'error while stopping');
       }
     }
   };
+  let embedded: EmbeddedRedis | undefined;
   try {
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     const apiToken = config.apiToken ?? loadOrCreateToken(config.dataDir, options.onTokenGenerated);
@@ -69,24 +75,25 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     if (config.redisUrl) {
       target = { url: config.redisUrl };
     } else {
-      const embedded = await startEmbeddedRedis(path.join(config.dataDir, 'redis'), log);
-      closers.push(() => embedded.stop());
-      target = { socket: embedded.socket };
+      const started = await startEmbeddedRedis(path.join(config.dataDir, 'redis'), log);
+      embedded = started;
+      onStop('stopping the embedded redis-server', () => started.stop());
+      target = { socket: started.socket };
     }
     const client: Redis = connectRedis(target, 'client', log);
     const workerConnection: Redis = connectRedis(target, 'worker', log);
-    closers.push(async () => {
+    onStop('closing Redis connections', async () => {
       client.disconnect();
       workerConnection.disconnect();
     });
     await client.ping();
 
     const provider = options.provider ?? createProvider(config, log, client);
-    closers.push(() => provider.close());
+    onStop('closing the provider', () => provider.close());
     await provider.start?.();
     const store = new ThopterStore(client, config.redisPrefix);
     const changes = await RecordChanges.start(client, store.changeChannel, log, store.sessionChannel);
-    closers.push(() => changes.close());
+    onStop('closing record changes', () => changes.close());
     const prompts = new Prompts(config.promptsDir);
     await prompts.names().catch(() => {
       throw new Error(`PROMPTS_DIR ${config.promptsDir} cannot be read: point it at a folder of .md prompts`);
@@ -95,13 +102,13 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     // Producers use the fail-fast connection: an API call errors out when Redis is away instead
     // of hanging; a lifecycle job that errors that way is retried.
     const queues = new HubQueues(client, config.redisPrefix, log);
-    closers.push(() => queues.close());
+    onStop('closing queues', () => queues.close());
     await queues.start(config.maxThopters);
 
     const transports = new TransportPool(provider);
-    closers.push(() => transports.closeAll());
+    onStop('closing transports', () => transports.closeAll());
     const metrics = new Metrics(client, config.redisPrefix);
-    closers.push(() => metrics.close());
+    onStop('closing metrics', () => metrics.close());
     const github = new GitHubClients(config, client, log, metrics);
     const intake = new Intake(client, config.redisPrefix);
     const publicUrl = config.publicUrl ?? `http://localhost:${config.port}`;
@@ -117,7 +124,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       { scanner, github: { store, queues, github, publicUrl, log } },
       workerConnection,
     );
-    closers.push(() => workers.close());
+    onStop('handing active thopters back', () => workers.close());
     if (github.repositories.length > 0) {
       await queues.schedulePolling(config.github.pollIntervalS);
       log.info(
@@ -137,18 +144,18 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       })().catch((err) => log.warn({ err: err.message }, 'queue refresh failed'));
     }, config.github.queueRefreshMs);
     queueRefresh.unref();
-    closers.push(async () => clearInterval(queueRefresh));
+    onStop('stopping the queue refresh', async () => clearInterval(queueRefresh));
     const timer = setInterval(() => {
       reconcile({ store, queues, provider, log }).catch((err) =>
         log.warn({ err: err.message }, 'reconcile failed'),
       );
     }, RECONCILE_EVERY_MS);
     timer.unref();
-    closers.push(async () => clearInterval(timer));
+    onStop('stopping reconciliation', async () => clearInterval(timer));
 
     const sessions = new Sessions(client, config.redisPrefix);
     const feed = new DashboardFeed({ store, changes, queues, provider, intake, github, log });
-    closers.push(async () => feed.close());
+    onStop('closing the dashboard feed', async () => feed.close());
     const dashboard = {
       apiToken,
       authLimiter: new AuthLimiter(client, config.redisPrefix, config.authFailureLimit),
@@ -163,12 +170,22 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       publicUrl: config.publicUrl,
       secureCookie: config.publicUrl?.startsWith('https:') ?? false,
     };
-    const app = createApi({ ...scanner, apiToken, dashboard });
+    const redisProblem = () => {
+      if (embedded && !embedded.up) {
+        return "the hub's embedded redis-server stopped and the hub is restarting it (if this lasts, see redis.log under DATA_DIR/redis)";
+      }
+      if (client.status === 'ready') return undefined;
+      return embedded
+        ? 'the hub is reconnecting to its embedded redis-server'
+        : 'the hub cannot reach the Redis that REDIS_URL names: check that it is running and reachable from the hub, and the hub log for the connection error';
+    };
+    const app = createApi({ ...scanner, apiToken, dashboard, redisProblem });
     const server: Server = await listen(app, {
       ...config,
       maxUnauthenticated: config.maxUnauthenticatedConnections,
     });
-    closers.push(
+    onStop(
+      'closing the HTTP server',
       () =>
         new Promise<void>((resolve) => {
           server.close(() => resolve());
@@ -182,7 +199,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       publicUrl: config.publicUrl,
       log,
     });
-    closers.push(async () => closeTerminals());
+    onStop('closing terminals', async () => closeTerminals());
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;

@@ -53,6 +53,8 @@ export interface EmbeddedRedis {
   socket: string;
   /** True when this process started the server (and so stops it); false when it joined one already running. */
   owned: boolean;
+  /** False from an unexpected exit of the server until its restart answers. */
+  readonly up: boolean;
   stop(): Promise<void>;
 }
 
@@ -74,21 +76,105 @@ async function pingSocket(socket: string): Promise<boolean> {
   }
 }
 
+/** The longest wait between two attempts to restart an embedded redis-server that keeps failing. */
+const RESTART_BACKOFF_MAX_MS = 30_000;
+
 /**
  * Starts redis-server under `dir` listening only on a unix socket (no TCP port at all), with AOF
  * and noeviction as BullMQ needs. If a server is already answering on that socket (another hub
  * process on the same DATA_DIR, or one left behind by a hub killed with -9) it is joined, not
  * replaced: its AOF holds the accepted requests.
+ *
+ * The server runs in a session of its own: a Ctrl-C or `kill -TERM -PGID` meant for the hub must
+ * not stop Redis under the hub's hand-back of active thopters, which would then wait forever. The
+ * hub stops it last. If it exits on its own (killed, out of memory), it is started again on the
+ * same AOF, so the hub recovers without anyone acting.
  */
 export async function startEmbeddedRedis(dir: string, log: Logger): Promise<EmbeddedRedis> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const socket = path.join(dir, 'redis.sock');
   if (await pingSocket(socket)) {
     log.info({ socket }, 'joined the embedded redis-server already running');
-    return { socket, owned: false, stop: async () => {} };
+    return { socket, owned: false, up: true, stop: async () => {} };
   }
   if (spawnSync('redis-server', ['--version']).error) throw new RedisMissingError();
 
+  // Aborted by stop: no more restarts, and a restart's backoff ends at once.
+  const stopped = new AbortController();
+  let up = false;
+  let server = await launchRedis(dir, socket);
+  up = true;
+  log.info({ socket }, 'started embedded redis-server');
+
+  const restart = async () => {
+    up = false;
+    log.error(
+      { socket, log: path.join(dir, 'redis.log') },
+      'the embedded redis-server exited; restarting it on its AOF',
+    );
+    for (let attempt = 1; !stopped.signal.aborted; attempt++) {
+      try {
+        server = await launchRedis(dir, socket, (spawned) => (server = spawned));
+        if (stopped.signal.aborted) return;
+        up = true;
+        log.info({ socket }, 'restarted embedded redis-server');
+        watch();
+        return;
+      } catch (err) {
+        if (stopped.signal.aborted) return;
+        log.error({ err: (err as Error).message, attempt }, 'could not restart the embedded redis-server');
+        await sleep(Math.min(1000 * attempt, RESTART_BACKOFF_MAX_MS), stopped.signal).catch(() => {});
+      }
+    }
+  };
+  // A hub that exits without stopping (a second Ctrl-C, the stop bound, a failed start) still
+  // stops its server: SIGTERM is sent synchronously, and redis-server writes its AOF on it.
+  const stopOnExit = () => {
+    stopped.abort();
+    server.child.kill('SIGTERM');
+  };
+  process.once('exit', stopOnExit);
+  const watch = () => {
+    const watched = server;
+    void watched.exited.then(async () => {
+      if (!stopped.signal.aborted && server === watched) await restart();
+    });
+  };
+  watch();
+
+  return {
+    socket,
+    owned: true,
+    get up() {
+      return up;
+    },
+    async stop() {
+      stopped.abort();
+      process.removeListener('exit', stopOnExit);
+      const { child, exited } = server;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      // SIGTERM makes redis-server flush the AOF and exit cleanly.
+      child.kill('SIGTERM');
+      const done = await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)]);
+      if (!done) child.kill('SIGKILL');
+    },
+  };
+}
+
+interface RedisServer {
+  child: ChildProcess;
+  exited: Promise<void>;
+}
+
+/**
+ * Spawns redis-server and waits until it answers on `socket`. `onSpawn` learns the child at once,
+ * so that a stop arriving during a restart reaches it.
+ */
+async function launchRedis(
+  dir: string,
+  socket: string,
+  onSpawn?: (server: RedisServer) => void,
+): Promise<RedisServer> {
   const args = [
     '--port', '0',
     '--unixsocket', socket,
@@ -102,9 +188,14 @@ export async function startEmbeddedRedis(dir: string, log: Logger): Promise<Embe
     '--logfile', path.join(dir, 'redis.log'),
     '--pidfile', path.join(dir, 'redis.pid'),
   ]; // prettier-ignore
-  const child: ChildProcess = spawn('redis-server', args, { stdio: 'ignore' });
+  // detached: a new session, out of reach of signals sent to the hub's process group.
+  const child: ChildProcess = spawn('redis-server', args, { stdio: 'ignore', detached: true });
   let exited = false;
-  const exitPromise = new Promise<void>((resolve) => child.once('exit', () => ((exited = true), resolve())));
+  const server = {
+    child,
+    exited: new Promise<void>((resolve) => child.once('exit', () => ((exited = true), resolve()))),
+  };
+  onSpawn?.(server);
 
   const deadline = Date.now() + 15_000;
   while (!(await pingSocket(socket))) {
@@ -120,16 +211,5 @@ export async function startEmbeddedRedis(dir: string, log: Logger): Promise<Embe
     }
     await sleep(50);
   }
-  log.info({ socket }, 'started embedded redis-server');
-  return {
-    socket,
-    owned: true,
-    async stop() {
-      if (exited) return;
-      // SIGTERM makes redis-server flush the AOF and exit cleanly.
-      child.kill('SIGTERM');
-      await Promise.race([exitPromise, sleep(10_000)]);
-      if (!exited) child.kill('SIGKILL');
-    },
-  };
+  return server;
 }

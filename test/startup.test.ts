@@ -91,6 +91,33 @@ describe('starting the hub', () => {
     assert.match(r.stderr, /MAX_THOPTERS must be a whole number from 1 to 10000 \(got "many"\)/);
   });
 
+  it('says plainly that HUB_PORT is in use, and exits', async () => {
+    const { createServer } = await import('node:net');
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
+        cwd: ROOT,
+        env: {
+          PATH: process.env.PATH,
+          HOME: world.dir,
+          ...world.env({
+            DATA_DIR: path.join(world.dir, 'busy-port'),
+            HUB_PORT: String(port),
+            LOG_LEVEL: 'info',
+          }),
+        },
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 69, r.stderr);
+      assert.match(r.stderr, new RegExp(`^port ${port} is in use: set HUB_PORT to a free port`, 'm'));
+      assert.doesNotMatch(r.stdout + r.stderr, /EADDRINUSE/, 'no raw error in a JSON log line');
+    } finally {
+      busy.close();
+    }
+  });
+
   it('generates HUB_API_TOKEN when unset, prints it once, and keeps it for the next start', async () => {
     const dataDir = path.join(world.dir, 'token');
     const first = await world.spawnHub({ HUB_API_TOKEN: '', DATA_DIR: dataDir });

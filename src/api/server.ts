@@ -11,11 +11,14 @@ import { bullBoard } from './board.js';
 import { securityHeaders } from './csp.js';
 import { goldenRoutes } from './golden.js';
 import { errorMiddleware, isClientFault, markAuthenticated, onAuthenticated } from './http.js';
+import { REDIS_RETRY_AFTER_S, redisUnavailable } from './redis-down.js';
 import { statusRoutes, thopterRoutes } from './thopters.js';
 
 export interface ApiDeps extends ScannerDeps {
   apiToken: string;
   dashboard: DashboardDeps;
+  /** Why Redis cannot be reached right now, or undefined when it answers. */
+  redisProblem: () => string | undefined;
 }
 
 export function createApi(deps: ApiDeps): Koa {
@@ -53,9 +56,17 @@ export function createApi(deps: ApiDeps): Koa {
   // Case-sensitive, strict routes: `/API/thopters` or `/ready/` is not another way in.
   const open = new Router({ sensitive: true, strict: true });
   open.get('/health', (ctx) => {
-    ctx.body = { status: 'ok' };
+    const problem = deps.redisProblem();
+    if (problem) {
+      ctx.status = 503;
+      ctx.set('Retry-After', String(REDIS_RETRY_AFTER_S));
+      ctx.body = { status: 'redis-down', redis: problem };
+      return;
+    }
+    ctx.body = { status: 'ok', redis: 'ok' };
   });
   app.use(open.routes());
+  app.use(redisUnavailable(deps.redisProblem));
   // Sign-in and the dashboard's script and styles.
   app.use(openDashboardRoutes(deps.dashboard).routes());
   // Authenticated with each thopter's own token, not the hub's.

@@ -257,3 +257,18 @@ export function logPage(csrf: string, r: ThopterRecord, transcript: Html): strin
       <div id="transcript" data-thopter="${r.id}">${transcript}</div>`,
   );
 }
+
+/** Shown instead of any dashboard page while the hub cannot reach Redis. */
+export function redisDownPage(problem: string): string {
+  return layout(
+    { title: 'Redis is unreachable', page: 'redis-down' },
+    html`<section class="login">
+      <h1>Redis is unreachable</h1>
+      <p class="error" role="alert">${problem}.</p>
+      <p>
+        The hub keeps its thopters, queues and sign-ins in Redis, so nothing can be shown or changed until it
+        answers again. Running thopters carry on. Reload this page in a few seconds.
+      </p>
+    </section>`,
+  );
+}

@@ -16,7 +16,10 @@ export interface HubWorkers {
   destroy: Worker;
   scan: Worker;
   github: Worker;
-  /** Hands active jobs back at once (a teardown under way finishes first), then closes every worker. */
+  /**
+   * Hands active jobs back at once (a teardown under way finishes first), then closes every worker.
+   * Gives up when Redis has been unreachable for HANDBACK_GIVE_UP_MS.
+   */
   close(): Promise<void>;
 }
 
@@ -28,6 +31,34 @@ export interface HubWorkers {
 function handingOffAt<T, R>(shutdown: AbortSignal, processor: Processor<T, R>): Processor<T, R> {
   return (job, token, signal) =>
     processor(job, token, signal ? AbortSignal.any([signal, shutdown]) : shutdown);
+}
+
+/**
+ * A hand-back writes to Redis, and worker connections wait for Redis without limit (BullMQ needs
+ * `maxRetriesPerRequest: null`): with Redis gone, closing would wait forever. After this long
+ * without Redis the hub stops waiting; the jobs it held keep their locks until those expire, then
+ * the next hub recovers them as stalled jobs, which resume idempotently.
+ */
+export const HANDBACK_GIVE_UP_MS = 3_000;
+
+/** Resolves true once `connection` has not been ready for `ms` in a row; false if `until` settles first. */
+function unreachableFor(connection: Redis, ms: number, until: Promise<unknown>): Promise<boolean> {
+  return new Promise((resolve) => {
+    let since = connection.status === 'ready' ? undefined : Date.now();
+    const timer = setInterval(() => {
+      if (connection.status === 'ready') since = undefined;
+      else since ??= Date.now();
+      if (since !== undefined && Date.now() - since >= ms) finish(true);
+    }, 100);
+    const finish = (gaveUp: boolean) => {
+      clearInterval(timer);
+      resolve(gaveUp);
+    };
+    until.then(
+      () => finish(false),
+      () => finish(false),
+    );
+  });
 }
 
 export function startWorkers(
@@ -82,8 +113,21 @@ export function startWorkers(
     github,
     async close() {
       shutdown.abort(HANDOFF);
-      await Promise.all([lifecycle.close(), phases.close(), destroy.close(), scan.close(), github.close()]);
       // (a teardown under way finishes first: it does not listen to the signal)
+      const closing = Promise.all([
+        lifecycle.close(),
+        phases.close(),
+        destroy.close(),
+        scan.close(),
+        github.close(),
+      ]);
+      if (await unreachableFor(connection, HANDBACK_GIVE_UP_MS, closing)) {
+        log.warn(
+          'Redis is unreachable: active thopters were not handed back; the next hub recovers them once their locks expire',
+        );
+        return;
+      }
+      await closing;
     },
   };
 }
