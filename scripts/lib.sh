@@ -41,3 +41,13 @@ install_node_modules() {
     npm ci --no-audit --no-fund
   fi
 }
+
+# npm here does not run install scripts, and Claude Code's postinstall is what copies its native
+# binary over the bin/claude.exe placeholder: run it when the placeholder is still in place.
+install_claude_binary() {
+  local pkg=node_modules/@anthropic-ai/claude-code
+  [ -f "$pkg/install.cjs" ] || return 0
+  if ! node_modules/.bin/claude --version >/dev/null 2>&1; then
+    node "$pkg/install.cjs"
+  fi
+}
