@@ -42,6 +42,9 @@ export interface Step {
   after?: Promise<unknown>;
 }
 
+/** A step, or one decided from the request (what the model "read" in its tool results). */
+export type ScriptedStep = Step | ((req: MessageRequest) => Step);
+
 /** Runs a command with Claude Code's Bash tool. */
 export const bash = (command: string, description = 'run a command'): ToolCall => ({
   name: 'Bash',
@@ -72,17 +75,19 @@ export interface MessageRequest {
   [key: string]: unknown;
 }
 
-type ContentBlock =
+/** A block of a message as sent: text, tool_use, tool_result, image… */
+type ContentBlock = { type: string; [key: string]: unknown };
+
+/** A block of the model's reply. */
+type ReplyBlock =
   | { type: 'text'; text: string }
-  | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> }
-  | { type: 'tool_result'; tool_use_id: string; content: unknown; is_error?: boolean }
-  | { type: string; [key: string]: unknown };
+  | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> };
 
 export interface FakeAnthropicOptions {
   /** The key the fake accepts. */
   apiKey: string;
   /** The model's turns, in order. A turn past the end answers `idleText`. */
-  script?: Step[];
+  script?: ScriptedStep[];
   /** What the model says when the script has run out. Default "Done." */
   idleText?: string;
 }
@@ -95,13 +100,29 @@ function error(res: ServerResponse, status: number, type: string, message: strin
 const requestId = () => `req_${randomBytes(12).toString('hex')}`;
 const messageId = () => `msg_${randomBytes(12).toString('hex')}`;
 const toolUseId = () => `toolu_${randomBytes(12).toString('hex')}`;
+/** Every text the user sent and every tool result (as text) in one request's conversation. */
+export function userTexts(req: MessageRequest): string[] {
+  const out: string[] = [];
+  for (const m of req.messages) {
+    if (m.role !== 'user') continue;
+    if (typeof m.content === 'string') out.push(m.content);
+    else
+      for (const b of m.content) {
+        if (b.type === 'text' && typeof b.text === 'string') out.push(b.text);
+        if (b.type === 'tool_result')
+          out.push(typeof b.content === 'string' ? b.content : JSON.stringify(b.content));
+      }
+  }
+  return out;
+}
+
 /** A rough token count: enough for usage figures that grow with the text. */
 const tokens = (text: string) => Math.max(1, Math.ceil(text.length / 4));
 
 export class FakeAnthropic {
   readonly requests: RecordedMessageRequest[] = [];
   private server: Server;
-  private script: Step[];
+  private script: ScriptedStep[];
   private next = 0;
   url = '';
 
@@ -127,7 +148,7 @@ export class FakeAnthropic {
   }
 
   /** Appends turns to the script (for a message typed into the session later). */
-  push(...steps: Step[]) {
+  push(...steps: ScriptedStep[]) {
     this.script.push(...steps);
   }
 
@@ -138,18 +159,8 @@ export class FakeAnthropic {
 
   /** Every text the user sent and every tool result, in the conversation as last sent. */
   userTexts(): string[] {
-    const out: string[] = [];
     const last = this.requests.at(-1);
-    for (const m of last?.body.messages ?? []) {
-      if (m.role !== 'user') continue;
-      if (typeof m.content === 'string') out.push(m.content);
-      else
-        for (const b of m.content) {
-          if (b.type === 'text' && typeof b.text === 'string') out.push(b.text);
-          if (b.type === 'tool_result') out.push(JSON.stringify(b.content));
-        }
-    }
-    return out;
+    return last ? userTexts(last.body) : [];
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse) {
@@ -183,7 +194,8 @@ export class FakeAnthropic {
     let step: Step;
     if (agentTurn) {
       record.step = this.next;
-      step = this.script[this.next] ?? { text: this.opts.idleText ?? 'Done.' };
+      const scripted = this.script[this.next] ?? { text: this.opts.idleText ?? 'Done.' };
+      step = typeof scripted === 'function' ? scripted(body) : scripted;
       this.next++;
     } else {
       step = { text: 'OK' };
@@ -191,7 +203,7 @@ export class FakeAnthropic {
     this.requests.push(record);
     if (step.after) await step.after;
 
-    const content: ContentBlock[] = [];
+    const content: ReplyBlock[] = [];
     if (step.text !== undefined) content.push({ type: 'text', text: step.text });
     for (const t of step.tools ?? []) {
       content.push({ type: 'tool_use', id: toolUseId(), name: t.name, input: t.input });
@@ -238,7 +250,7 @@ export class FakeAnthropic {
           content_block: { type: 'text', text: '' },
         });
         // Split in two, as the API streams text in pieces.
-        const text = String(block.text);
+        const text = block.text;
         const half = Math.ceil(text.length / 2);
         for (const piece of [text.slice(0, half), text.slice(half)]) {
           if (piece)
