@@ -51,3 +51,17 @@ install_claude_binary() {
     node "$pkg/install.cjs"
   fi
 }
+
+# Claude Code is the agent every thopter runs. When `claude` is missing, the version the tests ran
+# against (package.json) is installed globally, so the operator has it too, to log in a golden claude.
+install_claude() {
+  command -v claude >/dev/null 2>&1 && return 0
+  local version sudo=()
+  version=$(node -p 'require("./package.json").devDependencies["@anthropic-ai/claude-code"]')
+  [ "$(id -u)" -eq 0 ] || [ -w "$(npm prefix -g)" ] || sudo=(sudo)
+  echo "Installing Claude Code ${version} with npm..." >&2
+  "${sudo[@]}" npm install -g --no-audit --no-fund "@anthropic-ai/claude-code@${version}"
+  if ! claude --version >/dev/null 2>&1; then
+    "${sudo[@]}" node "$(npm root -g)/@anthropic-ai/claude-code/install.cjs"
+  fi
+}
