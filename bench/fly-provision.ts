@@ -70,7 +70,9 @@ async function main() {
     THOPTER_IMAGE: 'registry.fly.io/thopters:bench',
     THOPTER_SSH_HOST: '{private_ip}',
     THOPTER_SSH_PORT: String(sshPort),
-    THOPTER_AGENT_COMMAND: 'echo trivial agent',
+    // An agent that stays, as launch-agent wants; a short settle keeps the figures about provisioning.
+    THOPTER_AGENT_COMMAND: 'sleep 600',
+    THOPTER_AGENT_SETTLE: '100ms',
     MAX_THOPTERS: String(Math.max(...SIZES)),
     LOG_LEVEL: 'warn',
   });

@@ -44,7 +44,9 @@ async function main() {
   const origin = world.origin();
   const hub = await world.hub({
     MAX_THOPTERS: String(Math.max(...SIZES)),
-    THOPTER_AGENT_COMMAND: 'echo trivial agent',
+    // An agent that stays, as launch-agent wants; a short settle keeps the figures about provisioning.
+    THOPTER_AGENT_COMMAND: 'sleep 600',
+    THOPTER_AGENT_SETTLE: '100ms',
     THOPTER_STATUS_INTERVAL: '3s',
   });
   const rows: string[] = [];

@@ -41,3 +41,27 @@ install_node_modules() {
     npm ci --no-audit --no-fund
   fi
 }
+
+# npm here does not run install scripts, and Claude Code's postinstall is what copies its native
+# binary over the bin/claude.exe placeholder: run it when the placeholder is still in place.
+install_claude_binary() {
+  local pkg=node_modules/@anthropic-ai/claude-code
+  [ -f "$pkg/install.cjs" ] || return 0
+  if ! node_modules/.bin/claude --version >/dev/null 2>&1; then
+    node "$pkg/install.cjs"
+  fi
+}
+
+# Claude Code is the agent every thopter runs. When `claude` is missing, the version the tests ran
+# against (package.json) is installed globally, so the operator has it too, to log in a golden claude.
+install_claude() {
+  command -v claude >/dev/null 2>&1 && return 0
+  local version sudo=()
+  version=$(node -p 'require("./package.json").devDependencies["@anthropic-ai/claude-code"]')
+  [ "$(id -u)" -eq 0 ] || [ -w "$(npm prefix -g)" ] || sudo=(sudo)
+  echo "Installing Claude Code ${version} with npm..." >&2
+  "${sudo[@]}" npm install -g --no-audit --no-fund "@anthropic-ai/claude-code@${version}"
+  if ! claude --version >/dev/null 2>&1; then
+    "${sudo[@]}" node "$(npm root -g)/@anthropic-ai/claude-code/install.cjs"
+  fi
+}

@@ -12,6 +12,7 @@ install_missing redis-server:redis-server tmux:tmux git:git pgrep:procps shellch
   sshd:openssh-server ssh:openssh-client unshare:util-linux nft:nftables ip:iproute2 dig:dnsutils \
   chromium:chromium
 install_node_modules
+install_claude_binary
 npm run check
 shellcheck scripts/*.sh test/fixtures/*.sh thopter/*.sh .ci/run
 npm test

@@ -187,6 +187,7 @@ const fields = z.object({
     .string()
     .default(DEFAULT_AGENT_COMMAND)
     .refine((v) => v.trim() !== '' && !/[\r\n]/.test(v), 'must be one non-empty line'),
+  THOPTER_AGENT_SETTLE: requiredDuration('3s'),
   THOPTER_IDLE_TIMEOUT: duration('0'),
   THOPTER_MAX_LIFETIME: duration('0'),
   THOPTER_KEEP_FAILED: z.enum(['true', 'false', '1', '0']).default('false'),
@@ -317,6 +318,8 @@ export interface Config {
   maxThopters: number;
   provider: 'local' | 'fly';
   agentCommand: string;
+  /** ms the agent must keep running after launch-agent typed it, for the phase to succeed (3 s). */
+  agentSettleMs: number;
   /** ms; undefined = never destroy an idle thopter. */
   idleTimeoutMs: number | undefined;
   /** ms; undefined = no limit on a thopter's life. */
@@ -425,6 +428,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     maxThopters: c.MAX_THOPTERS,
     provider: c.THOPTER_PROVIDER,
     agentCommand: c.THOPTER_AGENT_COMMAND,
+    agentSettleMs: c.THOPTER_AGENT_SETTLE,
     idleTimeoutMs: c.THOPTER_IDLE_TIMEOUT,
     maxLifetimeMs: c.THOPTER_MAX_LIFETIME,
     keepFailedMs: ['true', '1'].includes(c.THOPTER_KEEP_FAILED) ? c.THOPTER_KEEP_FAILED_TIMEOUT : undefined,

@@ -276,17 +276,36 @@ describe('THOPTER_PROVIDER=fly', () => {
     );
     assert.equal(started.code, 0, started.stderr);
     try {
-      const running = await launchIssue('While Claude works');
-      const { id } = running;
-      assert.equal(running.phases['copy-golden']?.outcome, 'warning');
-      assert.match(running.phases['copy-golden']?.error ?? '', /Claude is running on gc-default/);
+      const issue = gh.addIssue(REPO, { title: 'While Claude works', body: 'Say hello.', user: 'alice' });
+      const launched = await api(hub.url, 'POST', '/api/thopters', {
+        repository: REPO,
+        issueNumber: issue.number,
+      });
+      assert.equal(launched.status, 202, JSON.stringify(launched.body));
+      const id = (launched.body as { id: string }).id;
+      const copying = await waitFor('copy-golden to be passed over', async () => {
+        const t = await hub.store.get(id);
+        return t?.phases['clone-repo'] ? t : undefined;
+      });
+      assert.equal(copying.phases['copy-golden']?.outcome, 'warning');
+      assert.match(copying.phases['copy-golden']?.error ?? '', /Claude is running on gc-default/);
       const m = live(thopterMachines(id))[0]!;
       const r = await host.run(
         m.id,
         'test -e /data/thopter/.claude/settings.json && echo copied || echo not',
       );
       assert.equal(r.stdout.trim(), 'not');
-      await api(hub.url, 'DELETE', `/api/thopters/${id}`);
+      // The agent of these tests lives in the golden claude's home: without the copy it is
+      // missing, and launch-agent says so with the terminal's own words, then the machine goes.
+      const failed = await waitFor(
+        'the thopter to fail at launch-agent',
+        async () => {
+          const t = await hub.store.get(id);
+          return t?.state === 'failed' ? t : undefined;
+        },
+        { timeoutMs: 90_000 },
+      );
+      assert.match(failed.endReason ?? '', /^launch-agent failed: .*agent\.sh: No such file or directory/);
       await waitFor('its machine to be deleted', () => live(thopterMachines(id)).length === 0);
     } finally {
       await host.run(gcMachine.id, 'pkill -x claude; rm -f /tmp/claude');

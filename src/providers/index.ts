@@ -9,7 +9,7 @@ import type { Provider } from './types.js';
 export function createProvider(config: Config, log: Logger, redis: Redis): Provider {
   switch (config.provider) {
     case 'local':
-      return new LocalProvider(config.dataDir, log.child({ provider: 'local' }));
+      return new LocalProvider(config.dataDir, log.child({ provider: 'local' }), config.agentCommand);
     case 'fly':
       return new FlyProvider(config, redis, log.child({ provider: 'fly' }));
   }

@@ -26,6 +26,7 @@ describe('loadConfig', () => {
     assert.equal(c.idleAfterMs, 60_000);
     assert.equal(c.statusIntervalMs, 3000);
     assert.equal(c.requestTimeoutMs, 30_000);
+    assert.equal(c.agentSettleMs, 3000);
     assert.match(c.dataDir, /\/data$/);
   });
 
@@ -65,11 +66,13 @@ describe('loadConfig', () => {
       HUB_PORT: 'http',
       THOPTER_IDLE_TIMEOUT: 'soon',
       REDIS_URL: 'localhost:6379',
+      THOPTER_AGENT_SETTLE: '0',
     });
     assert.match(text, /MAX_THOPTERS must be a whole number from 1 to 10000 \(got "0"\): set it in \.env/);
     assert.match(text, /HUB_PORT must be a whole number/);
     assert.match(text, /THOPTER_IDLE_TIMEOUT "soon" is not a duration: write it like 90s, 30m/);
     assert.match(text, /REDIS_URL must start with redis:\/\//);
+    assert.match(text, /THOPTER_AGENT_SETTLE must be a positive duration/);
     assert.doesNotMatch(text, /localhost:6379/, 'a URL may hold a password: it is not echoed');
   });
 

@@ -82,10 +82,10 @@ const thopter: ThopterRecord = {
 function context(t: RecordingTransport, env: Record<string, string> = {}): PhaseContext {
   return {
     thopter,
-    config: loadConfig(env),
+    config: loadConfig({ THOPTER_AGENT_SETTLE: '10ms', ...env }),
     provider: {
       name: 'local',
-      snapshot: async () => ({ screen: '', agentRunning: false, sessionAlive: true }),
+      snapshot: async () => ({ screen: '', agentRunning: true, sessionAlive: true }),
     } as unknown as Provider,
     store: {} as ThopterStore,
     prompts: new Prompts(path.join(PROJECT_DIR, 'prompts')),

@@ -1,14 +1,18 @@
-import { ThopterError } from '../../errors.js';
-import { SESSION } from '../../providers/types.js';
+import { sleep, ThopterError } from '../../errors.js';
+import { SESSION, type SessionSnapshot } from '../../providers/types.js';
 import type { Phase } from './phase.js';
 import { machineOf } from './wait-ready.js';
+
+/** A typed command has a process within milliseconds; a loaded machine gets this long. */
+const START_TIMEOUT_MS = 15_000;
+const POLL_MS = 250;
 
 export const launchAgent: Phase = {
   name: 'launch-agent',
   optional: false,
   attempts: 3,
   backoffMs: 2000,
-  async run({ thopter, config, provider, transport, machineLog, firstRun }) {
+  async run({ thopter, config, provider, transport, machineLog, firstRun, signal }) {
     const machine = machineOf(thopter);
     const t = await transport();
     if (!firstRun) {
@@ -39,7 +43,46 @@ export const launchAgent: Phase = {
         true,
       );
     }
+    // The shell stays when the agent is missing or dies, so "typed" is not "started": the agent
+    // must be seen running, and still be running agentSettleMs later. Typing it again cannot
+    // install it, so the failure is not retried, and the slot is freed at once.
+    const started = Date.now();
+    let runningSince: number | undefined;
+    for (;;) {
+      const now = await provider.snapshot(machine.id, t);
+      if (now.agentRunning) {
+        runningSince ??= Date.now();
+        if (Date.now() - runningSince >= config.agentSettleMs) break;
+      } else if (runningSince !== undefined || Date.now() - started >= START_TIMEOUT_MS) {
+        const what =
+          runningSince === undefined
+            ? `was not running ${START_TIMEOUT_MS / 1000} s after it was typed`
+            : 'exited right after it started';
+        await machineLog(`the agent ${what}; the terminal shows:\n${now.screen.trimEnd()}`);
+        throw new ThopterError(
+          'phase',
+          `the agent ${what} (its terminal ends with ${lastLines(now)}): check that THOPTER_AGENT_COMMAND (${config.agentCommand}) runs on the machine`,
+          false,
+        );
+      }
+      await sleep(POLL_MS, signal);
+    }
     await machineLog(`launched the agent: ${config.agentCommand}`);
     return { summary: `agent started: ${config.agentCommand}` };
   },
 };
+
+/**
+ * The screen's last lines as one inline-code span for the status comment and the dashboard:
+ * backticks are dropped so the span cannot be closed early.
+ */
+function lastLines(snapshot: SessionSnapshot, count = 3): string {
+  const lines = snapshot.screen
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .slice(-count);
+  if (!lines.length) return 'nothing: the terminal is blank';
+  const text = lines.join(' ⏎ ').replaceAll('`', "'");
+  return `\`${text.length > 300 ? '…' + text.slice(-300) : text}\``;
+}

@@ -52,9 +52,27 @@ export class LocalProvider implements Provider {
   constructor(
     dataDir: string,
     private readonly log: Logger,
+    /** THOPTER_AGENT_COMMAND: checked at start, since the hub and its machines share one PATH. */
+    private readonly agentCommand?: string,
   ) {
     this.machinesDir = path.join(dataDir, 'thopters');
     this.goldenDir = path.join(dataDir, 'golden');
+  }
+
+  async start(): Promise<void> {
+    const program = this.agentCommand?.trim().split(/\s+/)[0] ?? '';
+    // Only a plain program name is checked: a word the shell would expand or assign is its own.
+    if (!/^[\w@%+:,./-]+$/.test(program)) return;
+    const found = await run('bash', ['-c', 'command -v -- "$1"', 'bash', program], {
+      env: HOST_ENV,
+      timeoutMs: TMUX_TIMEOUT_MS,
+    });
+    if (found.exitCode !== 0) {
+      this.log.warn(
+        { program },
+        `THOPTER_AGENT_COMMAND starts with "${program}", which is not on PATH: every thopter will fail at launch-agent. Install Claude Code (scripts/hub.sh does) or fix THOPTER_AGENT_COMMAND`,
+      );
+    }
   }
 
   private dir(id: string): string {
