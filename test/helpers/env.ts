@@ -193,8 +193,13 @@ export class TestWorld {
         }
       }
     }
-    // Whatever tmux server is left was started under this world's folder and lost track of (its
-    // machine folder is gone, or lives where no hub of this world looked): it would run forever.
+    // kill-server returns before the server process has exited: give the ones just told to stop a
+    // moment to go. Whatever tmux server is left after that was started under this world's folder
+    // and lost track of (its machine folder is gone, or lives where no hub of this world looked):
+    // it would run forever.
+    await waitFor('the tmux servers to exit', () => tmuxServersUnder(this.dir).length === 0, {
+      timeoutMs: 5000,
+    }).catch(() => {});
     const leaked = tmuxServersUnder(this.dir);
     for (const { pid } of leaked) {
       try {
