@@ -231,6 +231,14 @@ describe('the real Claude Code on a Fly machine', () => {
       { timeoutMs: 90_000 },
     );
     assert.equal(idle.agentRunning, true);
+    // Claude Code's Stop hook marked the end of the turn on the machine; the observer posted it.
+    const turns = await waitFor('the turn reported by the observer', async () => {
+      const t = await hub.store.get(id);
+      return t?.turns?.count ? t.turns : undefined;
+    });
+    assert.equal(turns.count, 1);
+    const ended = (await hub.store.events(id)).filter((e) => e.type === 'turn-ended');
+    assert.equal(ended.length, 1, 'one event, however many posts carried the count');
   });
 
   it("renders the transcript, read over SSH, in the dashboard's session log", async () => {
@@ -254,6 +262,7 @@ describe('the real Claude Code on a Fly machine', () => {
       /Four, from Fly\./.test((await session())?.screen ?? ''),
     );
     assert.ok(model.userTexts().includes('what is 2+2?'));
+    await waitFor('the second turn reported', async () => (await hub.store.get(id))?.turns?.count === 2);
   });
 
   it('is destroyed with its machine', async () => {

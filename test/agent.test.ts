@@ -127,6 +127,27 @@ describe('the real Claude Code on the local provider', () => {
     assert.match(session.screen, /❯/);
   });
 
+  it("records the end of its turn, told by Claude Code's Stop hook, once", async () => {
+    const t = await waitFor('the turn to be recorded', async () => {
+      const t = await api(hub.url, 'GET', `/api/thopters/${id}`);
+      return t.body.turns?.count >= 1 ? t.body : undefined;
+    });
+    assert.equal(t.turns.count, 1, 'one turn: the model asked for tools twice, then answered');
+    const ended = t.events.filter((e: any) => e.type === 'turn-ended');
+    assert.equal(ended.length, 1);
+    assert.match(ended[0].message, /ended its turn 1 and waits for input/);
+    // The hub's settings came beside the golden claude's: the hook ran, and no first-run prompt
+    // (which the golden claude's own settings answer) held the agent.
+    const home = path.join(dataDir(), 'thopters', thopter.machine.id, 'home');
+    const line = readFileSync(path.join(home, '.thopter', 'turns.log'), 'utf8');
+    assert.match(line, /^\S+Z\t\{.*"hook_event_name":"Stop"/);
+    assert.ok(
+      JSON.parse(readFileSync(path.join(home, '.claude', 'settings.json'), 'utf8'))
+        .skipDangerousModePermissionPrompt,
+      "the golden claude's settings are untouched",
+    );
+  });
+
   it("renders the real transcript in the dashboard's session log", async () => {
     const res = await fetch(`${hub.url}/thopters/${id}/log?fragment=1`, {
       headers: { authorization: `Bearer ${TOKEN}` },
@@ -147,6 +168,11 @@ describe('the real Claude Code on the local provider', () => {
       /Two and two make four\./.test((await stateOf(id)).session?.screen ?? ''),
     );
     assert.ok(model.userTexts().includes('what is 2+2?'));
+    const t = await waitFor('the second turn to be recorded', async () => {
+      const t = (await stateOf(id)).turns;
+      return t?.count === 2 ? t : undefined;
+    });
+    assert.ok(Date.parse(t.lastEndedAt) > 0);
   });
 
   it('never puts the API key in a process argument or in Redis', async () => {

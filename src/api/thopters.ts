@@ -268,6 +268,9 @@ export function statusRoutes(deps: { store: ThopterStore }): Router {
         screen: post.screenDump,
         updatedAt: new Date().toISOString(),
         source: 'observer',
+        ...(post.turnsEnded !== undefined
+          ? { turns: { count: post.turnsEnded, lastEndedAt: post.lastTurnEndedAt } }
+          : {}),
       },
       { token },
     );

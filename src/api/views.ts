@@ -42,6 +42,7 @@ export function thopterView(
       };
     }),
     session: r.session ?? null,
+    turns: r.turns ?? null,
     destroyRequested: r.destroyRequested ?? null,
     kept: r.kept ?? null,
     endReason: r.endReason ?? null,

@@ -173,6 +173,15 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
             : ''
       }
       ${
+        r.turns
+          ? html`<dt>Turns</dt>
+              <dd>
+                ${r.turns.count} ended, the last at
+                <time datetime="${r.turns.lastEndedAt}">${r.turns.lastEndedAt}</time>
+              </dd>`
+          : ''
+      }
+      ${
         r.kept && r.state === 'kept'
           ? html`<dt>Failure</dt>
               <dd>

@@ -285,6 +285,7 @@ async function check(deps: ProcessorDeps, record: ThopterRecord, log: Logger): P
         screen: snap.screen,
         updatedAt: now.toISOString(),
         source: 'hub',
+        ...(snap.turns ? { turns: snap.turns } : {}),
       };
       await store.setSession(record.id, session);
     } catch (err) {
@@ -352,6 +353,8 @@ async function lookWhileSilent(
     updatedAt: now,
     source: 'hub',
     silentSince,
+    // The turns come with the observer's posts; the hub's own look does not read them.
+    ...(previous?.turns ? { turns: previous.turns } : {}),
   };
   await deps.store.setSession(record.id, session);
   return session;

@@ -1,4 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
+import type { Turns } from '../status/turns.js';
 
 export type ProviderName = 'local' | 'fly';
 
@@ -99,6 +100,8 @@ export interface SessionSnapshot {
   agentRunning: boolean;
   /** False when the terminal session itself is gone. */
   sessionAlive: boolean;
+  /** The agent's ended turns, when the provider reads them with the session (local). */
+  turns?: Turns;
 }
 
 export interface GoldenClaude {

@@ -18,6 +18,9 @@ export const statusPostSchema = z
     lastActivity: isoTime,
     spawnedAt: isoTime,
     idleSince: isoTime.optional(),
+    /** How many of the agent's turns have ended (its Stop hook), and when the last did. */
+    turnsEnded: z.number().int().min(0).max(1_000_000).optional(),
+    lastTurnEndedAt: isoTime.optional(),
     repository: z.string().max(300).optional(),
     github: z
       .object({

@@ -1,4 +1,5 @@
 import type { PhaseName } from '../processors/phases/names.js';
+import type { Turns } from '../status/turns.js';
 
 /**
  * Where a thopter stands. `destroyed` and `failed` are final. `kept`: provisioning failed and the
@@ -90,6 +91,8 @@ export interface SessionStatus {
   source: 'hub' | 'observer';
   /** For `unknown`: when the observer last posted (or the thopter started running, if it never did). */
   silentSince?: string;
+  /** The agent's ended turns, as its Stop hook counted them (absent when the agent has no such hook). */
+  turns?: Turns;
 }
 
 export interface ThopterEvent {
@@ -106,6 +109,8 @@ export interface ThopterRecord {
   phases: Partial<Record<PhaseName, PhaseRecord>>;
   session?: SessionStatus;
   destroyRequested?: { reason: string; at: string };
+  /** The agent's turns that ended, each also an event `turn-ended`: what the finish line acts on. */
+  turns?: Turns;
   /** For `kept`: what failed, and until when the machine is kept. */
   kept?: { reason: string; until: string };
   /** The GitHub comment that acknowledged the command and shows the thopter's state. */

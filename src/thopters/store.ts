@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { PhaseName } from '../processors/phases/names.js';
+import type { Turns } from '../status/turns.js';
 import {
   type MachineRecord,
   type PhaseRecord,
@@ -54,7 +55,10 @@ return 1`;
  * hash (an observer's post) it first checks that hash is one of the thopter's, so a post costs one
  * round trip. A plain comparison is fine here: it compares sha256 digests, and learning how much of
  * a digest matched tells nothing about a token.
- * KEYS: record hash, change channel. ARGV: id, session JSON, its summary, updatedAt, token hash or ''.
+ * A turn count above the recorded one (the agent's Stop hook ran) records the turns and one event
+ * `turn-ended`, and tells the record's listeners (lifecycle jobs act on ended turns).
+ * KEYS: record hash, session channel, events list, record change channel. ARGV: id, session JSON,
+ * its summary, updatedAt, token hash or '', turns ended or '', when the last ended, events kept.
  * Returns 1 written, 0 ended, -1 unknown, -2 the token hash is not the thopter's.
  */
 const WRITE_SESSION = `
@@ -70,6 +74,20 @@ if not h[1] then return -1 end
 if h[1] == 'destroyed' or h[1] == 'failed' then return 0 end
 redis.call('HSET', KEYS[1], 'session', ARGV[2], 'sessionSummary', ARGV[3], 'updatedAt', ARGV[4])
 if h[2] ~= ARGV[3] then redis.call('PUBLISH', KEYS[2], ARGV[1]) end
+local seen = tonumber(ARGV[6])
+if seen then
+  local before = cjson.decode(redis.call('HGET', KEYS[1], 'turns') or '{"count":0}')
+  if seen > before.count then
+    redis.call('HSET', KEYS[1], 'turns', cjson.encode({count = seen, lastEndedAt = ARGV[7]}))
+    local message = 'the agent ended its turn ' .. seen .. ' and waits for input'
+    if seen > before.count + 1 then
+      message = 'the agent ended its turns ' .. (before.count + 1) .. ' to ' .. seen .. ' and waits for input'
+    end
+    redis.call('RPUSH', KEYS[3], cjson.encode({at = ARGV[7], type = 'turn-ended', message = message}))
+    redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
+    redis.call('PUBLISH', KEYS[4], ARGV[1])
+  end
+end
 return 1`;
 
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
@@ -265,16 +283,22 @@ export class ThopterStore {
       session.lastActivity,
       session.idleSince ?? '',
     ]);
+    // A turn that ended is recorded in the same round trip, once, whichever hub or post saw it first.
     const r = await this.redis.eval(
       WRITE_SESSION,
-      2,
+      4,
       this.key(id),
       this.sessionChannel,
+      this.eventsKey(id),
+      this.changeChannel,
       id,
       JSON.stringify(session),
       summary,
       new Date().toISOString(),
       opts.token === undefined ? '' : hashToken(opts.token),
+      session.turns ? String(session.turns.count) : '',
+      session.turns?.lastEndedAt ?? new Date().toISOString(),
+      String(MAX_EVENTS),
     );
     return r === 1 ? 'recorded' : r === -2 ? 'unauthorized' : 'ended';
   }
@@ -327,6 +351,7 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     session: json<SessionStatus>(h.session),
     destroyRequested: json<{ reason: string; at: string }>(h.destroyRequested),
     kept: json<{ reason: string; until: string }>(h.kept),
+    turns: json<Turns>(h.turns),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
     commentHash: h.commentHash,

@@ -112,10 +112,11 @@ it('lists the seven phases in the order the seed runs them, two of them optional
   );
 });
 
-it('write-context writes the three files, with issue text only inside them', async () => {
+it("write-context writes the three files, with issue text only inside them, and the agent's settings", async () => {
   const t = new RecordingTransport();
   await PHASE_BY_NAME['write-context'].run(context(t));
   assert.deepEqual([...t.files.keys()].sort(), [
+    '/data/thopter/.thopter/agent-settings.json',
     '/data/thopter/workspace/issue.json',
     '/data/thopter/workspace/issue.md',
     '/data/thopter/workspace/prompt.md',
@@ -123,6 +124,12 @@ it('write-context writes the three files, with issue text only inside them', asy
   assert.ok(t.files.get('/data/thopter/workspace/issue.md')!.includes(EVIL));
   assert.equal(JSON.parse(t.files.get('/data/thopter/workspace/issue.json')!).github.issueTitle, EVIL);
   assert.deepEqual(t.commands, [], 'no command ran');
+  const settings = JSON.parse(t.files.get('/data/thopter/.thopter/agent-settings.json')!);
+  assert.deepEqual(
+    Object.keys(settings),
+    ['hooks'],
+    "only the hook: the golden claude's settings stay in force",
+  );
 });
 
 it('launch-agent and clone-repo never put issue text on a command line', async () => {

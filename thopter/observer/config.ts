@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TURNS_FILE } from '../../src/status/turns.js';
 
 /**
  * What the observer is told through its environment. The hub's machine contract sets THOPTER_ID and
@@ -18,6 +19,8 @@ export interface ObserverConfig {
   tokenFile: string;
   /** OBSERVER_ISSUE_FILE: the issue's structured context. Default /data/thopter/workspace/issue.json. */
   issueFile: string;
+  /** OBSERVER_TURNS_FILE: where the agent's Stop hook marks its ended turns. Default /data/thopter/.thopter/turns.log. */
+  turnsFile: string;
   /** OBSERVER_TMUX_SESSION: the session whose pane is watched. Default `thopter`. */
   tmuxSession: string;
   /**
@@ -79,6 +82,7 @@ const schema = z.object({
   OBSERVER_IDLE_AFTER_MS: ms('OBSERVER_IDLE_AFTER_MS', 60_000),
   OBSERVER_TOKEN_FILE: text('/data/thopter/.thopter/status-token'),
   OBSERVER_ISSUE_FILE: text('/data/thopter/workspace/issue.json'),
+  OBSERVER_TURNS_FILE: text(`/data/thopter/${TURNS_FILE}`),
   OBSERVER_TMUX_SESSION: text('thopter').refine((s) => /^[\w-]+$/.test(s), {
     message: 'OBSERVER_TMUX_SESSION must be a plain session name (letters, digits, - and _)',
   }),
@@ -116,6 +120,7 @@ export function loadObserverConfig(env: Record<string, string | undefined>): Obs
     idleAfterMs: c.OBSERVER_IDLE_AFTER_MS,
     tokenFile: c.OBSERVER_TOKEN_FILE,
     issueFile: c.OBSERVER_ISSUE_FILE,
+    turnsFile: c.OBSERVER_TURNS_FILE,
     tmuxSession: c.OBSERVER_TMUX_SESSION,
     tmuxSocket: c.OBSERVER_TMUX_SOCKET,
     agentProcess: c.OBSERVER_AGENT_PROCESS,

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
+import { parseTurns, type Turns } from '../../src/status/turns.js';
 import type { ObserverConfig } from './config.js';
 
 /** A tmux or pgrep call that takes longer than this is stuck; the next tick tries again. */
@@ -18,6 +19,8 @@ export interface Sensors {
   agentRunning(): Promise<boolean>;
   /** The issue's context from issue.json, once the hub has written it (seed step 15). */
   issue(): Promise<IssueContext | undefined>;
+  /** The agent's ended turns, as its Stop hook marked them; undefined before the first. */
+  turns?(): Promise<Turns | undefined>;
 }
 
 /** The fields of issue.json the status post carries. */
@@ -58,6 +61,7 @@ export function machineSensors(config: ObserverConfig, env: NodeJS.ProcessEnv = 
   // `=name:` is the session called exactly `name`; a bare `-t thopter` would also match `thopter-2`.
   const target = `=${config.tmuxSession}:`;
   const issueFile = new CachedFile(config.issueFile);
+  const turnsFile = new CachedFile(config.turnsFile);
   return {
     async capture() {
       const r = await run('tmux', [...socket, 'capture-pane', '-p', '-t', target], childEnv);
@@ -71,6 +75,10 @@ export function machineSensors(config: ObserverConfig, env: NodeJS.ProcessEnv = 
     async issue() {
       const raw = await issueFile.read();
       return raw === undefined ? undefined : parseIssueJson(raw);
+    },
+    async turns() {
+      const raw = await turnsFile.read();
+      return raw === undefined ? undefined : parseTurns(raw);
     },
   };
 }

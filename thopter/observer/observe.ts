@@ -29,16 +29,18 @@ export interface Observation {
  * is that the agent's terminal ended, and what it said last.
  */
 export async function observeOnce(deps: ObserveDeps, previous: Activity | undefined): Promise<Observation> {
-  const [capture, running, issue] = await Promise.all([
+  const [capture, running, issue, turns] = await Promise.all([
     deps.sensors.capture(),
     deps.sensors.agentRunning(),
     deps.sensors.issue(),
+    deps.sensors.turns?.(),
   ]);
   const now = (deps.now ?? (() => new Date()))();
   const base = {
     thopterId: deps.thopterId,
     claudeProcess: running ? ('running' as const) : ('notFound' as const),
     spawnedAt: deps.spawnedAt,
+    ...(turns?.count ? { turnsEnded: turns.count, lastTurnEndedAt: turns.lastEndedAt } : {}),
   };
   if ('gone' in capture) {
     // The activity is kept: if the session comes back showing the same screen, nothing happened.

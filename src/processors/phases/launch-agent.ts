@@ -1,5 +1,6 @@
 import { sleep, ThopterError } from '../../errors.js';
 import { SESSION, type SessionSnapshot } from '../../providers/types.js';
+import { withTurnHook } from '../../status/turns.js';
 import type { Phase } from './phase.js';
 import { machineOf } from './wait-ready.js';
 
@@ -23,18 +24,9 @@ export const launchAgent: Phase = {
     // The operator's command is typed into the session's shell, so people find a shell there when
     // the agent exits. Issue text never appears in it: the agent reads prompt.md. One tmux call:
     // `;` as an argument of its own separates tmux commands.
-    const keys = [
-      'send-keys',
-      '-t',
-      SESSION,
-      '-l',
-      config.agentCommand,
-      ';',
-      'send-keys',
-      '-t',
-      SESSION,
-      'Enter',
-    ];
+    // Claude Code gets the hub's settings too, so the end of each turn is known (status/turns.ts).
+    const command = withTurnHook(config.agentCommand);
+    const keys = ['send-keys', '-t', SESSION, '-l', command, ';', 'send-keys', '-t', SESSION, 'Enter'];
     const r = await t.exec(['tmux', ...keys]);
     if (r.exitCode !== 0) {
       throw new ThopterError(
@@ -67,8 +59,8 @@ export const launchAgent: Phase = {
       }
       await sleep(POLL_MS, signal);
     }
-    await machineLog(`launched the agent: ${config.agentCommand}`);
-    return { summary: `agent started: ${config.agentCommand}` };
+    await machineLog(`launched the agent: ${command}`);
+    return { summary: `agent started: ${command}` };
   },
 };
 

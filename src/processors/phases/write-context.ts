@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { ThopterError } from '../../errors.js';
+import { AGENT_SETTINGS_FILE, agentSettings } from '../../status/turns.js';
 import type { ThopterRecord } from '../../thopters/record.js';
 import type { Phase } from './phase.js';
 import { machineOf } from './wait-ready.js';
@@ -32,7 +33,10 @@ export const writeContext: Phase = {
       JSON.stringify(issueJson(thopter), null, 2) + '\n',
     );
     await t.writeFile(path.join(t.paths.workspace, 'prompt.md'), prompt);
-    await machineLog('wrote issue.md, issue.json and prompt.md');
+    // Beside the golden claude's settings, never in place of them: launch-agent passes this file
+    // with --settings, and its Stop hook marks each end of the agent's turn.
+    await t.writeFile(path.join(t.paths.home, AGENT_SETTINGS_FILE), agentSettings());
+    await machineLog(`wrote issue.md, issue.json, prompt.md and ~/${AGENT_SETTINGS_FILE}`);
     return { summary: `wrote issue.md, issue.json and prompt.md (prompt "${request.prompt}")` };
   },
 };

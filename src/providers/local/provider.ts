@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, copyFile, mkdir, readdir, readFile, rm, stat, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../log.js';
+import { parseTurns, TURNS_FILE } from '../../status/turns.js';
 import {
   GOLDEN_NAME,
   SESSION,
@@ -222,7 +223,11 @@ export class LocalProvider implements Provider {
     const panePid = Number(out.slice(0, newline));
     const screen = out.slice(newline + 1).replace(/\n$/, '');
     // The pane runs an interactive shell; the agent is whatever that shell is running.
-    return { screen, agentRunning: panePid > 1 && (await hasChildren(panePid)), sessionAlive: true };
+    const [agentRunning, turns] = await Promise.all([
+      panePid > 1 ? hasChildren(panePid) : false,
+      readFile(path.join(paths.home, TURNS_FILE), 'utf8').then(parseTurns, () => undefined),
+    ]);
+    return { screen, agentRunning, sessionAlive: true, ...(turns ? { turns } : {}) };
   }
 
   async goldenClaudes(): Promise<string[]> {
