@@ -21,6 +21,7 @@ import { reconcile } from './reconcile.js';
 import { connectRedis, startEmbeddedRedis, type EmbeddedRedis, type RedisTarget } from './redis.js';
 import { RecordChanges } from './thopters/changes.js';
 import { ThopterStore } from './thopters/store.js';
+import { TranscriptArchive } from './transcripts/archive.js';
 import { GitHubClients } from './github/clients.js';
 import { labelOf } from './scanner/intake.js';
 import { Intake } from './scanner/pause.js';
@@ -106,6 +107,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     await queues.start(config.maxThopters);
 
     const transports = new TransportPool(provider);
+    const transcripts = new TranscriptArchive(client, config.redisPrefix);
     onStop('closing transports', () => transports.closeAll());
     const metrics = new Metrics(client, config.redisPrefix);
     onStop('closing metrics', () => metrics.close());
@@ -120,7 +122,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     await reconcile({ store, queues, provider, log });
     const scanner = { config, redis: client, store, queues, prompts, provider, github, intake, log };
     const workers = startWorkers(
-      { config, log, store, changes, queues, provider, prompts, transports, announce, metrics },
+      { config, log, store, changes, queues, provider, prompts, transports, transcripts, announce, metrics },
       { scanner, github: { store, queues, github, publicUrl, log } },
       workerConnection,
     );
@@ -163,6 +165,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       store,
       queues,
       transports,
+      transcripts,
       feed,
       metrics,
       assets: await buildAssets(),

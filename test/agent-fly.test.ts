@@ -268,5 +268,14 @@ describe('the real Claude Code on a Fly machine', () => {
   it('is destroyed with its machine', async () => {
     assert.equal((await api(hub.url, 'DELETE', `/api/thopters/${id}`)).status, 202);
     await waitFor('its machine to be deleted', () => live(id).length === 0);
+    await waitFor(
+      'the thopter to be destroyed',
+      async () => (await hub.store.get(id))?.state === 'destroyed',
+    );
+    const res = await fetch(`${hub.url}/thopters/${id}/log?fragment=1`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    const page = await res.text();
+    assert.match(page, /Four, from Fly\./, 'the transcript was copied off the machine before it went');
   });
 });

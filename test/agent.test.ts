@@ -191,4 +191,15 @@ describe('the real Claude Code on the local provider', () => {
     assert.equal(existsSync(machineDir), false);
     await waitFor('the claude process to end', () => !existsSync(`/proc/${agent}`));
   });
+
+  it('keeps its session log after the machine is gone', async () => {
+    const res = await fetch(`${hub.url}/thopters/${id}/log?fragment=1`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    assert.equal(res.status, 200);
+    const page = await res.text();
+    assert.match(page, /has ended \(destroyed\); its transcript as it stood then/);
+    assert.match(page, /Pushed the greeting to the work branch\./);
+    assert.match(page, /Two and two make four\./, 'the whole conversation, up to the end');
+  });
 });

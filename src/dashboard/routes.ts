@@ -8,11 +8,13 @@ import type { TransportPool } from '../processors/deps.js';
 import type { HubQueues } from '../queues/index.js';
 import type { ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
+import type { TranscriptArchive } from '../transcripts/archive.js';
+import { readTranscripts, transcriptFiles } from '../transcripts/machine.js';
 import type { Asset } from './assets.js';
 import type { DashboardFeed } from './feed.js';
 import { html } from './html.js';
 import { loginPage, logPage, mainPage, terminalPage, thopterDetail, thopterPage } from './pages.js';
-import { renderSessionLog, transcriptFiles, transcriptTag } from './session-log.js';
+import { renderSessionLog, transcriptTag } from './session-log.js';
 import { SESSION_COOKIE, type DashboardSession, type Sessions } from './sessions.js';
 
 export interface DashboardDeps {
@@ -22,6 +24,7 @@ export interface DashboardDeps {
   store: ThopterStore;
   queues: HubQueues;
   transports: TransportPool;
+  transcripts: TranscriptArchive;
   feed: DashboardFeed;
   assets: Map<string, Asset>;
   metrics: Metrics;
@@ -158,9 +161,12 @@ export function dashboardRoutes(deps: DashboardDeps): Router {
     let body;
     let tag: string | undefined;
     if (!r.machine || r.state === 'destroyed' || r.state === 'failed') {
-      body = html`<p class="empty">
-        This thopter's machine is gone (${r.state}), and its transcript with it.
-      </p>`;
+      // Kept by the teardown before the machine went.
+      const kept = await deps.transcripts.load(r.id);
+      body = kept.length
+        ? html`<p class="note">This thopter has ended (${r.state}); its transcript as it stood then.</p>
+            ${renderSessionLog(kept)}`
+        : html`<p class="empty">This thopter's machine is gone (${r.state}), and no transcript was kept.</p>`;
     } else {
       try {
         const t = await deps.transports.get(r.machine.id);
@@ -170,7 +176,7 @@ export function dashboardRoutes(deps: DashboardDeps): Router {
           ctx.status = 304;
           return;
         }
-        body = await renderSessionLog(t, files);
+        body = renderSessionLog(await readTranscripts(t, files));
       } catch (err) {
         body = html`<p class="error">The transcript could not be read: ${(err as Error).message}</p>`;
       }

@@ -1,36 +1,7 @@
 import { createHash } from 'node:crypto';
-import path from 'node:path';
-import type { Transport } from '../providers/types.js';
+import type { TranscriptFile, TranscriptText } from '../transcripts/machine.js';
 import { html, type Html } from './html.js';
 import { renderTranscript } from './transcript.js';
-
-/** The tail of a transcript larger than this is shown; its start is left out, and the page says so. */
-const MAX_FILE_BYTES = 4 * 1024 * 1024;
-
-interface TranscriptFile {
-  path: string;
-  size: number;
-  mtime: number;
-}
-
-/** Claude Code's transcripts on the machine: `~/.claude/projects/<project>/<session>.jsonl`, oldest first. */
-export async function transcriptFiles(t: Transport): Promise<TranscriptFile[]> {
-  const dir = path.posix.join(t.paths.home, '.claude', 'projects');
-  if (!(await t.exists(dir))) return [];
-  const found = await t.exec(
-    ['find', dir, '-maxdepth', '2', '-type', 'f', '-name', '*.jsonl', '-printf', '%T@ %s %p\\n'],
-    { timeoutMs: 15_000 },
-  );
-  if (found.exitCode !== 0) throw new Error(`the transcripts could not be listed: ${found.stderr.trim()}`);
-  return found.stdout
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [mtime, size, ...rest] = line.split(' ');
-      return { path: rest.join(' '), size: Number(size), mtime: Number(mtime) };
-    })
-    .sort((a, b) => a.mtime - b.mtime);
-}
 
 /** A tag for what the transcripts are now: the page asks again with it and gets 304 while they stand still. */
 export function transcriptTag(files: TranscriptFile[]): string {
@@ -40,32 +11,24 @@ export function transcriptTag(files: TranscriptFile[]): string {
 }
 
 /** Every transcript of the thopter as HTML, newest session last. */
-export async function renderSessionLog(t: Transport, files: TranscriptFile[]): Promise<Html> {
-  if (files.length === 0) {
+export function renderSessionLog(texts: TranscriptText[]): Html {
+  if (texts.length === 0) {
     return html`<p class="empty">
       No transcript yet: Claude Code writes one under <code>~/.claude/projects/</code> once the agent starts
       working. This page refreshes by itself.
     </p>`;
   }
-  const parts: Html[] = [];
-  for (const f of files) {
-    let text: string;
-    let cutNote = html``;
-    if (f.size > MAX_FILE_BYTES) {
-      const tail = await t.exec(['tail', '-c', String(MAX_FILE_BYTES), f.path], { timeoutMs: 30_000 });
-      text = tail.stdout.slice(tail.stdout.indexOf('\n') + 1);
-      cutNote = html`<p class="note">
-        The first ${Math.round((f.size - MAX_FILE_BYTES) / 1024)} kB of this transcript are not shown.
-      </p>`;
-    } else {
-      text = (await t.readFile(f.path)).toString('utf8');
-    }
-    parts.push(
+  return html`${texts.map(
+    (t) =>
       html`<section class="session">
-        <h2>${path.posix.basename(f.path, '.jsonl')}</h2>
-        ${cutNote}${renderTranscript(text)}
+        <h2>${t.session}</h2>
+        ${
+          t.cutBytes > 0
+            ? html`<p class="note">
+                The first ${Math.round(t.cutBytes / 1024)} kB of this transcript are not shown.
+              </p>`
+            : ''
+        }${renderTranscript(t.text)}
       </section>`,
-    );
-  }
-  return html`${parts}`;
+  )}`;
 }

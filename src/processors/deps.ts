@@ -6,6 +6,7 @@ import type { Provider, Transport } from '../providers/types.js';
 import type { HubQueues } from '../queues/index.js';
 import type { RecordChanges } from '../thopters/changes.js';
 import type { ThopterStore } from '../thopters/store.js';
+import type { TranscriptArchive } from '../transcripts/archive.js';
 
 /** What every processor works with; built once by the composition root. */
 export interface ProcessorDeps {
@@ -17,6 +18,8 @@ export interface ProcessorDeps {
   provider: Provider;
   prompts: Prompts;
   transports: TransportPool;
+  /** Where the agent's transcripts are kept when its machine goes. */
+  transcripts: TranscriptArchive;
   /** Tells the thopter's issue (if it came from one) that its state changed; cheap, deduplicated. */
   announce(thopterId: string): Promise<void>;
   metrics?: Metrics;

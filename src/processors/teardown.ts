@@ -1,4 +1,5 @@
 import { messageOf } from '../errors.js';
+import { keepTranscripts } from '../transcripts/keep.js';
 import type { ProcessorDeps } from './deps.js';
 
 /**
@@ -7,7 +8,7 @@ import type { ProcessorDeps } from './deps.js';
  * the provider lists for this thopter, so none outlives it.
  */
 export async function teardown(
-  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'log' | 'announce'>,
+  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'transcripts' | 'log' | 'announce'>,
   thopterId: string,
   final: 'destroyed' | 'failed',
   reason: string,
@@ -19,6 +20,8 @@ export async function teardown(
   for (const m of await provider.list()) if (m.thopterId === thopterId) ids.add(m.id);
   // `stopping` means a machine is going away; a thopter that never had one ends at once.
   if (ids.size > 0 && (await store.setState(thopterId, 'stopping'))) await deps.announce(thopterId);
+  if (record?.machine && ids.has(record.machine.id))
+    await keepTranscripts(deps, thopterId, record.machine.id);
   for (const id of ids) {
     await transports.release(id);
     try {
