@@ -123,7 +123,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     const scanner = { config, redis: client, store, queues, prompts, provider, github, intake, log };
     const workers = startWorkers(
       { config, log, store, changes, queues, provider, prompts, transports, transcripts, announce, metrics },
-      { scanner, github: { store, queues, github, publicUrl, log } },
+      { scanner, github: { store, queues, github, transcripts, publicUrl, log } },
       workerConnection,
     );
     onStop('handing active thopters back', () => workers.close());

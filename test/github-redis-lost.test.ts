@@ -62,6 +62,11 @@ it('a command acknowledged before Redis was lost launches nothing again, by poll
   await waitFor('the reply to the kill', () =>
     gh.comments(REPO, ended.number).some((c) => /destroying `thopter-/.test(c.body ?? '')),
   );
+  await waitFor('the report of its end', () =>
+    gh
+      .comments(REPO, ended.number)
+      .some((c) => /^<!-- thopter-report:thopter-[a-f0-9]+:end -->/.test(c.body ?? '')),
+  );
   await waitFor('the refusal', () => gh.comments(REPO, refused.number).length === 1);
   const endedComments = gh.comments(REPO, ended.number).length;
 

@@ -43,6 +43,7 @@ export function renderStatus(
   // Links into the dashboard (signed in with the hub's token): the terminal and the session log
   // only while the agent runs.
   const links = [`[dashboard](${page})`];
+  if (record.lastReport) links.push(`[latest report](${record.lastReport.url})`);
   if (record.state === 'running' || record.state === 'kept')
     links.push(`[terminal](${page}/terminal)`, `[session log](${page}/log)`);
   lines.push(`Request \`${record.id}\` · ${links.join(' · ')}`);

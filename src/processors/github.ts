@@ -2,14 +2,18 @@ import { createHash } from 'node:crypto';
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
 import type { GitHubClients } from '../github/clients.js';
 import { ackMarker, renderStatus, replyMarker } from '../github/render.js';
+import { renderReport, reportMarker } from '../github/report.js';
 import type { Logger } from '../log.js';
 import type { HubQueues, JobTable } from '../queues/index.js';
 import type { ThopterStore } from '../thopters/store.js';
+import type { TranscriptArchive } from '../transcripts/archive.js';
+import { lastAgentMessage } from '../transcripts/last-message.js';
 
 export interface GitHubProcessorDeps {
   store: ThopterStore;
   queues: HubQueues;
   github: GitHubClients;
+  transcripts: TranscriptArchive;
   publicUrl: string;
   log: Logger;
 }
@@ -21,9 +25,10 @@ export interface GitHubProcessorDeps {
  */
 export function githubProcessor(
   deps: GitHubProcessorDeps,
-): Processor<JobTable['comment'] | JobTable['reply'], string> {
-  return async (job: Job<JobTable['comment'] | JobTable['reply']>) => {
+): Processor<JobTable['comment'] | JobTable['reply'] | JobTable['report'], string> {
+  return async (job: Job<JobTable['comment'] | JobTable['reply'] | JobTable['report']>) => {
     try {
+      if (job.name === 'report') return await postReport(deps, job.data as JobTable['report']);
       return job.name === 'comment'
         ? await postStatus(deps, job.data as JobTable['comment'])
         : await postReply(deps, job.data as JobTable['reply']);
@@ -85,4 +90,32 @@ async function postReply(deps: GitHubProcessorDeps, data: JobTable['reply']): Pr
   }
   await client.createComment(data.repository, data.issueNumber, `${marker}\n${data.body}`);
   return 'replied';
+}
+
+/**
+ * A report: a new comment on the issue, once per thopter and key (its marker is looked for first,
+ * so a retry after a lost response posts nothing twice). The status comment then links to it.
+ */
+async function postReport(deps: GitHubProcessorDeps, data: JobTable['report']): Promise<string> {
+  const record = await deps.store.get(data.thopterId);
+  if (!record || record.request.source !== 'github' || record.request.issue.number === undefined)
+    return 'not a GitHub thopter';
+  const { repository } = record.request;
+  const number = record.request.issue.number;
+  const client = deps.github.for(repository);
+  if (!client) return `${repository} is not watched`;
+  const marker = reportMarker(record.id, data.key);
+  for (const c of await client.comments(repository, number)) {
+    if (c.body?.startsWith(marker) && (await client.wrote(c))) return 'already reported';
+  }
+  // At the end the machine is gone: its words come from the transcript kept at the teardown.
+  const kept = data.key === 'end' ? lastAgentMessage(await deps.transcripts.load(record.id)) : undefined;
+  const lastMessage = (kept ?? record.finish?.lastMessage)?.text;
+  const body = renderReport(record, { key: data.key, publicUrl: deps.publicUrl, lastMessage });
+  const commentId = await client.createComment(repository, number, body);
+  const url = `${record.request.issue.url ?? `https://github.com/${repository}/issues/${number}`}#issuecomment-${commentId}`;
+  await deps.store.setLastReport(record.id, { key: data.key, url, at: new Date().toISOString() });
+  // The status comment links to the latest report.
+  await deps.queues.enqueue('comment', { thopterId: record.id, label: data.label });
+  return `reported: ${data.key}`;
 }

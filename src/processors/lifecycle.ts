@@ -6,6 +6,7 @@ import type { JobTable } from '../queues/jobs.js';
 import { nextActivity } from '../status/activity.js';
 import { isFinal, type SessionStatus, type ThopterRecord } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
+import { actOnAgentNews } from './finish.js';
 import { isHandoff } from './handoff.js';
 import { PHASES } from './phases/index.js';
 import { teardown } from './teardown.js';
@@ -233,7 +234,14 @@ async function supervise(
   const { store, config } = deps;
   let nextCheck = 0;
   const step = async (): Promise<string | undefined> => {
-    if (await store.destroyRequested(id)) {
+    const news = await store.supervisionNews(id);
+    if (news.turnEnded) {
+      // A turn ended (a session write recorded it and woke this job): report it now, not at the
+      // next check.
+      const record = await store.get(id);
+      if (record) await actOnAgentNews(deps, record, record.session, log);
+    }
+    if (news.destroyRequested) {
       const reason = (await store.get(id))?.destroyRequested?.reason ?? 'destroyed';
       log.info({ reason }, 'destroying');
       return end('destroyed', reason);
@@ -249,6 +257,9 @@ async function supervise(
     const record = await store.get(id);
     if (!record || isFinal(record.state)) return 'ended';
     const verdict = await check(deps, record, log);
+    // The session just read may show the agent gone: the finish line reports that.
+    const now = await store.get(id);
+    if (now) await actOnAgentNews(deps, now, now.session, log);
     if (verdict === 'machine-gone') return end('destroyed', 'the machine disappeared');
     // The next step sees the request and tears down.
     if (verdict) await store.requestDestroy(id, verdict);

@@ -1,6 +1,7 @@
 import { messageOf } from '../errors.js';
 import { keepTranscripts } from '../transcripts/keep.js';
 import type { ProcessorDeps } from './deps.js';
+import { reportEnd } from './finish.js';
 
 /**
  * Destroys a thopter's machine and closes its record. Idempotent: a retry after a crash, or a
@@ -8,7 +9,10 @@ import type { ProcessorDeps } from './deps.js';
  * the provider lists for this thopter, so none outlives it.
  */
 export async function teardown(
-  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'transcripts' | 'log' | 'announce'>,
+  deps: Pick<
+    ProcessorDeps,
+    'store' | 'provider' | 'queues' | 'transports' | 'transcripts' | 'log' | 'announce'
+  >,
   thopterId: string,
   final: 'destroyed' | 'failed',
   reason: string,
@@ -36,4 +40,7 @@ export async function teardown(
     await deps.announce(thopterId);
     log.info({ thopter: thopterId, machines: [...ids], final, reason }, 'thopter torn down');
   }
+  // Every time, not only the first: a teardown retried after a crash still reports (the report's
+  // job id makes a second add a no-op).
+  await reportEnd(deps, thopterId);
 }

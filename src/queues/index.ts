@@ -58,6 +58,12 @@ const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
     removeOnComplete: { age: 30 * DAY_S },
     removeOnFail: { age: 30 * DAY_S },
   },
+  report: {
+    ...GITHUB_RETRIES,
+    // Kept a month: the report's job id is what makes a second add, from any hub, post nothing.
+    removeOnComplete: { age: 30 * DAY_S },
+    removeOnFail: { age: 30 * DAY_S },
+  },
   destroy: {
     priority: PRIORITY.destroy,
     attempts: 5,
@@ -89,6 +95,10 @@ function identityOf(name: Exclude<JobName, 'phase'>, data: JobTable[Exclude<JobN
           .digest('hex')
           .slice(0, 24)}`,
       };
+    case 'report': {
+      const { thopterId, key } = data as JobTable['report'];
+      return { jobId: `report.${thopterId}.${key}` };
+    }
     case 'scan':
       return {};
   }

@@ -1,3 +1,4 @@
+import type { ReportKey } from '../github/report.js';
 import type { PhaseName } from '../processors/phases/names.js';
 
 /**
@@ -18,6 +19,8 @@ export interface JobTable {
   comment: { thopterId: string; label: string };
   /** A one-off reply on an issue (a refused command, a kill). `key` makes it be posted once. */
   reply: { repository: string; issueNumber: number; key: string; body: string; label: string };
+  /** A report on the thopter's issue: a turn ended (`turn-N`), the agent exited (`exit`), it ended (`end`). */
+  report: { thopterId: string; label: string; key: ReportKey };
 }
 
 export type JobName = keyof JobTable;
@@ -29,6 +32,7 @@ export const QUEUE_OF = {
   scan: 'scan',
   comment: 'github',
   reply: 'github',
+  report: 'github',
 } as const satisfies Record<JobName, string>;
 
 export type QueueName = (typeof QUEUE_OF)[JobName];

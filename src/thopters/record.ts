@@ -95,6 +95,16 @@ export interface SessionStatus {
   turns?: Turns;
 }
 
+/** What the lifecycle job has seen of the agent's work and acted on, once each. */
+export interface FinishState {
+  /** Turns already reported (the report of turn n is queued once `reported` reaches n). */
+  reported: number;
+  /** When the agent process was first seen gone while the thopter ran. */
+  agentExitedAt?: string;
+  /** The agent's last message, from its transcript, trimmed. */
+  lastMessage?: { text: string; at?: string };
+}
+
 export interface ThopterEvent {
   at: string;
   type: string;
@@ -111,6 +121,10 @@ export interface ThopterRecord {
   destroyRequested?: { reason: string; at: string };
   /** The agent's turns that ended, each also an event `turn-ended`: what the finish line acts on. */
   turns?: Turns;
+  /** The finish line's progress: what the hub has reported of the agent (see processors/finish.ts). */
+  finish?: FinishState;
+  /** The latest report comment on the issue. */
+  lastReport?: { key: string; url: string; at: string };
   /** For `kept`: what failed, and until when the machine is kept. */
   kept?: { reason: string; until: string };
   /** The GitHub comment that acknowledged the command and shows the thopter's state. */

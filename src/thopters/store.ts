@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { PhaseName } from '../processors/phases/names.js';
 import type { Turns } from '../status/turns.js';
 import {
+  type FinishState,
   type MachineRecord,
   type PhaseRecord,
   type Request,
@@ -171,6 +172,22 @@ export class ThopterStore {
     return (await this.redis.hexists(this.key(id), 'destroyRequested')) === 1;
   }
 
+  /**
+   * What a supervising lifecycle job looks at on every wake, in one round trip: a destroy request,
+   * and whether a turn ended that the finish line has not acted on yet.
+   */
+  async supervisionNews(id: string): Promise<{ destroyRequested: boolean; turnEnded: boolean }> {
+    const [destroy, turns, finish] = await this.redis.hmget(
+      this.key(id),
+      'destroyRequested',
+      'turns',
+      'finish',
+    );
+    const ended = turns ? (JSON.parse(turns) as Turns).count : 0;
+    const reported = finish ? (JSON.parse(finish) as FinishState).reported : 0;
+    return { destroyRequested: destroy !== null, turnEnded: ended > reported };
+  }
+
   /** Newest first. */
   async list(opts: { limit?: number; states?: ThopterState[] } = {}): Promise<ThopterRecord[]> {
     const ids = await this.redis.zrevrange(this.indexKey, 0, (opts.limit ?? 1000) - 1);
@@ -233,6 +250,16 @@ export class ThopterStore {
   }
 
   /** A failed thopter whose machine stays for a look until `until` (THOPTER_KEEP_FAILED). */
+  /** The finish line's progress; written only by the thopter's lifecycle job, while it runs. */
+  setFinish(id: string, finish: FinishState) {
+    return this.update(id, { finish: JSON.stringify(finish) });
+  }
+
+  /** Recorded even after the thopter ended: its last report is posted then. */
+  setLastReport(id: string, report: { key: string; url: string; at: string }) {
+    return this.update(id, { lastReport: JSON.stringify(report) }, false);
+  }
+
   keep(id: string, reason: string, until: string) {
     return this.update(id, { state: 'kept', kept: JSON.stringify({ reason, until }) });
   }
@@ -352,6 +379,8 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     destroyRequested: json<{ reason: string; at: string }>(h.destroyRequested),
     kept: json<{ reason: string; until: string }>(h.kept),
     turns: json<Turns>(h.turns),
+    finish: json<FinishState>(h.finish),
+    lastReport: json<{ key: string; url: string; at: string }>(h.lastReport),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
     commentHash: h.commentHash,

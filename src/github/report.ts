@@ -1,0 +1,66 @@
+import type { ThopterRecord } from '../thopters/record.js';
+
+/** A report is found again by its marker: a retried post never makes a second one. */
+export const reportMarker = (thopterId: string, key: string) => `<!-- thopter-report:${thopterId}:${key} -->`;
+
+/** The agent's last message is quoted up to this many characters; the rest is on the dashboard. */
+const MAX_MESSAGE_CHARS = 2000;
+
+/**
+ * What a report is about. `turn-N`: the agent ended its turn N and waits; `exit`: the agent
+ * process exited; `end`: the thopter ended (destroyed or failed, with the reason).
+ */
+export type ReportKey = `turn-${number}` | 'exit' | 'end';
+
+/**
+ * A report on the issue: a new comment (an edit notifies nobody) saying what happened, how long the
+ * thopter ran, and what the agent said last, with links to the thopter.
+ */
+export function renderReport(
+  record: ThopterRecord,
+  opts: { key: ReportKey; publicUrl: string; lastMessage?: string; now?: Date },
+): string {
+  const page = `${opts.publicUrl}/thopters/${record.id}`;
+  const lines = [
+    reportMarker(record.id, opts.key),
+    `**Thopter** \`${record.id}\` ${headline(record, opts.key)}`,
+    '',
+  ];
+  if (record.machine) lines.push(`Work branch: \`${record.machine.workBranch}\``);
+  const ran = ranFor(record, opts.now ?? new Date());
+  if (ran) lines.push(`Ran for ${ran}.`);
+  if (opts.lastMessage) {
+    const text =
+      opts.lastMessage.length > MAX_MESSAGE_CHARS
+        ? `${opts.lastMessage.slice(0, MAX_MESSAGE_CHARS)}… (the rest is in the session log)`
+        : opts.lastMessage;
+    lines.push('', 'Its last message:', '', ...quote(text));
+  }
+  lines.push('', `[dashboard](${page}) · [session log](${page}/log)`);
+  return lines.join('\n') + '\n';
+}
+
+function headline(record: ThopterRecord, key: ReportKey): string {
+  if (key === 'exit') return 'has stopped: **the agent exited**; its terminal is still open.';
+  if (key !== 'end') return '**finished its turn** and waits for an answer.';
+  const reason = record.endReason ?? record.state;
+  return record.state === 'failed' ? `**failed**: ${reason}.` : `**ended**: ${reason}.`;
+}
+
+/** A Markdown quote of the text, whatever it holds: each line quoted, so nothing escapes it. */
+function quote(text: string): string[] {
+  // A line of backticks or an HTML comment inside a quote stays inside it; a marker-like comment
+  // cannot pass for the hub's own, since markers are only trusted in the hub's own comments.
+  return text.split('\n').map((l) => `> ${l}`);
+}
+
+function ranFor(record: ThopterRecord, now: Date): string | undefined {
+  const from = record.runningAt ?? record.startedAt;
+  if (!from) return undefined;
+  const ms = Date.parse(record.endedAt ?? now.toISOString()) - Date.parse(from);
+  if (!(ms >= 0)) return undefined;
+  const minutes = Math.round(ms / 60_000);
+  if (minutes < 1) return `${Math.max(1, Math.round(ms / 1000))} s`;
+  if (minutes < 60) return `${minutes} min`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}

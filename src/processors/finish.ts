@@ -1,0 +1,85 @@
+import { messageOf } from '../errors.js';
+import type { ReportKey } from '../github/report.js';
+import type { Logger } from '../log.js';
+import { labelOf } from '../scanner/intake.js';
+import type { FinishState, SessionStatus, ThopterRecord } from '../thopters/record.js';
+import { lastAgentMessage } from '../transcripts/last-message.js';
+import { readTranscripts, transcriptFiles } from '../transcripts/machine.js';
+import type { ProcessorDeps } from './deps.js';
+
+/** Reading the last message must not hold the supervision: past this, the report goes without it. */
+const READ_TIMEOUT_MS = 15_000;
+
+/**
+ * The finish line, as the thopter's lifecycle job sees it (design.md, "Closing the loop"): when the
+ * agent's turn ends (its Stop hook) or its process exits, the hub reads what it said last and
+ * reports on the issue. Only the lifecycle job calls this, and it records what it acted on before
+ * queuing the report (whose job id is the thopter and the event), so each event is reported once
+ * whichever hub runs the job, and after a crash.
+ */
+export async function actOnAgentNews(
+  deps: ProcessorDeps,
+  record: ThopterRecord,
+  session: SessionStatus | undefined,
+  log: Logger,
+): Promise<void> {
+  if (record.state !== 'running' || !record.machine) return;
+  const finish: FinishState = record.finish ?? { reported: 0 };
+  const ended = record.turns?.count ?? 0;
+  // A session the hub cannot see (`unknown`) or that is gone says nothing about the agent itself.
+  const exited =
+    !finish.agentExitedAt &&
+    session !== undefined &&
+    session.state !== 'unknown' &&
+    session.state !== 'stopped'
+      ? !session.agentRunning
+      : false;
+  if (ended <= finish.reported && !exited) return;
+  const said = await lastMessage(deps, record.machine.id, log);
+  const next: FinishState = {
+    ...finish,
+    reported: Math.max(ended, finish.reported),
+    ...(exited ? { agentExitedAt: new Date().toISOString() } : {}),
+    ...(said ? { lastMessage: said } : {}),
+  };
+  await deps.store.setFinish(record.id, next);
+  if (exited)
+    await deps.store.addEvent(record.id, 'agent-exited', 'the agent process exited; its terminal stays');
+  // A turn that brought nothing new (the same last words) is not worth a notification.
+  const news = exited || (said !== undefined && said.text !== finish.lastMessage?.text);
+  if (!news || record.request.source !== 'github') return;
+  const key: ReportKey = exited ? 'exit' : `turn-${ended}`;
+  await deps.queues.enqueue('report', { thopterId: record.id, label: labelOf(record.request), key });
+  log.info({ key }, 'reporting on the issue');
+}
+
+/** The agent's last message, from the transcript on its machine; undefined if it cannot be read. */
+async function lastMessage(deps: ProcessorDeps, machineId: string, log: Logger) {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const read = async () => {
+      const t = await deps.transports.get(machineId);
+      // The newest session is the one the agent is in.
+      return lastAgentMessage(await readTranscripts(t, (await transcriptFiles(t)).slice(-1)));
+    };
+    return await Promise.race([
+      read(),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), READ_TIMEOUT_MS))),
+    ]);
+  } catch (err) {
+    log.warn({ err: messageOf(err) }, "the agent's transcript could not be read");
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Queues the report of a thopter's end (from its teardown, on whichever path it ended). */
+export async function reportEnd(
+  deps: Pick<ProcessorDeps, 'queues' | 'store'>,
+  thopterId: string,
+): Promise<void> {
+  const record = await deps.store.get(thopterId);
+  if (record?.request.source !== 'github') return;
+  await deps.queues.enqueue('report', { thopterId, label: labelOf(record.request), key: 'end' });
+}

@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
+import type { Hub } from '../src/hub.js';
+import { bash, FakeAnthropic, userTexts } from './fakes/anthropic.js';
+import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
+import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import { TestWorld } from './helpers/env.js';
+import { waitFor } from './helpers/wait.js';
+
+// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
+process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
+
+const world = new TestWorld();
+const REPO = 'acme/widget';
+const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
+let gh: FakeGitHub;
+let model: FakeAnthropic;
+let hubs: Hub[] = [];
+
+const reports = (issue: number) =>
+  gh.comments(REPO, issue).filter((c) => /^<!-- thopter-report:/.test(c.body ?? ''));
+
+before(async () => {
+  await world.start();
+  const origin = world.origin('widget');
+  gh = await startFakeGitHub();
+  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
+  gh.addRepo(REPO, { cloneUrl: origin });
+  gh.setPermission(REPO, 'thopter-hub', 'write');
+  gh.setPermission(REPO, 'alice', 'write');
+  model = await new FakeAnthropic({
+    apiKey: TEST_API_KEY,
+    script: [
+      { tools: [bash('cat prompt.md', 'Read the instructions')] },
+      (req) => {
+        const branch = /thopter\/\d+--[a-f0-9]+/.exec(userTexts(req).join('\n'))?.[0];
+        if (!branch) return { text: 'prompt.md names no work branch.' };
+        return {
+          tools: [
+            bash(
+              `cd project && echo hello > GREETING.md && git add GREETING.md && git commit -qm 'Add a greeting' && git push -q origin ${branch}`,
+              'Commit and push',
+            ),
+          ],
+        };
+      },
+      { text: 'I added GREETING.md and pushed it.\nAsk me if you want more.' },
+    ],
+  }).start();
+  const env = {
+    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
+    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
+    GITHUB_API_URL: gh.url,
+    GITHUB_INTEGRATION_JSON: JSON.stringify({ repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN } } }),
+    GITHUB_ISSUES_POLLING_INTERVAL: '1',
+    HUB_PUBLIC_URL: 'https://hub.example.test',
+  };
+  // Two hubs on one Redis: each event is still reported once.
+  hubs = [await world.hub(env), await world.hub(env)];
+  await makeGoldenClaude(hubs[0]!.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+});
+after(async () => {
+  await model?.close();
+  await gh?.close();
+  await world.close();
+});
+
+describe('the finish line: reports on the issue', () => {
+  let issue: number;
+  let id: string;
+
+  it('reports the end of the agent’s turn once, with its last message', async () => {
+    issue = gh.addIssue(REPO, { title: 'Add a greeting', body: 'Please.', user: 'alice' }).number;
+    gh.addComment(REPO, issue, { user: 'alice', body: '/thopter --gc default' });
+    const [report] = await waitFor(
+      'the report of the first turn',
+      () => {
+        const r = reports(issue);
+        return r.length ? r : undefined;
+      },
+      { timeoutMs: 180_000 },
+    );
+    const body = report!.body ?? '';
+    id = /thopter-report:(thopter-[a-f0-9]+):turn-1 -->/.exec(body)?.[1] ?? '';
+    assert.ok(id, body);
+    assert.match(body, /\*\*finished its turn\*\* and waits for an answer/);
+    assert.match(body, /^> I added GREETING\.md and pushed it\.\n> Ask me if you want more\.$/m);
+    assert.match(body, /Work branch: `thopter\/\d+--[a-f0-9]+`/);
+    assert.match(body, new RegExp(`\\[session log\\]\\(https://hub\\.example\\.test/thopters/${id}/log\\)`));
+    // The status comment links to it.
+    await waitFor('the status comment to link the report', () =>
+      gh
+        .comments(REPO, issue)
+        .some(
+          (c) =>
+            /^<!-- thopter-ack:/.test(c.body ?? '') &&
+            /\[latest report\]\(.*#issuecomment-\d+\)/.test(c.body ?? ''),
+        ),
+    );
+  });
+
+  it('reports that the agent exited, once', async () => {
+    const record = (await hubs[0]!.store.get(id))!;
+    const tmuxEnv = {
+      ...process.env,
+      TMUX_TMPDIR: path.join(world.dir, 'data', 'thopters', record.machine!.id, 'tmux'),
+    };
+    execFileSync('tmux', ['send-keys', '-t', 'thopter', '-l', '/exit'], { env: tmuxEnv });
+    execFileSync('tmux', ['send-keys', '-t', 'thopter', 'Enter'], { env: tmuxEnv });
+    const exit = await waitFor(
+      'the report of the exit',
+      () => reports(issue).find((c) => /:exit -->/.test(c.body ?? '')),
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    assert.match(exit.body ?? '', /\*\*the agent exited\*\*; its terminal is still open/);
+    assert.ok((await hubs[0]!.store.events(id)).some((e) => e.type === 'agent-exited'));
+  });
+
+  it('reports the end with the reason and the last message, kept after the machine went', async () => {
+    gh.addComment(REPO, issue, { user: 'alice', body: '/thopter kill' });
+    const end = await waitFor(
+      'the report of the end',
+      () => reports(issue).find((c) => /:end -->/.test(c.body ?? '')),
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    assert.match(end.body ?? '', /\*\*ended\*\*: .*alice/);
+    assert.match(end.body ?? '', /^> I added GREETING\.md and pushed it\./m);
+    assert.match(end.body ?? '', /Ran for \d+/);
+    // One report per event, whichever of the two hubs saw it, however often it was looked at.
+    await waitFor('three polls more', async () => {
+      const before = gh.requests.length;
+      await waitFor('requests', () => gh.requests.length > before + 6);
+      return true;
+    });
+    const keys = reports(issue).map((c) => /thopter-report:[^:]+:(\S+) -->/.exec(c.body ?? '')?.[1]);
+    assert.deepEqual(keys, ['turn-1', 'exit', 'end']);
+  });
+});
