@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, writeFixture } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
@@ -37,6 +37,8 @@ exec sleep 100000
     0o755,
   );
 });
+// A test that failed half-way must not leave its hub working on the next test's thopters.
+afterEach(() => world.closeHubs());
 after(async () => {
   await gh?.close();
   await world.close();
