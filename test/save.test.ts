@@ -4,7 +4,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { api, TestWorld, writeFixture } from './helpers/env.js';
+import { api, TestWorld, TOKEN as HUB_TOKEN, writeFixture } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
 
 const world = new TestWorld();
@@ -20,7 +20,7 @@ before(async () => {
     'agent-leaves-work.sh',
     `#!/usr/bin/env bash
 # Leaves files uncommitted in the clone (one of them gitignored), on the work branch or, with
-# "elsewhere", on another branch; then stays like an agent that waits.
+# "elsewhere", on another branch; then stays like an agent that waits (or, with "quits", exits).
 set -euo pipefail
 branch=$(grep -o 'thopter/[A-Za-z0-9]*--[a-z0-9]*' ./prompt.md | head -n 1)
 dir=$(find . -mindepth 2 -maxdepth 2 -name .git -type d | head -n 1 | xargs dirname)
@@ -32,6 +32,7 @@ echo "more" >> README.md
 echo "*.log" > .gitignore
 echo "debug output" > debug.log
 echo "agent: left work uncommitted"
+if [ "\${1:-}" = quits ]; then exit 0; fi
 exec sleep 100000
 `,
     0o755,
@@ -101,6 +102,13 @@ describe('save before teardown (local provider)', () => {
       saved.message,
       new RegExp(`committed ${gone.saved.commit.slice(0, 12)} \\(4 files: .*\\) and pushed ${branch}`),
     );
+    const page = await (
+      await fetch(`${hub.url}/thopters/${gone.id}`, { headers: { authorization: `Bearer ${HUB_TOKEN}` } })
+    ).text();
+    assert.match(
+      page,
+      new RegExp(`Work saved</dt>\\s*<dd class="saved">committed ${gone.saved.commit.slice(0, 12)}`),
+    );
     // The save comes before the machine goes.
     const types = gone.events.map((e: any) => e.type);
     assert.ok(types.indexOf('saved') < types.indexOf('destroyed'));
@@ -146,6 +154,21 @@ describe('save before teardown (local provider)', () => {
     assert.equal(discardedGone.saved.pushed, false);
     assert.equal(discardedGone.saved.commit, undefined);
     assert.ok(discardedGone.events.some((e: any) => e.type === 'save-skipped' && /discard/.test(e.message)));
+    await world.stopHub(hub);
+  });
+
+  it('saves the work of a thopter whose provisioning failed after its clone', async () => {
+    const origin = world.origin('quitter');
+    const hub = await world.hub({ THOPTER_AGENT_COMMAND: `bash ${agent} quits` });
+    const { body } = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'quits' });
+    const failed = await until(hub.url, body.id, (t) => t.state === 'failed', 'failed');
+    assert.match(failed.endReason, /^launch-agent failed/);
+    assert.ok(world.branches(origin).includes(failed.workBranch), 'its work is on origin');
+    assert.match(
+      git(origin, ['log', '-1', '--format=%s', failed.workBranch]),
+      /^thopter: save work \(launch-agent failed/,
+    );
+    assert.equal(failed.saved.pushed, true);
     await world.stopHub(hub);
   });
 
@@ -200,6 +223,7 @@ describe('save before teardown (local provider)', () => {
         'destroyed while the push hangs',
       );
       assert.match(gone.saved.error, /^timed out after 2 s \(THOPTER_SAVE_TIMEOUT\)$/);
+      assert.ok(gone.saved.commit, 'the commit made before the push hung is named');
       assert.ok(
         gone.events.some((e: any) => e.type === 'save-failed' && /timed out after 2 s/.test(e.message)),
       );

@@ -22,12 +22,13 @@ export async function save(deps: SaveDeps, record: ThopterRecord, reason: string
   const machine = record.machine!;
   const abort = new AbortController();
   let timer: NodeJS.Timeout | undefined;
+  // What it did so far: a save that times out or fails while pushing still names its commit.
+  const done: Work = { files: [], pushed: false };
   const timedOut = new Promise<Work>((resolve) => {
     timer = setTimeout(() => {
       abort.abort('the save timed out');
       resolve({
-        files: [],
-        pushed: false,
+        ...done,
         error: `timed out after ${Math.round(config.saveTimeoutMs / 1000)} s (THOPTER_SAVE_TIMEOUT)`,
       });
     }, config.saveTimeoutMs);
@@ -36,8 +37,8 @@ export async function save(deps: SaveDeps, record: ThopterRecord, reason: string
   const work = (async (): Promise<Work> => {
     const t = await deps.transports.get(machine.id);
     const repoDir = path.join(t.paths.workspace, record.request.repoName);
-    return saveWork(t, repoDir, machine.workBranch, gitIdentity(settings), reason, abort.signal);
-  })().catch((err: unknown): Work => ({ files: [], pushed: false, error: messageOf(err) }));
+    return saveWork(t, repoDir, machine.workBranch, gitIdentity(settings), reason, abort.signal, done);
+  })().catch((err: unknown): Work => ({ ...done, error: messageOf(err) }));
   const outcome: SaveOutcome = {
     at: new Date().toISOString(),
     ...(await Promise.race([work, timedOut]).finally(() => clearTimeout(timer))),
@@ -65,6 +66,7 @@ async function saveWork(
   identity: { userName: string; userEmail: string },
   reason: string,
   signal: AbortSignal,
+  done: Work,
 ): Promise<Work> {
   const git = (args: string[]) =>
     t.exec(['git', '-C', repoDir, ...args], { signal, env: { GIT_TERMINAL_PROMPT: '0' } });
@@ -92,6 +94,7 @@ async function saveWork(
   if ((await must(['status', '--porcelain', '-z', '--untracked-files=all'])) !== '') {
     await must(['add', '-A']);
     files = (await must(['diff', '--cached', '--name-only', '-z'])).split('\0').filter(Boolean);
+    done.files = files;
     if (files.length > 0) {
       const subject = `thopter: save work (${oneLine(reason)})`;
       // The repository's identity, as clone-repo set it up; the agent's hooks do not get a veto
@@ -108,6 +111,7 @@ async function saveWork(
         subject,
       ]);
       commit = (await must(['rev-parse', 'HEAD'])).trim();
+      done.commit = commit;
     }
   }
   // Commits that no branch of origin has (as this clone last saw it): without any, a push would

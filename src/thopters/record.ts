@@ -117,7 +117,9 @@ export function describeSave(s: SaveOutcome, workBranch: string): string {
     s.files.length > 10
       ? `${s.files.slice(0, 10).join(', ')} and ${s.files.length - 10} more`
       : s.files.join(', ');
-  const committed = s.commit ? `committed ${s.commit.slice(0, 12)} (${s.files.length} files: ${files})` : '';
+  const committed = s.commit
+    ? `committed ${s.commit.slice(0, 12)} (${s.files.length} file${s.files.length === 1 ? '' : 's'}: ${files})`
+    : '';
   if (s.error) return committed ? `${committed}; ${s.error}` : `not saved: ${s.error}`;
   if (s.pushed) return `${committed ? `${committed} and pushed` : 'pushed'} ${workBranch} to origin`;
   return committed
