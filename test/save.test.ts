@@ -239,7 +239,7 @@ describe('save before teardown (GitHub commands)', () => {
   const REPO = 'acme/saver';
   const TOKEN = 'ghp_issues_token_for_the_saver';
 
-  it('/thopter kill saves with the repository identity; /thopter kill --discard pushes nothing', async () => {
+  it('/thopter kill and a closed issue save with the repository identity; /thopter kill --discard pushes nothing', async () => {
     const origin = world.origin('saver');
     gh.addToken(TOKEN, 'thopter-hub');
     gh.addRepo(REPO, { cloneUrl: origin });
@@ -262,9 +262,11 @@ describe('save before teardown (GitHub commands)', () => {
     };
     const save = await launch('keep it');
     const discard = await launch('drop it');
+    const close = await launch('done with it');
 
     gh.addComment(REPO, save.issue, { user: 'alice', body: '/thopter kill' });
     gh.addComment(REPO, discard.issue, { user: 'alice', body: '/thopter kill --discard' });
+    gh.closeIssue(REPO, close.issue, { user: 'alice' });
     const saved = await until(
       hub.url,
       save.running.id,
@@ -286,6 +288,11 @@ describe('save before teardown (GitHub commands)', () => {
     );
     assert.equal(git(origin, ['log', '-1', '--format=%an <%ae>', branch]), 'Saver Bot <bot@saver.test>');
     assert.equal(saved.saved.pushed, true);
+    await until(hub.url, close.running.id, (t) => t.state === 'destroyed', 'the closed one destroyed');
+    assert.equal(
+      git(origin, ['log', '-1', '--format=%s', close.running.workBranch]),
+      'thopter: save work (the issue was closed)',
+    );
 
     assert.ok(
       !world.branches(origin).includes(discard.running.workBranch),
