@@ -3,6 +3,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { createLogger } from '../src/log.js';
+import { TransportPool } from '../src/processors/deps.js';
+import { save } from '../src/processors/save.js';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN as HUB_TOKEN, writeFixture } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
@@ -170,6 +173,31 @@ describe('save before teardown (local provider)', () => {
     );
     assert.equal(failed.saved.pushed, true);
     await world.stopHub(hub);
+  });
+
+  it('is idempotent: a second save (a teardown retried after a crash) finds nothing to commit or push', async () => {
+    const origin = world.origin('twice');
+    const hub = await world.hub({ THOPTER_AGENT_COMMAND: `bash ${agent}` });
+    const { body } = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'twice' });
+    await workLeft(hub.url, body.id, 'twice');
+    const transports = new TransportPool(hub.provider);
+    try {
+      const deps = { store: hub.store, transports, config: world.config(), log: createLogger('silent') };
+      const first = await save(deps, (await hub.store.get(body.id))!, 'a crash test');
+      assert.equal(first.pushed, true);
+      assert.ok(first.commit);
+      const second = await save(deps, (await hub.store.get(body.id))!, 'a crash test');
+      assert.deepEqual(
+        [second.commit, second.files, second.pushed, second.error],
+        [undefined, [], false, undefined],
+      );
+      const branch = (await hub.store.get(body.id))!.machine!.workBranch;
+      assert.equal(git(origin, ['rev-parse', branch]), first.commit, 'origin has the first save, once');
+      const events = (await hub.store.events(body.id)).filter((e) => e.type === 'saved');
+      assert.match(events.at(-1)!.message, /^nothing to save: thopter\/.* is clean and on origin$/);
+    } finally {
+      await transports.closeAll();
+    }
   });
 
   it('saves nothing on a branch other than the work branch, and says so', async () => {
