@@ -190,6 +190,10 @@ const fields = z.object({
   THOPTER_AGENT_SETTLE: requiredDuration('3s'),
   THOPTER_IDLE_TIMEOUT: duration('0'),
   THOPTER_MAX_LIFETIME: duration('0'),
+  THOPTER_SAVE_TIMEOUT: requiredDuration('60s').refine(
+    (v) => v <= 60_000,
+    'must be at most 60s: a save never holds a teardown longer',
+  ),
   THOPTER_KEEP_FAILED: z.enum(['true', 'false', '1', '0']).default('false'),
   THOPTER_KEEP_FAILED_TIMEOUT: requiredDuration('2h'),
   THOPTER_IDLE_AFTER: requiredDuration('60s'),
@@ -324,6 +328,8 @@ export interface Config {
   idleTimeoutMs: number | undefined;
   /** ms; undefined = no limit on a thopter's life. */
   maxLifetimeMs: number | undefined;
+  /** ms the save before a teardown may take; then the teardown goes on without it (60 s, the most). */
+  saveTimeoutMs: number;
   /** ms a thopter whose provisioning failed keeps its machine for a look; undefined = destroy it at once. */
   keepFailedMs: number | undefined;
   /** ms without a screen change after which a session counts as idle (seed: 60 s). */
@@ -431,6 +437,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     agentSettleMs: c.THOPTER_AGENT_SETTLE,
     idleTimeoutMs: c.THOPTER_IDLE_TIMEOUT,
     maxLifetimeMs: c.THOPTER_MAX_LIFETIME,
+    saveTimeoutMs: c.THOPTER_SAVE_TIMEOUT,
     keepFailedMs: ['true', '1'].includes(c.THOPTER_KEEP_FAILED) ? c.THOPTER_KEEP_FAILED_TIMEOUT : undefined,
     idleAfterMs: c.THOPTER_IDLE_AFTER,
     statusIntervalMs: c.THOPTER_STATUS_INTERVAL,

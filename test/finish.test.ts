@@ -133,6 +133,10 @@ describe('the finish line: reports on the issue', () => {
     assert.match(end.body ?? '', /\*\*ended\*\*: .*alice/);
     assert.match(end.body ?? '', /^> I added GREETING\.md and pushed it\./m);
     assert.match(end.body ?? '', /Ran for \d+/);
+    assert.match(
+      end.body ?? '',
+      /Work saved: nothing to save: thopter\/\d+--[a-f0-9]+ is clean and on origin\./,
+    );
     // One report per event, whichever of the two hubs saw it, however often it was looked at.
     await waitFor('three polls more', async () => {
       const before = gh.requests.length;

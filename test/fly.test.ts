@@ -256,11 +256,23 @@ describe('THOPTER_PROVIDER=fly', () => {
     }
     assert.ok(argvSeen.size > 10, 'processes were sampled');
 
+    // Work the agent left uncommitted: the save before the teardown commits it and pushes it over SSH.
+    await inside(`runuser -u thopter -- sh -c 'echo unsaved work > ${repoDir}/UNSAVED.md'`);
+
     // Destroy: the machine stops and is deleted; its volume goes back to the pool.
     const destroyed = await api(hub.url, 'DELETE', `/api/thopters/${id}`);
     assert.equal(destroyed.status, 202);
     await waitFor('the Fly machine to be destroyed', () => fly.machine(m.id)?.state === 'destroyed');
     await waitFor('the record to close', async () => (await hub.store.get(id))?.state === 'destroyed');
+    const onOrigin = (args: string[]) =>
+      execFileSync('git', ['-C', bare, ...args], { encoding: 'utf8' }).trim();
+    assert.equal(
+      onOrigin(['log', '-1', '--format=%s / %an', machine.workBranch]),
+      'thopter: save work (destroyed through the API) / Widget Bot',
+    );
+    assert.equal(onOrigin(['show', `${machine.workBranch}:UNSAVED.md`]), 'unsaved work');
+    assert.equal((await hub.store.get(id))?.saved?.pushed, true);
+    assert.ok(!(await world.redisText()).includes(AGENT_PAT), 'the save put no secret in Redis');
     await assert.rejects(host.run(m.id, 'true'), 'no process of the machine is left');
     assert.equal(fly.volumes().find((v) => v.id === volume!.id)?.attached_machine_id ?? null, null);
     assert.ok(

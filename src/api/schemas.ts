@@ -56,4 +56,13 @@ export const listQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(5000).optional(),
 });
 
+/** DELETE /api/thopters/:id. `save=false` discards the agent's uncommitted work instead of saving it. */
+export const destroyQuerySchema = z
+  .object({
+    save: z
+      .enum(['true', 'false'], { message: 'must be true or false (false discards the uncommitted work)' })
+      .optional(),
+  })
+  .strict();
+
 export const thopterIdSchema = z.string().regex(/^thopter-[a-f0-9]{12}$/, 'is not a thopter id');

@@ -10,7 +10,13 @@ import { toIssueComments } from '../scanner/github.js';
 import type { GitHubClients } from '../github/clients.js';
 import { credentialOf } from './auth.js';
 import { HttpError, parseWith, readJson } from './http.js';
-import { launchSchema, listQuerySchema, thopterIdSchema, type LaunchBody } from './schemas.js';
+import {
+  destroyQuerySchema,
+  launchSchema,
+  listQuerySchema,
+  thopterIdSchema,
+  type LaunchBody,
+} from './schemas.js';
 import { thopterView } from './views.js';
 
 export interface ThopterRoutesDeps extends IntakeDeps {
@@ -182,6 +188,7 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
   });
 
   router.delete('/api/thopters/:id', async (ctx) => {
+    const query = parseWith(destroyQuerySchema, ctx.query);
     const record = await load(ctx.params.id!);
     if (!isFinal(record.state)) {
       await queues.enqueue('destroy', {
@@ -189,6 +196,7 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
         label: labelOf(record.request),
         // The dashboard's Kill button calls this route with its session: say who asked.
         reason: ctx.state.auth === 'session' ? 'killed from the dashboard' : 'destroyed through the API',
+        ...(query.save === 'false' ? { save: false } : {}),
       });
     }
     ctx.status = 202;

@@ -46,6 +46,7 @@ export function thopterView(
     destroyRequested: r.destroyRequested ?? null,
     kept: r.kept ?? null,
     endReason: r.endReason ?? null,
+    saved: r.saved ?? null,
     createdAt: r.createdAt,
     startedAt: r.startedAt ?? null,
     runningAt: r.runningAt ?? null,

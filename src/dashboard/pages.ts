@@ -1,6 +1,6 @@
 import { BOARD_PATH } from '../api/board.js';
 import { thopterView } from '../api/views.js';
-import type { ThopterEvent, ThopterRecord } from '../thopters/record.js';
+import { describeSave, type ThopterEvent, type ThopterRecord } from '../thopters/record.js';
 import { html, type Html } from './html.js';
 import { branchUrl, conditionOf, linkable } from './rows.js';
 
@@ -195,6 +195,12 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
         v.endReason
           ? html`<dt>${r.state === 'failed' ? 'Failure' : 'Ended'}</dt>
               <dd>${v.endReason}</dd>`
+          : ''
+      }
+      ${
+        r.saved && r.machine
+          ? html`<dt>Work saved</dt>
+              <dd class="saved">${describeSave(r.saved, r.machine.workBranch)}</dd>`
           : ''
       }
     </dl>

@@ -1,4 +1,4 @@
-import type { ThopterRecord } from '../thopters/record.js';
+import { describeSave, type ThopterRecord } from '../thopters/record.js';
 
 /** A report is found again by its marker: a retried post never makes a second one. */
 export const reportMarker = (thopterId: string, key: string) => `<!-- thopter-report:${thopterId}:${key} -->`;
@@ -27,6 +27,9 @@ export function renderReport(
     '',
   ];
   if (record.machine) lines.push(`Work branch: \`${record.machine.workBranch}\``);
+  // What the save before the teardown did with the work the agent had not pushed.
+  if (opts.key === 'end' && record.saved && record.machine)
+    lines.push(`Work saved: ${describeSave(record.saved, record.machine.workBranch)}.`);
   const ran = ranFor(record, opts.now ?? new Date());
   if (ran) lines.push(`Ran for ${ran}.`);
   if (opts.lastMessage) {

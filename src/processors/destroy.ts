@@ -21,7 +21,7 @@ const SETTLED = ['completed', 'failed', 'unknown'];
  */
 export function destroyProcessor(deps: ProcessorDeps): Processor<JobTable['destroy'], string> {
   return async (job: Job<JobTable['destroy']>, token?: string, signal?: AbortSignal) => {
-    const { thopterId, reason, label } = job.data;
+    const { thopterId, reason, label, save } = job.data;
     const { store, queues } = deps;
     const log = deps.log.child({ thopter: thopterId, issue: label, jobId: job.id });
     const record = await store.get(thopterId);
@@ -36,8 +36,12 @@ export function destroyProcessor(deps: ProcessorDeps): Processor<JobTable['destr
       );
       return `already ${record.state}`;
     }
-    if (await store.requestDestroy(thopterId, reason)) {
-      await store.addEvent(thopterId, 'destroy-requested', reason);
+    if (await store.requestDestroy(thopterId, reason, { save })) {
+      await store.addEvent(
+        thopterId,
+        'destroy-requested',
+        save === false ? `${reason}; its uncommitted work is discarded` : reason,
+      );
     }
 
     const deadline = Date.now() + HANDOVER_WAIT_MS;

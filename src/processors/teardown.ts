@@ -1,17 +1,20 @@
 import { messageOf } from '../errors.js';
+import { isFinal } from '../thopters/record.js';
 import { keepTranscripts } from '../transcripts/keep.js';
 import type { ProcessorDeps } from './deps.js';
 import { reportEnd } from './finish.js';
+import { save, skipSave } from './save.js';
 
 /**
- * Destroys a thopter's machine and closes its record. Idempotent: a retry after a crash, or a
+ * Saves the agent's work (unless the destroy request said to discard it), destroys a thopter's
+ * machine and closes its record. Idempotent: a retry after a crash, or a
  * second caller, finds less to do and ends in the same place. It also destroys any other machine
  * the provider lists for this thopter, so none outlives it.
  */
 export async function teardown(
   deps: Pick<
     ProcessorDeps,
-    'store' | 'provider' | 'queues' | 'transports' | 'transcripts' | 'log' | 'announce'
+    'store' | 'provider' | 'queues' | 'transports' | 'transcripts' | 'log' | 'announce' | 'config'
   >,
   thopterId: string,
   final: 'destroyed' | 'failed',
@@ -21,7 +24,19 @@ export async function teardown(
   const record = await store.get(thopterId);
   const ids = new Set<string>();
   if (record?.machine) ids.add(record.machine.id);
-  for (const m of await provider.list()) if (m.thopterId === thopterId) ids.add(m.id);
+  const listed = (await provider.list()).filter((m) => m.thopterId === thopterId);
+  for (const m of listed) ids.add(m.id);
+  // Once per thopter: a teardown retried after a destroy error does not wait on a second save. A
+  // crash before the outcome is recorded runs it again, which finds nothing more to do.
+  if (record?.machine && !isFinal(record.state) && !record.saved) {
+    if (record.destroyRequested?.save === false) {
+      await skipSave(deps, thopterId, 'the kill asked to discard the work');
+    } else if (!listed.some((m) => m.id === record.machine!.id)) {
+      await skipSave(deps, thopterId, 'its machine is gone');
+    } else {
+      await save(deps, record, reason);
+    }
+  }
   // `stopping` means a machine is going away; a thopter that never had one ends at once.
   if (ids.size > 0 && (await store.setState(thopterId, 'stopping'))) await deps.announce(thopterId);
   if (record?.machine && ids.has(record.machine.id))

@@ -11,8 +11,8 @@ export interface JobTable {
   lifecycle: { thopterId: string; label: string };
   /** One provisioning phase, a child job in the thopter's flow. */
   phase: { thopterId: string; label: string; phase: PhaseName };
-  /** Tear one thopter down. */
-  destroy: { thopterId: string; label: string; reason: string };
+  /** Tear one thopter down; `save: false` skips the save of its uncommitted work (default: save). */
+  destroy: { thopterId: string; label: string; reason: string; save?: boolean };
   /** One poll of every watched repository. */
   scan: { trigger: 'schedule' | 'manual' };
   /** Create or edit a GitHub thopter's status comment (the acknowledgement) to show its state now. */

@@ -2,7 +2,10 @@ import minimist from 'minimist';
 
 /** What a `/thopter` line asks for. */
 export type Command =
-  { kind: 'launch'; gc?: string; prompt?: string } | { kind: 'kill' } | { kind: 'invalid'; problem: string };
+  | { kind: 'launch'; gc?: string; prompt?: string }
+  /** `discard`: `--discard`, the agent's uncommitted work is not saved first. */
+  | { kind: 'kill'; discard?: true }
+  | { kind: 'invalid'; problem: string };
 
 export interface FoundCommand {
   /** The line as written, for replies. */
@@ -14,10 +17,11 @@ export interface FoundCommand {
 
 export const COMMAND_USAGE =
   '`/thopter` (launch with the default golden claude and prompt), `/thopter --gc NAME` (`-g`), ' +
-  "`/thopter --prompt NAME` (`-p`), or `/thopter kill` (`stop`) to destroy this issue's thopters";
+  "`/thopter --prompt NAME` (`-p`), or `/thopter kill` (`stop`) to destroy this issue's thopters " +
+  '(their uncommitted work is saved to their branch first; `/thopter kill --discard` does not)';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-const KNOWN_FLAGS = new Set(['gc', 'g', 'prompt', 'p']);
+const KNOWN_FLAGS = new Set(['gc', 'g', 'prompt', 'p', 'discard']);
 
 /**
  * The lines of `text` that are `/thopter` commands: at the start of a line (up to three spaces
@@ -43,7 +47,11 @@ export function commandLines(text: string): string[] {
 /** Parses one command line. Bad arguments give an `invalid` command that says what is wrong. */
 export function parseCommand(line: string): Command {
   const words = line.trim().split(/\s+/).slice(1);
-  const argv = minimist(words, { string: ['gc', 'prompt'], alias: { g: 'gc', p: 'prompt' } });
+  const argv = minimist(words, {
+    string: ['gc', 'prompt'],
+    boolean: ['discard'],
+    alias: { g: 'gc', p: 'prompt' },
+  });
   const unknown = Object.keys(argv).filter((k) => k !== '_' && !KNOWN_FLAGS.has(k));
   if (unknown.length) {
     const flags = unknown.map((k) => (k.length === 1 ? `-${k}` : `--${k}`)).join(', ');
@@ -52,10 +60,11 @@ export function parseCommand(line: string): Command {
   const positional = argv._.map(String);
   if (positional.length === 1 && (positional[0] === 'kill' || positional[0] === 'stop')) {
     if (argv.gc !== undefined || argv.prompt !== undefined) {
-      return { kind: 'invalid', problem: `\`${positional[0]}\` takes no options` };
+      return { kind: 'invalid', problem: `\`${positional[0]}\` takes no options but --discard` };
     }
-    return { kind: 'kill' };
+    return argv.discard === true ? { kind: 'kill', discard: true } : { kind: 'kill' };
   }
+  if (argv.discard === true) return { kind: 'invalid', problem: '--discard goes only with `kill`' };
   if (positional.length > 0) return { kind: 'invalid', problem: `unexpected \`${positional.join(' ')}\`` };
   const command: Command = { kind: 'launch' };
   for (const key of ['gc', 'prompt'] as const) {

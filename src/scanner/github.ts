@@ -214,6 +214,7 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
       d.repository,
       d.issue.number,
       `/thopter ${d.found.line.split(/\s+/)[1]} by ${who}`,
+      { save: !command.discard },
     );
     await reply(
       'kill',
@@ -286,17 +287,26 @@ async function answeredOnIssue(
   return null;
 }
 
-/** Destroys every live thopter of some issues (`/thopter kill`, closed issues). Returns them. */
+/**
+ * Destroys every live thopter of some issues (`/thopter kill`, closed issues). Returns them.
+ * `save: false` (`/thopter kill --discard`) skips the save of their uncommitted work.
+ */
 export async function destroyIssueThopters(
   deps: ScannerDeps,
   repository: string,
   numbers: number | ReadonlySet<number>,
   reason: string,
+  opts: { save?: boolean } = {},
 ) {
   const live = await liveThoptersOf(deps, repository, numbers);
   for (const t of live) {
     const label = `${repository}#${t.request.issue.number}`;
-    await deps.queues.enqueue('destroy', { thopterId: t.id, label, reason });
+    await deps.queues.enqueue('destroy', {
+      thopterId: t.id,
+      label,
+      reason,
+      ...(opts.save === false ? { save: false } : {}),
+    });
   }
   return live;
 }

@@ -105,6 +105,41 @@ export interface FinishState {
   lastMessage?: { text: string; at?: string };
 }
 
+/** What a destroy request asks for. `save: false` (`/thopter kill --discard`, `?save=false`) skips the save. */
+export interface DestroyRequest {
+  reason: string;
+  at: string;
+  save?: boolean;
+}
+
+/**
+ * What the save before a teardown did: the commit it made of the agent's uncommitted work (if
+ * any) and its files, whether the work branch went to origin, or why not (`error`).
+ */
+export interface SaveOutcome {
+  at: string;
+  commit?: string;
+  files: string[];
+  pushed: boolean;
+  error?: string;
+}
+
+/** The event's words for a save: what it committed and pushed, or why not. */
+export function describeSave(s: SaveOutcome, workBranch: string): string {
+  const files =
+    s.files.length > 10
+      ? `${s.files.slice(0, 10).join(', ')} and ${s.files.length - 10} more`
+      : s.files.join(', ');
+  const committed = s.commit
+    ? `committed ${s.commit.slice(0, 12)} (${s.files.length} file${s.files.length === 1 ? '' : 's'}: ${files})`
+    : '';
+  if (s.error) return committed ? `${committed}; ${s.error}` : `not saved: ${s.error}`;
+  if (s.pushed) return `${committed ? `${committed} and pushed` : 'pushed'} ${workBranch} to origin`;
+  return committed
+    ? `${committed}; origin had it already`
+    : `nothing to save: ${workBranch} is clean and on origin`;
+}
+
 export interface ThopterEvent {
   at: string;
   type: string;
@@ -118,7 +153,9 @@ export interface ThopterRecord {
   machine?: MachineRecord;
   phases: Partial<Record<PhaseName, PhaseRecord>>;
   session?: SessionStatus;
-  destroyRequested?: { reason: string; at: string };
+  destroyRequested?: DestroyRequest;
+  /** The save before its teardown, once it ran (or was skipped, with why in `error`). */
+  saved?: SaveOutcome;
   /** The agent's turns that ended, each also an event `turn-ended`: what the finish line acts on. */
   turns?: Turns;
   /** The finish line's progress: what the hub has reported of the agent (see processors/finish.ts). */

@@ -3,10 +3,12 @@ import type { Redis } from 'ioredis';
 import type { PhaseName } from '../processors/phases/names.js';
 import type { Turns } from '../status/turns.js';
 import {
+  type DestroyRequest,
   type FinishState,
   type MachineRecord,
   type PhaseRecord,
   type Request,
+  type SaveOutcome,
   type SessionStatus,
   type ThopterEvent,
   type ThopterRecord,
@@ -330,15 +332,21 @@ export class ThopterStore {
     return r === 1 ? 'recorded' : r === -2 ? 'unauthorized' : 'ended';
   }
 
-  /** The first reason wins; later requests for the same thopter change nothing. */
-  async requestDestroy(id: string, reason: string): Promise<boolean> {
-    const set = await this.redis.hsetnx(
-      this.key(id),
-      'destroyRequested',
-      JSON.stringify({ reason, at: new Date().toISOString() }),
-    );
+  /**
+   * The first request wins (its reason, and whether to save); later requests for the same thopter
+   * change nothing. `save: false` skips the save before the teardown.
+   */
+  async requestDestroy(id: string, reason: string, opts: { save?: boolean } = {}): Promise<boolean> {
+    const request: DestroyRequest = { reason, at: new Date().toISOString() };
+    if (opts.save === false) request.save = false;
+    const set = await this.redis.hsetnx(this.key(id), 'destroyRequested', JSON.stringify(request));
     if (set === 1) await this.redis.publish(this.changeChannel, id);
     return set === 1;
+  }
+
+  /** Records what the save before the teardown did. */
+  setSaved(id: string, outcome: SaveOutcome) {
+    return this.update(id, { saved: JSON.stringify(outcome) });
   }
 
   /** Moves the thopter to a final state. Only the first call counts. */
@@ -376,7 +384,8 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     machine: json<MachineRecord>(h.machine),
     phases,
     session: json<SessionStatus>(h.session),
-    destroyRequested: json<{ reason: string; at: string }>(h.destroyRequested),
+    destroyRequested: json<DestroyRequest>(h.destroyRequested),
+    saved: json<SaveOutcome>(h.saved),
     kept: json<{ reason: string; until: string }>(h.kept),
     turns: json<Turns>(h.turns),
     finish: json<FinishState>(h.finish),

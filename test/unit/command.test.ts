@@ -60,6 +60,14 @@ describe('parsing a command line', () => {
     assert.deepEqual(parseCommand('/thopter stop'), { kind: 'kill' });
   });
 
+  it('reads kill --discard, and refuses --discard on a launch', () => {
+    assert.deepEqual(parseCommand('/thopter kill --discard'), { kind: 'kill', discard: true });
+    assert.deepEqual(parseCommand('/thopter stop --discard'), { kind: 'kill', discard: true });
+    const launch = parseCommand('/thopter --discard');
+    assert.equal(launch.kind, 'invalid');
+    assert.match(launch.kind === 'invalid' ? launch.problem : '', /--discard goes only with `kill`/);
+  });
+
   it('says what is wrong with a malformed line', () => {
     const problem = (line: string) => {
       const c = parseCommand(line);

@@ -41,6 +41,13 @@ describe('loadConfig', () => {
     assert.match(problems({ THOPTER_KEEP_FAILED_TIMEOUT: '0' }), /THOPTER_KEEP_FAILED_TIMEOUT.*positive/);
   });
 
+  it('bounds the save before a teardown by THOPTER_SAVE_TIMEOUT: 60s by default, and at most', () => {
+    assert.equal(loadConfig({}).saveTimeoutMs, 60_000);
+    assert.equal(loadConfig({ THOPTER_SAVE_TIMEOUT: '5s' }).saveTimeoutMs, 5000);
+    assert.match(problems({ THOPTER_SAVE_TIMEOUT: '2m' }), /THOPTER_SAVE_TIMEOUT.*at most 60s/);
+    assert.match(problems({ THOPTER_SAVE_TIMEOUT: '0' }), /THOPTER_SAVE_TIMEOUT.*positive/);
+  });
+
   it('takes only http(s) URLs for the hub, GitHub and Fly', () => {
     const text = problems({
       HUB_PUBLIC_URL: 'https://hub example.com',

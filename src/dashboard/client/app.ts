@@ -43,7 +43,12 @@ document.addEventListener('click', (event) => {
   } else if (action === 'kill') {
     const id = el.dataset.id!;
     const what = el.dataset.title ? `“${el.dataset.title}”` : id;
-    if (!confirm(`Kill the thopter working on ${what}? Its machine and workspace are deleted.`)) return;
+    if (
+      !confirm(
+        `Kill the thopter working on ${what}? Its uncommitted work is saved to its branch first, then its machine and workspace are deleted.`,
+      )
+    )
+      return;
     (el as HTMLButtonElement).disabled = true;
     el.textContent = 'Stopping…';
     act('DELETE', `/api/thopters/${encodeURIComponent(id)}`).catch(fail);
