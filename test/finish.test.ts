@@ -7,7 +7,7 @@ import type { Hub } from '../src/hub.js';
 import { bash, FakeAnthropic, userTexts } from './fakes/anthropic.js';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
-import { TestWorld } from './helpers/env.js';
+import { TestWorld, TOKEN } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
 
 // The real Claude Code, as the hub's machines find it: on the PATH they inherit.
@@ -138,11 +138,22 @@ describe('the finish line: reports on the issue', () => {
       /Work saved: nothing to save: thopter\/\d+--[a-f0-9]+ is clean and on origin\./,
     );
     // One report per event, whichever of the two hubs saw it, however often it was looked at.
-    await waitFor('three polls more', async () => {
-      const before = gh.requests.length;
-      await waitFor('requests', () => gh.requests.length > before + 6);
-      return true;
+    const polls = () => gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/issues`).length;
+    const seen = polls();
+    await waitFor('three polls more', () => polls() >= seen + 3);
+    // The dashboard shows the last report and the agent's last words after the end.
+    const html = await waitFor('the dashboard to show the last report', async () => {
+      const page = await fetch(`${hubs[1]!.url}/thopters/${id}`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
+      const text = await page.text();
+      return /Last report<\/dt>\s*<dd>\s*<a href="[^"]+#issuecomment-\d+">on the issue<\/a>\s*\(end\)/.test(
+        text,
+      )
+        ? text
+        : undefined;
     });
+    assert.match(html, /Its last message<\/dt>\s*<dd><blockquote class="last-message">I added GREETING\.md/);
     const keys = reports(issue).map((c) => /thopter-report:[^:]+:(\S+) -->/.exec(c.body ?? '')?.[1]);
     assert.deepEqual(keys, ['turn-1', 'exit', 'end']);
   });

@@ -47,6 +47,8 @@ export function thopterView(
     kept: r.kept ?? null,
     endReason: r.endReason ?? null,
     saved: r.saved ?? null,
+    lastMessage: r.finish?.lastMessage ?? null,
+    lastReport: r.lastReport ?? null,
     createdAt: r.createdAt,
     startedAt: r.startedAt ?? null,
     runningAt: r.runningAt ?? null,

@@ -203,6 +203,26 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
               <dd class="saved">${describeSave(r.saved, r.machine.workBranch)}</dd>`
           : ''
       }
+      ${
+        r.finish?.lastMessage
+          ? html`<dt>Its last message</dt>
+              <dd><blockquote class="last-message">${r.finish.lastMessage.text}</blockquote></dd>`
+          : ''
+      }
+      ${
+        r.lastReport
+          ? html`<dt>Last report</dt>
+              <dd>
+                ${
+                  linkable(r.lastReport.url)
+                    ? html`<a href="${r.lastReport.url}">on the issue</a>`
+                    : 'on the issue'
+                }
+                (${r.lastReport.key}),
+                <time datetime="${r.lastReport.at}">${r.lastReport.at}</time>
+              </dd>`
+          : ''
+      }
     </dl>
     <p class="actions">
       ${live ? html`<a class="button" href="/thopters/${v.id}/terminal">Terminal</a> <a class="button" href="/thopters/${v.id}/terminal?mode=view">Watch (read-only)</a>` : ''}
