@@ -45,6 +45,8 @@ export function thopterView(
     destroyRequested: r.destroyRequested ?? null,
     kept: r.kept ?? null,
     endReason: r.endReason ?? null,
+    pullRequest: r.pullRequest ?? null,
+    compare: r.compare ?? null,
     createdAt: r.createdAt,
     startedAt: r.startedAt ?? null,
     runningAt: r.runningAt ?? null,

@@ -183,6 +183,14 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
           : ''
       }
       ${
+        r.pullRequest
+          ? html`<dt>Pull request</dt>
+              <dd>
+                ${linkable(r.pullRequest.url) ? html`<a href="${r.pullRequest.url}">#${r.pullRequest.number}</a>` : `#${r.pullRequest.number}`}${r.pullRequest.draft ? ' (draft)' : ''}${r.compare ? `: ${r.compare.aheadBy} commits ahead of ${r.compare.base}, ${r.compare.filesChanged} files changed, +${r.compare.additions} −${r.compare.deletions}` : ''}
+              </dd>`
+          : ''
+      }
+      ${
         v.endReason
           ? html`<dt>${r.state === 'failed' ? 'Failure' : 'Ended'}</dt>
               <dd>${v.endReason}</dd>`

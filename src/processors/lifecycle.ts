@@ -293,6 +293,10 @@ async function check(deps: ProcessorDeps, record: ThopterRecord, log: Logger): P
   } else if (observerSilent(record, config.statusIntervalMs)) {
     session = await lookWhileSilent(deps, record, machineId, log);
   }
+  // The agent's process ended: its work is done, so its branch may now get its pull request.
+  if (record.session?.agentRunning && session && !session.agentRunning) {
+    await deps.queuePullRequest(record.id);
+  }
   const now = Date.now();
   const { idleTimeoutMs, maxLifetimeMs } = config;
   // Idle time counts from the last screen change, so THOPTER_IDLE_TIMEOUT=30m means 30 quiet minutes.

@@ -7,7 +7,7 @@ import type { ProcessorDeps } from './deps.js';
  * the provider lists for this thopter, so none outlives it.
  */
 export async function teardown(
-  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'log' | 'announce'>,
+  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'log' | 'announce' | 'queuePullRequest'>,
   thopterId: string,
   final: 'destroyed' | 'failed',
   reason: string,
@@ -33,4 +33,6 @@ export async function teardown(
     await deps.announce(thopterId);
     log.info({ thopter: thopterId, machines: [...ids], final, reason }, 'thopter torn down');
   }
+  // Last, so it sees what the save pushed; GitHub alone is asked, so the machine need not exist.
+  await deps.queuePullRequest(thopterId);
 }

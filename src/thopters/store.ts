@@ -2,8 +2,10 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { PhaseName } from '../processors/phases/names.js';
 import {
+  type BranchCompare,
   type MachineRecord,
   type PhaseRecord,
+  type PullRequestRecord,
   type Request,
   type SessionStatus,
   type ThopterEvent,
@@ -248,6 +250,16 @@ export class ThopterStore {
     return this.update(id, { commentId: String(commentId), ...(commentHash ? { commentHash } : {}) }, false);
   }
 
+  /** Recorded even after the thopter ended: its work branch outlives its machine. */
+  setPullRequest(id: string, pullRequest: PullRequestRecord) {
+    return this.update(id, { pullRequest: JSON.stringify(pullRequest) }, false);
+  }
+
+  /** Recorded even after the thopter ended, like the pull request. */
+  setCompare(id: string, compare: BranchCompare) {
+    return this.update(id, { compare: JSON.stringify(compare) }, false);
+  }
+
   /**
    * Records a session status. With `token` (an observer's post) only if it is one of the thopter's
    * status tokens, checked in the same round trip. `ended`: the thopter has ended (or is unknown),
@@ -327,6 +339,8 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     session: json<SessionStatus>(h.session),
     destroyRequested: json<{ reason: string; at: string }>(h.destroyRequested),
     kept: json<{ reason: string; until: string }>(h.kept),
+    pullRequest: json<PullRequestRecord>(h.pullRequest),
+    compare: json<BranchCompare>(h.compare),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
     commentHash: h.commentHash,
