@@ -48,11 +48,12 @@ before(async () => {
     gh.setPermission(repo, 'thopter-coder', 'write');
     gh.setPermission(repo, 'alice', 'write');
   }
-  // The agent of an issue titled "NO PUSH" works without pushing anything.
+  // The agent of an issue titled "NO PUSH" works without pushing anything; one titled "EXITS"
+  // pushes, works a little longer (past launch-agent's settle time), then exits.
   const agent = writeFixture(
     world.dir,
     'agent-or-idle.sh',
-    `#!/usr/bin/env bash\nset -euo pipefail\nif grep -q 'NO PUSH' issue.md; then exec sleep 100000; fi\nexec bash ${AGENT}\n`,
+    `#!/usr/bin/env bash\nset -euo pipefail\nif grep -q 'NO PUSH' issue.md; then exec sleep 100000; fi\nif grep -q 'EXITS' issue.md; then AGENT_STAY=0 bash ${AGENT}; sleep 8; exit 0; fi\nexec bash ${AGENT}\n`,
     0o755,
   );
   const env = {
@@ -164,6 +165,20 @@ describe('the work branch gets a pull request', () => {
     await hub.queues.enqueue('pull-request', { thopterId: id, label: 'again' });
     await jobsDone(hub, id);
     assert.equal(gh.pullRequests(WIDGET).filter((p) => p.head.ref === branch).length, 1);
+  });
+
+  it('opens it when the agent process exits, while the thopter still lives', async () => {
+    const t = await launch(hub, WIDGET, 'EXITS when done');
+    const record = await waitFor(
+      'the pull request on the record',
+      async () => (await hub.store.get(t.id))?.pullRequest,
+    );
+    assert.notEqual(await hub.store.state(t.id), 'destroyed', 'opened before any teardown');
+    assert.equal(pullsFrom(WIDGET, t.branch).length, 1);
+    assert.equal(pullsFrom(WIDGET, t.branch)[0]!.number, record.number);
+    await kill(hub, t.id);
+    await jobsDone(hub, t.id);
+    assert.equal(pullsFrom(WIDGET, t.branch).length, 1, 'the teardown adopts it, makes no second');
   });
 
   it('opens a ready pull request that only refers to the issue when the repository says so, even with THOPTER_PULL_REQUEST=off', async () => {
