@@ -119,8 +119,9 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     };
     const queuePullRequest = async (thopterId: string) => {
       const record = await store.get(thopterId);
-      // Only a repository on GitHub (in GITHUB_INTEGRATION_JSON) can have one.
-      if (!record || !config.repositories[record.request.repository]) return;
+      // Only a work branch (a machine was made) of a repository on GitHub (in
+      // GITHUB_INTEGRATION_JSON) can have one.
+      if (!record?.machine || !config.repositories[record.request.repository]) return;
       await queues.enqueue('pull-request', { thopterId, label: labelOf(record.request) });
     };
     await reconcile({ store, queues, provider, log });

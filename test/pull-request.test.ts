@@ -159,7 +159,7 @@ describe('the work branch gets a pull request', () => {
       html.includes(`<a href="${pr!.html_url}">#${pr!.number}</a> (draft)`),
       'the dashboard links it',
     );
-    assert.match(html, /1 commits ahead of main, 1 files changed, \+1 −0/);
+    assert.match(html, /1 commit ahead of main, 1 file changed, \+1 −0/);
 
     // Asking again (another turn end, a retry) finds it: still one.
     await hub.queues.enqueue('pull-request', { thopterId: id, label: 'again' });

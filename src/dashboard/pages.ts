@@ -1,6 +1,6 @@
 import { BOARD_PATH } from '../api/board.js';
 import { thopterView } from '../api/views.js';
-import type { ThopterEvent, ThopterRecord } from '../thopters/record.js';
+import type { BranchCompare, ThopterEvent, ThopterRecord } from '../thopters/record.js';
 import { html, type Html } from './html.js';
 import { branchUrl, conditionOf, linkable } from './rows.js';
 
@@ -186,7 +186,7 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
         r.pullRequest
           ? html`<dt>Pull request</dt>
               <dd>
-                ${linkable(r.pullRequest.url) ? html`<a href="${r.pullRequest.url}">#${r.pullRequest.number}</a>` : `#${r.pullRequest.number}`}${r.pullRequest.draft ? ' (draft)' : ''}${r.compare ? `: ${r.compare.aheadBy} commits ahead of ${r.compare.base}, ${r.compare.filesChanged} files changed, +${r.compare.additions} −${r.compare.deletions}` : ''}
+                ${linkable(r.pullRequest.url) ? html`<a href="${r.pullRequest.url}">#${r.pullRequest.number}</a>` : `#${r.pullRequest.number}`}${r.pullRequest.draft ? ' (draft)' : ''}${r.compare ? `: ${figures(r.compare)}` : ''}
               </dd>`
           : ''
       }
@@ -279,4 +279,10 @@ export function redisDownPage(problem: string): string {
       </p>
     </section>`,
   );
+}
+
+/** A work branch's figures against the default branch, as the pull request's line shows them. */
+function figures(c: BranchCompare): string {
+  const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
+  return `${n(c.aheadBy, 'commit')} ahead of ${c.base}, ${n(c.filesChanged, 'file')} changed, +${c.additions} −${c.deletions}`;
 }

@@ -123,6 +123,7 @@ async function openPullRequest(deps: GitHubProcessorDeps, data: JobTable['pull-r
   await store.setCompare(record.id, {
     base,
     aheadBy: compare.ahead_by,
+    // GitHub lists at most 300 files in a compare; past that these count those 300.
     filesChanged: compare.files.length,
     additions: compare.files.reduce((n, f) => n + f.additions, 0),
     deletions: compare.files.reduce((n, f) => n + f.deletions, 0),
@@ -132,11 +133,13 @@ async function openPullRequest(deps: GitHubProcessorDeps, data: JobTable['pull-r
   if (mode === 'off') return 'pull requests are off';
   if (compare.ahead_by === 0) return `${head} has nothing ${base} lacks`;
   if (!coder) {
-    await store.addEvent(
-      record.id,
-      'pull-request-skipped',
-      `no agentCoderPAT for ${repository} in GITHUB_INTEGRATION_JSON: add one to have pull requests opened`,
-    );
+    // Said once (the first compare), not on every turn end.
+    if (!record.compare)
+      await store.addEvent(
+        record.id,
+        'pull-request-skipped',
+        `no agentCoderPAT for ${repository} in GITHUB_INTEGRATION_JSON: add one to have pull requests opened`,
+      );
     return 'no agentCoderPAT';
   }
 
