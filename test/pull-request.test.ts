@@ -181,6 +181,26 @@ describe('the work branch gets a pull request', () => {
     assert.equal(pullsFrom(WIDGET, t.branch).length, 1, 'the teardown adopts it, makes no second');
   });
 
+  it('opens one for an API launch given as title and body, naming no issue', async () => {
+    const res = await api(hub.url, 'POST', '/api/thopters', {
+      repository: WIDGET,
+      title: 'A task without an issue',
+      body: 'Do the thing.',
+    });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    const id = res.body.id as string;
+    await waitFor('the thopter running', async () => (await hub.store.state(id)) === 'running');
+    const branch = (await hub.store.get(id))!.machine!.workBranch;
+    await waitFor('the work branch on origin', () => world.branches(widgetOrigin).includes(branch));
+    await kill(hub, id);
+    const [pr] = await waitFor('a pull request', () =>
+      pullsFrom(WIDGET, branch).length ? pullsFrom(WIDGET, branch) : undefined,
+    );
+    assert.equal(pr!.title, 'A task without an issue');
+    assert.doesNotMatch(pr!.body ?? '', /Closes|Refs/);
+    assert.ok(pr!.body?.includes(`${PUBLIC}/thopters/${id}`));
+  });
+
   it('opens a ready pull request that only refers to the issue when the repository says so, even with THOPTER_PULL_REQUEST=off', async () => {
     const t = await launch(offHub, READY, 'Ready work');
     await kill(offHub, t.id);
