@@ -84,6 +84,10 @@ const repositorySettings = z.object({
   agentCoderPAT: z.string().optional(),
   userName: z.string().optional(),
   userEmail: z.string().optional(),
+  /** Overrides THOPTER_PULL_REQUEST for this repository. */
+  pullRequest: z.enum(['draft', 'ready', 'off']).optional(),
+  /** false: a pull request says `Refs #N`, so merging it leaves the issue open. Default true. */
+  closeIssue: z.boolean().optional(),
 });
 
 const githubIntegration = optionalText.transform((raw, ctx) => {
@@ -217,6 +221,7 @@ const fields = z.object({
   THOPTER_POST_CHECKOUT_SCRIPT: existingFile,
   PROMPTS_DIR: z.string().default(path.join(PROJECT_DIR, 'prompts')),
   GITHUB_INTEGRATION_JSON: githubIntegration,
+  THOPTER_PULL_REQUEST: z.enum(['draft', 'ready', 'off']).default('draft'),
   GITHUB_API_URL: z
     .string()
     .default('https://api.github.com')
@@ -345,6 +350,11 @@ export interface Config {
   postCheckoutScript: string | undefined;
   promptsDir: string;
   repositories: Record<string, RepositorySettings>;
+  /**
+   * THOPTER_PULL_REQUEST: whether a work branch with commits gets a pull request, and whether it
+   * opens as a draft (default `draft`); a repository's `pullRequest` overrides it.
+   */
+  pullRequest: 'draft' | 'ready' | 'off';
   github: {
     apiUrl: string;
     /** Seconds between polls (seed: 30). */
@@ -446,6 +456,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     postCheckoutScript: c.THOPTER_POST_CHECKOUT_SCRIPT,
     promptsDir: path.resolve(c.PROMPTS_DIR),
     repositories: c.GITHUB_INTEGRATION_JSON.repositories,
+    pullRequest: c.THOPTER_PULL_REQUEST,
     github: {
       apiUrl: c.GITHUB_API_URL.replace(/\/+$/, ''),
       pollIntervalS: c.GITHUB_ISSUES_POLLING_INTERVAL,

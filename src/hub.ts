@@ -119,11 +119,31 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       if (record?.request.source !== 'github') return;
       await queues.enqueue('comment', { thopterId, label: labelOf(record.request) });
     };
+    const queuePullRequest = async (thopterId: string) => {
+      const record = await store.get(thopterId);
+      // Only a work branch (a machine was made) of a repository on GitHub (in
+      // GITHUB_INTEGRATION_JSON) can have one.
+      if (!record?.machine || !config.repositories[record.request.repository]) return;
+      await queues.enqueue('pull-request', { thopterId, label: labelOf(record.request) });
+    };
     await reconcile({ store, queues, provider, log });
     const scanner = { config, redis: client, store, queues, prompts, provider, github, intake, log };
     const workers = startWorkers(
-      { config, log, store, changes, queues, provider, prompts, transports, transcripts, announce, metrics },
-      { scanner, github: { store, queues, github, transcripts, publicUrl, log } },
+      {
+        config,
+        log,
+        store,
+        changes,
+        queues,
+        provider,
+        prompts,
+        transports,
+        transcripts,
+        announce,
+        queuePullRequest,
+        metrics,
+      },
+      { scanner, github: { store, queues, github, transcripts, publicUrl, log, config } },
       workerConnection,
     );
     onStop('handing active thopters back', () => workers.close());

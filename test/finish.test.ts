@@ -16,21 +16,25 @@ process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 const world = new TestWorld();
 const REPO = 'acme/widget';
 const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
+const CODER_TOKEN = 'ghp_coder_token_for_the_agent';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
 let hubs: Hub[] = [];
+let origin: string;
 
 const reports = (issue: number) =>
   gh.comments(REPO, issue).filter((c) => /^<!-- thopter-report:/.test(c.body ?? ''));
 
 before(async () => {
   await world.start();
-  const origin = world.origin('widget');
+  origin = world.origin('widget');
   gh = await startFakeGitHub();
   gh.addToken(ISSUES_TOKEN, 'thopter-hub');
+  gh.addToken(CODER_TOKEN, 'thopter-coder');
   gh.addRepo(REPO, { cloneUrl: origin });
   gh.setPermission(REPO, 'thopter-hub', 'write');
   gh.setPermission(REPO, 'alice', 'write');
+  gh.setPermission(REPO, 'thopter-coder', 'write');
   model = await new FakeAnthropic({
     apiKey: TEST_API_KEY,
     script: [
@@ -41,7 +45,7 @@ before(async () => {
         return {
           tools: [
             bash(
-              `cd project && echo hello > GREETING.md && git add GREETING.md && git commit -qm 'Add a greeting' && git push -q origin ${branch}`,
+              `cd widget && echo hello > GREETING.md && git add GREETING.md && git commit -qm 'Add a greeting' && git push -q origin ${branch}`,
               'Commit and push',
             ),
           ],
@@ -54,7 +58,9 @@ before(async () => {
     THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
     THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
     GITHUB_API_URL: gh.url,
-    GITHUB_INTEGRATION_JSON: JSON.stringify({ repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN } } }),
+    GITHUB_INTEGRATION_JSON: JSON.stringify({
+      repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN, agentCoderPAT: CODER_TOKEN } },
+    }),
     GITHUB_ISSUES_POLLING_INTERVAL: '1',
     HUB_PUBLIC_URL: 'https://hub.example.test',
   };
@@ -89,6 +95,16 @@ describe('the finish line: reports on the issue', () => {
     assert.match(body, /\*\*finished its turn\*\* and waits for an answer/);
     assert.match(body, /^> I added GREETING\.md and pushed it\.\n> Ask me if you want more\.$/m);
     assert.match(body, /Work branch: `thopter\/\d+--[a-f0-9]+`/);
+    // The report opened the work branch's pull request first, and links it with the branch's figures.
+    const [pr] = gh.pullRequests(REPO);
+    assert.ok(pr, 'a pull request was opened');
+    assert.equal(gh.pullRequests(REPO).length, 1);
+    assert.match(
+      body,
+      new RegExp(
+        `Pull request: \\[#${pr.number}\\]\\(${pr.html_url}\\) \\(draft\\) · 1 commit ahead of \`main\`: 1 file changed, \\+1 −0`,
+      ),
+    );
     assert.match(body, new RegExp(`\\[session log\\]\\(https://hub\\.example\\.test/thopters/${id}/log\\)`));
     // The status comment links to it.
     await waitFor('the status comment to link the report', () =>

@@ -49,6 +49,8 @@ export function thopterView(
     saved: r.saved ?? null,
     lastMessage: r.finish?.lastMessage ?? null,
     lastReport: r.lastReport ?? null,
+    pullRequest: r.pullRequest ?? null,
+    compare: r.compare ?? null,
     createdAt: r.createdAt,
     startedAt: r.startedAt ?? null,
     runningAt: r.runningAt ?? null,

@@ -1,6 +1,11 @@
 import { BOARD_PATH } from '../api/board.js';
 import { thopterView } from '../api/views.js';
-import { describeSave, type ThopterEvent, type ThopterRecord } from '../thopters/record.js';
+import {
+  describeSave,
+  type BranchCompare,
+  type ThopterEvent,
+  type ThopterRecord,
+} from '../thopters/record.js';
 import { html, type Html } from './html.js';
 import { branchUrl, conditionOf, linkable } from './rows.js';
 
@@ -192,6 +197,14 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
           : ''
       }
       ${
+        r.pullRequest
+          ? html`<dt>Pull request</dt>
+              <dd>
+                ${linkable(r.pullRequest.url) ? html`<a href="${r.pullRequest.url}">#${r.pullRequest.number}</a>` : `#${r.pullRequest.number}`}${r.pullRequest.draft ? ' (draft)' : ''}${r.compare ? `: ${figures(r.compare)}` : ''}
+              </dd>`
+          : ''
+      }
+      ${
         v.endReason
           ? html`<dt>${r.state === 'failed' ? 'Failure' : 'Ended'}</dt>
               <dd>${v.endReason}</dd>`
@@ -306,4 +319,10 @@ export function redisDownPage(problem: string): string {
       </p>
     </section>`,
   );
+}
+
+/** A work branch's figures against the default branch, as the pull request's line shows them. */
+function figures(c: BranchCompare): string {
+  const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
+  return `${n(c.aheadBy, 'commit')} ahead of ${c.base}, ${n(c.filesChanged, 'file')} changed, +${c.additions} −${c.deletions}`;
 }

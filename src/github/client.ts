@@ -7,13 +7,17 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import {
   commentSchema,
+  compareSchema,
   isBot,
   issueSchema,
   permissionSchema,
+  pullRequestSchema,
   repositorySchema,
   userSchema,
   type GitHubComment,
+  type GitHubCompare,
   type GitHubIssue,
+  type GitHubPullRequest,
   type GitHubRepository,
 } from './schemas.js';
 
@@ -213,6 +217,49 @@ export class GitHubClient {
   async updateComment(fullName: string, commentId: number, body: string): Promise<void> {
     const [owner, repo] = split(fullName);
     await this.octokit.rest.issues.updateComment({ owner, repo, comment_id: commentId, body });
+  }
+
+  /** What `head` has that `base` lacks (three-dot compare); null when either branch does not exist. */
+  async compare(fullName: string, base: string, head: string): Promise<GitHubCompare | null> {
+    const [owner, repo] = split(fullName);
+    try {
+      const { data } = await this.octokit.rest.repos.compareCommitsWithBasehead({
+        owner,
+        repo,
+        basehead: `${base}...${head}`,
+      });
+      return compareSchema.parse(data);
+    } catch (err) {
+      if ((err as { status?: number }).status === 404) return null;
+      throw err;
+    }
+  }
+
+  /** Pull requests from `head` (a branch of this repository), every page. */
+  async pullRequests(
+    fullName: string,
+    head: string,
+    state: 'open' | 'closed' | 'all' = 'open',
+  ): Promise<GitHubPullRequest[]> {
+    const [owner, repo] = split(fullName);
+    const data = await this.octokit.paginate(this.octokit.rest.pulls.list, {
+      owner,
+      repo,
+      // GitHub filters by `user:ref-name`; a bare branch name would be ignored and list them all.
+      head: `${owner}:${head}`,
+      state,
+      per_page: 100,
+    });
+    return z.array(pullRequestSchema).parse(data);
+  }
+
+  async createPullRequest(
+    fullName: string,
+    pr: { title: string; head: string; base: string; body: string; draft: boolean },
+  ): Promise<GitHubPullRequest> {
+    const [owner, repo] = split(fullName);
+    const { data } = await this.octokit.rest.pulls.create({ owner, repo, ...pr });
+    return pullRequestSchema.parse(data);
   }
 }
 

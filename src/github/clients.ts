@@ -17,6 +17,7 @@ export interface RepositoryHealth {
  */
 export class GitHubClients {
   private readonly clients = new Map<string, GitHubClient>();
+  private readonly coders = new Map<string, GitHubClient>();
 
   constructor(
     private readonly config: Config,
@@ -25,6 +26,20 @@ export class GitHubClients {
     metrics?: Metrics,
   ) {
     for (const [repo, settings] of Object.entries(config.repositories)) {
+      if (settings.agentCoderPAT) {
+        this.coders.set(
+          repo,
+          new GitHubClient({
+            baseUrl: config.github.apiUrl,
+            token: settings.agentCoderPAT,
+            redis,
+            prefix: config.redisPrefix,
+            log: log.child({ repository: repo }),
+            metrics,
+            repository: repo,
+          }),
+        );
+      }
       if (!settings.issuesPAT) {
         log.warn(
           { repository: repo },
@@ -54,6 +69,14 @@ export class GitHubClients {
 
   for(repository: string): GitHubClient | undefined {
     return this.clients.get(repository);
+  }
+
+  /**
+   * A client with the repository's agentCoderPAT: the work branch's pull request is the agent's
+   * work, so it is opened with the token the agent pushes with, not the hub's issue token.
+   */
+  coder(repository: string): GitHubClient | undefined {
+    return this.coders.get(repository);
   }
 
   private healthKey = (repo: string) => `${this.config.redisPrefix}:github:health:${repo}`;

@@ -77,3 +77,31 @@ function headline(record: ThopterRecord, position: number | null): string {
       return `**failed**: ${record.endReason ?? 'unknown error'}. The machine was destroyed.`;
   }
 }
+
+/** Found in the body of a pull request the hub opened, naming its thopter. */
+export const pullRequestMarker = (thopterId: string) => `<!-- thopter-pr:${thopterId} -->`;
+
+/**
+ * The body of a work branch's pull request: which issue it closes (or refers to, when the
+ * repository's `closeIssue` is false), what the agent said it did, and its thopter's page.
+ */
+export function renderPullRequestBody(
+  record: ThopterRecord,
+  opts: {
+    publicUrl: string;
+    closeIssue: boolean;
+    /** The agent's last message, as the transcript has it; omitted when there is none. */
+    agentMessage?: string;
+  },
+): string {
+  const number = record.request.issue.number;
+  const lines = [pullRequestMarker(record.id)];
+  if (number !== undefined) lines.push(`${opts.closeIssue ? 'Closes' : 'Refs'} #${number}`, '');
+  // GitHub refuses a body over 65,536 characters: a long last message is cut, the rest kept.
+  const said = opts.agentMessage?.trim().slice(0, 60_000);
+  if (said) lines.push('**What the agent says it did**', '', said, '');
+  lines.push(
+    `Opened by thopter [\`${record.id}\`](${opts.publicUrl}/thopters/${record.id}) from its work branch.`,
+  );
+  return lines.join('\n') + '\n';
+}

@@ -27,6 +27,8 @@ export function renderReport(
     '',
   ];
   if (record.machine) lines.push(`Work branch: \`${record.machine.workBranch}\``);
+  const work = workLine(record);
+  if (work) lines.push(work);
   // What the save before the teardown did with the work the agent had not pushed.
   if (opts.key === 'end' && record.saved && record.machine)
     lines.push(`Work saved: ${describeSave(record.saved, record.machine.workBranch)}.`);
@@ -41,6 +43,27 @@ export function renderReport(
   }
   lines.push('', `[dashboard](${page}) · [session log](${page}/log)`);
   return lines.join('\n') + '\n';
+}
+
+/**
+ * The work as GitHub sees it: the pull request (or, when pull requests are off, a compare link),
+ * and the commits and diffstat the work branch has over the default branch.
+ */
+function workLine(record: ThopterRecord): string | undefined {
+  const { pullRequest: pr, compare, machine } = record;
+  const parts: string[] = [];
+  if (pr) parts.push(`Pull request: [#${pr.number}](${pr.url})${pr.draft ? ' (draft)' : ''}`);
+  if (compare && compare.aheadBy > 0) {
+    const issueUrl = record.request.issue.url;
+    const base = /^(https?:\/\/[^?#]+)\/issues\/\d+$/.exec(issueUrl ?? '')?.[1];
+    const what = `${compare.aheadBy} commit${compare.aheadBy === 1 ? '' : 's'} ahead of \`${compare.base}\``;
+    const linked =
+      !pr && base && machine ? `[${what}](${base}/compare/${compare.base}...${machine.workBranch})` : what;
+    parts.push(
+      `${linked}: ${compare.filesChanged} file${compare.filesChanged === 1 ? '' : 's'} changed, +${compare.additions} −${compare.deletions}`,
+    );
+  }
+  return parts.length ? parts.join(' · ') : undefined;
 }
 
 function headline(record: ThopterRecord, key: ReportKey): string {

@@ -43,10 +43,32 @@ export const permissionSchema = z.object({
   role_name: z.string().optional(),
 });
 
+/** A pull request, as the pulls endpoints answer it. */
+export const pullRequestSchema = z.object({
+  number: z.number(),
+  html_url: z.string(),
+  state: z.string(),
+  draft: z.boolean().default(false),
+  head: z.object({ ref: z.string(), label: z.string().optional() }),
+  base: z.object({ ref: z.string() }),
+});
+
+/** `GET /repos/{owner}/{repo}/compare/{base}...{head}`: what the head has that the base lacks. */
+export const compareSchema = z.object({
+  status: z.string(),
+  ahead_by: z.number(),
+  behind_by: z.number(),
+  files: z
+    .array(z.object({ filename: z.string(), additions: z.number(), deletions: z.number() }))
+    .default([]),
+});
+
 export type GitHubUser = z.infer<typeof userSchema>;
 export type GitHubRepository = z.infer<typeof repositorySchema>;
 export type GitHubIssue = z.infer<typeof issueSchema>;
 export type GitHubComment = z.infer<typeof commentSchema>;
+export type GitHubPullRequest = z.infer<typeof pullRequestSchema>;
+export type GitHubCompare = z.infer<typeof compareSchema>;
 
 /** Bots (GitHub Apps, dependabot, this hub's own token if it is one) never launch anything. */
 export const isBot = (user: GitHubUser | null) =>

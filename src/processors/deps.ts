@@ -22,6 +22,12 @@ export interface ProcessorDeps {
   transcripts: TranscriptArchive;
   /** Tells the thopter's issue (if it came from one) that its state changed; cheap, deduplicated. */
   announce(thopterId: string): Promise<void>;
+  /**
+   * Has the hub open (or adopt) the work branch's pull request once the branch has commits the
+   * default branch lacks, and record the branch's figures; does nothing for a repository not on
+   * GitHub. Cheap and safe to call on every turn end, agent exit and teardown.
+   */
+  queuePullRequest(thopterId: string): Promise<void>;
   metrics?: Metrics;
 }
 

@@ -43,6 +43,9 @@ export async function actOnAgentNews(
     ...(said ? { lastMessage: said } : {}),
   };
   await deps.store.setFinish(record.id, next);
+  // Its work may now have commits the default branch lacks: its branch gets its pull request
+  // (a GitHub thopter's report below opens it too, to link it).
+  await deps.queuePullRequest(record.id);
   if (exited)
     await deps.store.addEvent(record.id, 'agent-exited', 'the agent process exited; its terminal stays');
   // A turn that brought nothing new (the same last words) is not worth a notification.

@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
+import type { Config } from '../config.js';
+import { messageOf } from '../errors.js';
 import type { GitHubClients } from '../github/clients.js';
-import { ackMarker, renderStatus, replyMarker } from '../github/render.js';
+import { ackMarker, renderPullRequestBody, renderStatus, replyMarker } from '../github/render.js';
 import { renderReport, reportMarker } from '../github/report.js';
 import type { Logger } from '../log.js';
 import type { HubQueues, JobTable } from '../queues/index.js';
+import { isFinal, type ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import type { TranscriptArchive } from '../transcripts/archive.js';
 import { lastAgentMessage } from '../transcripts/last-message.js';
@@ -16,6 +19,18 @@ export interface GitHubProcessorDeps {
   transcripts: TranscriptArchive;
   publicUrl: string;
   log: Logger;
+  config: Pick<Config, 'repositories' | 'pullRequest'>;
+}
+
+type GitHubJob = JobTable['comment'] | JobTable['reply'] | JobTable['pull-request'] | JobTable['report'];
+
+/**
+ * What the agent said last: from the transcript kept at its teardown once it has ended (the
+ * machine is gone then), else as the lifecycle job last read it at a turn's end.
+ */
+async function agentWords(deps: GitHubProcessorDeps, record: ThopterRecord): Promise<string | undefined> {
+  const kept = isFinal(record.state) ? lastAgentMessage(await deps.transcripts.load(record.id)) : undefined;
+  return (kept ?? record.finish?.lastMessage)?.text;
 }
 
 /**
@@ -23,12 +38,12 @@ export interface GitHubProcessorDeps {
  * retry after a crash looks for its own marker in the issue's comments before posting, so a
  * comment is never doubled; an edit always renders the thopter's state as it is now.
  */
-export function githubProcessor(
-  deps: GitHubProcessorDeps,
-): Processor<JobTable['comment'] | JobTable['reply'] | JobTable['report'], string> {
-  return async (job: Job<JobTable['comment'] | JobTable['reply'] | JobTable['report']>) => {
+export function githubProcessor(deps: GitHubProcessorDeps): Processor<GitHubJob, string> {
+  return async (job: Job<GitHubJob>) => {
     try {
       if (job.name === 'report') return await postReport(deps, job.data as JobTable['report']);
+      if (job.name === 'pull-request')
+        return await openPullRequest(deps, job.data as JobTable['pull-request']);
       return job.name === 'comment'
         ? await postStatus(deps, job.data as JobTable['comment'])
         : await postReply(deps, job.data as JobTable['reply']);
@@ -108,14 +123,124 @@ async function postReport(deps: GitHubProcessorDeps, data: JobTable['report']): 
   for (const c of await client.comments(repository, number)) {
     if (c.body?.startsWith(marker) && (await client.wrote(c))) return 'already reported';
   }
-  // At the end the machine is gone: its words come from the transcript kept at the teardown.
-  const kept = data.key === 'end' ? lastAgentMessage(await deps.transcripts.load(record.id)) : undefined;
-  const lastMessage = (kept ?? record.finish?.lastMessage)?.text;
-  const body = renderReport(record, { key: data.key, publicUrl: deps.publicUrl, lastMessage });
+  // The pull request first, so the report links it (and the branch's figures are fresh): the same
+  // idempotent step as the pull-request job. Without it the report still goes out.
+  try {
+    await openPullRequest(deps, { thopterId: record.id, label: data.label });
+  } catch (err) {
+    deps.log.warn({ thopter: record.id, err: messageOf(err) }, 'the pull request could not be looked at');
+  }
+  const now = (await deps.store.get(record.id)) ?? record;
+  const body = renderReport(now, {
+    key: data.key,
+    publicUrl: deps.publicUrl,
+    lastMessage: await agentWords(deps, now),
+  });
   const commentId = await client.createComment(repository, number, body);
   const url = `${record.request.issue.url ?? `https://github.com/${repository}/issues/${number}`}#issuecomment-${commentId}`;
   await deps.store.setLastReport(record.id, { key: data.key, url, at: new Date().toISOString() });
   // The status comment links to the latest report.
   await deps.queues.enqueue('comment', { thopterId: record.id, label: data.label });
   return `reported: ${data.key}`;
+}
+
+/**
+ * The work branch's pull request, one per work branch ever. Everything is looked up on GitHub
+ * first (the default branch, the compare, an open pull request from the branch), so a retry, a
+ * lost response or a second hub adopts the pull request that exists instead of making another:
+ * GitHub itself refuses a second open one for the same head and base, and that refusal is taken
+ * as the cue to look again.
+ */
+async function openPullRequest(deps: GitHubProcessorDeps, data: JobTable['pull-request']): Promise<string> {
+  const { store, config } = deps;
+  const record = await store.get(data.thopterId);
+  const head = record?.machine?.workBranch;
+  if (!record || !head) return 'no work branch';
+  const { repository } = record.request;
+  const settings = config.repositories[repository];
+  if (!settings) return `${repository} is not in GITHUB_INTEGRATION_JSON`;
+  const mode = settings.pullRequest ?? config.pullRequest;
+  const coder = deps.github.coder(repository);
+  const reader = coder ?? deps.github.for(repository);
+  if (!reader) return `${repository} has no token in GITHUB_INTEGRATION_JSON`;
+
+  const base = (await reader.repository(repository)).default_branch ?? 'main';
+  const compare = await reader.compare(repository, base, head);
+  // The agent has not pushed its branch (yet): nothing to show, nothing to open.
+  if (!compare) return `${head} is not on GitHub`;
+  await store.setCompare(record.id, {
+    base,
+    aheadBy: compare.ahead_by,
+    // GitHub lists at most 300 files in a compare; past that these count those 300.
+    filesChanged: compare.files.length,
+    additions: compare.files.reduce((n, f) => n + f.additions, 0),
+    deletions: compare.files.reduce((n, f) => n + f.deletions, 0),
+    comparedAt: new Date().toISOString(),
+  });
+  if (record.pullRequest) return `pull request #${record.pullRequest.number} is open already`;
+  if (mode === 'off') return 'pull requests are off';
+  if (compare.ahead_by === 0) return `${head} has nothing ${base} lacks`;
+  if (!coder) {
+    // Said once (the first compare), not on every turn end.
+    if (!record.compare)
+      await store.addEvent(
+        record.id,
+        'pull-request-skipped',
+        `no agentCoderPAT for ${repository} in GITHUB_INTEGRATION_JSON: add one to have pull requests opened`,
+      );
+    return 'no agentCoderPAT';
+  }
+
+  const adopt = async (why: string) => {
+    const [open] = await coder.pullRequests(repository, head);
+    if (!open) return undefined;
+    await store.setPullRequest(record.id, {
+      number: open.number,
+      url: open.html_url,
+      draft: open.draft,
+      base: open.base.ref,
+    });
+    return `adopted pull request #${open.number} (${why})`;
+  };
+  const found = await adopt('found open');
+  if (found) return found;
+  let made;
+  try {
+    made = await coder.createPullRequest(repository, {
+      title: record.request.issue.title,
+      head,
+      base,
+      body: renderPullRequestBody(record, {
+        publicUrl: deps.publicUrl,
+        closeIssue: settings.closeIssue ?? true,
+        agentMessage: await agentWords(deps, record),
+      }),
+      draft: mode === 'draft',
+    });
+  } catch (err) {
+    // An earlier attempt whose answer was lost, or another hub, made it: GitHub says so with 422.
+    if (alreadyExists(err)) {
+      const adopted = await adopt('GitHub says it exists');
+      if (adopted) return adopted;
+    }
+    throw err;
+  }
+  await store.setPullRequest(record.id, {
+    number: made.number,
+    url: made.html_url,
+    draft: made.draft,
+    base: made.base.ref,
+  });
+  await store.addEvent(record.id, 'pull-request', `opened ${made.html_url}`);
+  deps.log.info({ thopter: record.id, issue: data.label, pullRequest: made.number }, 'pull request opened');
+  return `opened pull request #${made.number}`;
+}
+
+/** GitHub's 422 for a second open pull request with the same head and base. */
+function alreadyExists(err: unknown): boolean {
+  const e = err as { status?: number; response?: { data?: { errors?: Array<{ message?: string }> } } };
+  return (
+    e.status === 422 &&
+    (e.response?.data?.errors ?? []).some((x) => /pull request already exists/i.test(x.message ?? ''))
+  );
 }

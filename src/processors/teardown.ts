@@ -14,7 +14,15 @@ import { save, skipSave } from './save.js';
 export async function teardown(
   deps: Pick<
     ProcessorDeps,
-    'store' | 'provider' | 'queues' | 'transports' | 'transcripts' | 'log' | 'announce' | 'config'
+    | 'store'
+    | 'provider'
+    | 'queues'
+    | 'transports'
+    | 'transcripts'
+    | 'log'
+    | 'announce'
+    | 'config'
+    | 'queuePullRequest'
   >,
   thopterId: string,
   final: 'destroyed' | 'failed',
@@ -55,7 +63,9 @@ export async function teardown(
     await deps.announce(thopterId);
     log.info({ thopter: thopterId, machines: [...ids], final, reason }, 'thopter torn down');
   }
-  // Every time, not only the first: a teardown retried after a crash still reports (the report's
-  // job id makes a second add a no-op).
+  // Last, so they see what the save pushed; GitHub alone is asked, so the machine need not exist.
+  // Every time, not only the first: a teardown retried after a crash still does them (the jobs'
+  // ids make a second add a no-op). The report opens the pull request itself first, to link it.
+  await deps.queuePullRequest(thopterId);
   await reportEnd(deps, thopterId);
 }

@@ -6,6 +6,7 @@ import { PHASES } from '../processors/phases/index.js';
 import {
   commentDedupId,
   destroyDedupId,
+  pullRequestDedupId,
   lifecycleJobId,
   SCAN_SCHEDULER_ID,
   phaseJobId,
@@ -64,6 +65,11 @@ const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
     removeOnComplete: { age: 30 * DAY_S },
     removeOnFail: { age: 30 * DAY_S },
   },
+  'pull-request': {
+    ...GITHUB_RETRIES,
+    removeOnComplete: { age: DAY_S, count: 1000 },
+    removeOnFail: { age: 7 * DAY_S },
+  },
   destroy: {
     priority: PRIORITY.destroy,
     attempts: 5,
@@ -85,6 +91,14 @@ function identityOf(name: Exclude<JobName, 'phase'>, data: JobTable[Exclude<JobN
       return {
         deduplication: {
           id: commentDedupId((data as JobTable['comment']).thopterId),
+          keepLastIfActive: true,
+        },
+      };
+    case 'pull-request':
+      // One running and the latest waiting: a turn that ends meanwhile is looked at afterwards.
+      return {
+        deduplication: {
+          id: pullRequestDedupId((data as JobTable['pull-request']).thopterId),
           keepLastIfActive: true,
         },
       };

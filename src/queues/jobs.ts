@@ -17,6 +17,11 @@ export interface JobTable {
   scan: { trigger: 'schedule' | 'manual' };
   /** Create or edit a GitHub thopter's status comment (the acknowledgement) to show its state now. */
   comment: { thopterId: string; label: string };
+  /**
+   * Open the work branch's pull request if it has commits the default branch lacks (or adopt the
+   * one that is open), and record the branch's figures. Safe to add on every turn end.
+   */
+  'pull-request': { thopterId: string; label: string };
   /** A one-off reply on an issue (a refused command, a kill). `key` makes it be posted once. */
   reply: { repository: string; issueNumber: number; key: string; body: string; label: string };
   /** A report on the thopter's issue: a turn ended (`turn-N`), the agent exited (`exit`), it ended (`end`). */
@@ -33,6 +38,7 @@ export const QUEUE_OF = {
   comment: 'github',
   reply: 'github',
   report: 'github',
+  'pull-request': 'github',
 } as const satisfies Record<JobName, string>;
 
 export type QueueName = (typeof QUEUE_OF)[JobName];
@@ -53,5 +59,6 @@ export const lifecycleJobId = (thopterId: string) => thopterId;
 export const phaseJobId = (thopterId: string, phase: PhaseName) => `${thopterId}.${phase}`;
 export const destroyDedupId = (thopterId: string) => `destroy.${thopterId}`;
 export const commentDedupId = (thopterId: string) => `comment.${thopterId}`;
+export const pullRequestDedupId = (thopterId: string) => `pull-request.${thopterId}`;
 /** The poll's job scheduler: one for every hub, so n hubs poll once. */
 export const SCAN_SCHEDULER_ID = 'poll';

@@ -146,6 +146,26 @@ export interface ThopterEvent {
   message: string;
 }
 
+/** The work branch's pull request (one per work branch, ever). */
+export interface PullRequestRecord {
+  number: number;
+  url: string;
+  draft: boolean;
+  /** The branch it merges into: the repository's default branch. */
+  base: string;
+}
+
+/** What the work branch has that the default branch lacks, as GitHub's compare API counted it. */
+export interface BranchCompare {
+  base: string;
+  /** Commits on the work branch that the base lacks. */
+  aheadBy: number;
+  filesChanged: number;
+  additions: number;
+  deletions: number;
+  comparedAt: string;
+}
+
 export interface ThopterRecord {
   id: string;
   state: ThopterState;
@@ -168,6 +188,9 @@ export interface ThopterRecord {
   commentId?: number;
   /** sha256 of the comment body last written, so an edit that changes nothing is not sent. */
   commentHash?: string;
+  pullRequest?: PullRequestRecord;
+  /** The work branch against the default branch, as of the last pull-request job. */
+  compare?: BranchCompare;
   /** Why it ended (destroyed) or what failed (failed). */
   endReason?: string;
   createdAt: string;

@@ -5,8 +5,10 @@ import type { Turns } from '../status/turns.js';
 import {
   type DestroyRequest,
   type FinishState,
+  type BranchCompare,
   type MachineRecord,
   type PhaseRecord,
+  type PullRequestRecord,
   type Request,
   type SaveOutcome,
   type SessionStatus,
@@ -295,6 +297,16 @@ export class ThopterStore {
     return this.update(id, { commentId: String(commentId), ...(commentHash ? { commentHash } : {}) }, false);
   }
 
+  /** Recorded even after the thopter ended: its work branch outlives its machine. */
+  setPullRequest(id: string, pullRequest: PullRequestRecord) {
+    return this.update(id, { pullRequest: JSON.stringify(pullRequest) }, false);
+  }
+
+  /** Recorded even after the thopter ended, like the pull request. */
+  setCompare(id: string, compare: BranchCompare) {
+    return this.update(id, { compare: JSON.stringify(compare) }, false);
+  }
+
   /**
    * Records a session status. With `token` (an observer's post) only if it is one of the thopter's
    * status tokens, checked in the same round trip. `ended`: the thopter has ended (or is unknown),
@@ -390,6 +402,8 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     turns: json<Turns>(h.turns),
     finish: json<FinishState>(h.finish),
     lastReport: json<{ key: string; url: string; at: string }>(h.lastReport),
+    pullRequest: json<PullRequestRecord>(h.pullRequest),
+    compare: json<BranchCompare>(h.compare),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
     commentHash: h.commentHash,

@@ -49,18 +49,34 @@
  *   (created, edited with `changes.body.from`, deleted) payloads carry action, issue, comment,
  *   repository and sender.
  * - Comment bodies longer than 65,536 characters are refused with 422, as GitHub does.
+ * - Pull requests ("REST API endpoints for pull requests") and compare ("Compare two commits"):
+ *   branches and commits are read with real git from the repository's bare directory
+ *   (`RepoOptions.gitDir`, default an absolute `cloneUrl`). A pull request is an issue too (same
+ *   numbering, listed with a `pull_request` key). Create takes title, head, base, body, draft and
+ *   answers 201; it refuses with 422 "Validation Failed" a head or base that does not exist
+ *   (`errors: [{resource: 'PullRequest', field, code: 'invalid'}]`), a second open one for the
+ *   same head and base ("A pull request already exists for owner:branch.") and a head with
+ *   nothing the base lacks ("No commits between base and head"), both `code: 'custom'`. The list
+ *   filters by `state` (default open), `head` as `user:ref-name` (a value without the user is
+ *   ignored, as GitHub does) and `base`, sorted by creation, newest first. Update changes title,
+ *   body, state and base; `draft` cannot be changed through REST. Compare takes
+ *   `{base}...{head}` (branch or `owner:branch`), 404 when either is unknown, and counts against
+ *   the merge base: `ahead_by`, `behind_by`, `status`, `commits`, `files` with additions and
+ *   deletions.
  *
  * Choices where GitHub documents nothing: an exhausted token gets its rate-limit error even for a
  * conditional request; injected faults and 401s cost no rate limit; editing a comment leaves its
  * issue's `updated_at` alone (option `commentEditTouchesIssue`); 502–504 faults answer with an
  * HTML page as GitHub's edge does, not JSON; any login is taken to be an existing user.
  *
- * Not modelled: other endpoints (creating issues, reactions, labels, pulls, git data), GraphQL,
+ * Not modelled: other endpoints (creating issues, reactions, labels, git data), GraphQL,
  * `last-modified`/`if-modified-since`, media types (`body_html`…), search and other rate-limit
  * resources, secondary limits that trigger by themselves, the 10-second server timeout, redirects
  * for renamed repositories, token scopes beyond repository selection.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { isAbsolute } from 'node:path';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { RestEndpointMethodTypes } from '@octokit/rest';
@@ -74,6 +90,54 @@ export type GitHubUser = NonNullable<GitHubIssue['user']>;
 export type GitHubPermissionLevel = Rest['repos']['getCollaboratorPermissionLevel']['response']['data'];
 export type GitHubRateLimit = Rest['rateLimit']['get']['response']['data'];
 type FullRepository = Rest['repos']['get']['response']['data'];
+type FullPullRequest = Rest['pulls']['get']['response']['data'];
+/** A branch end of a pull request (`head`, `base`), without the repository object GitHub nests in it. */
+export type GitHubPullRequestRef = Pick<FullPullRequest['head'], 'label' | 'ref' | 'sha'>;
+/** The fields of a pull request the fake sends. */
+export type GitHubPullRequest = Pick<
+  FullPullRequest,
+  | 'url'
+  | 'id'
+  | 'node_id'
+  | 'html_url'
+  | 'diff_url'
+  | 'patch_url'
+  | 'issue_url'
+  | 'number'
+  | 'state'
+  | 'locked'
+  | 'title'
+  | 'user'
+  | 'body'
+  | 'created_at'
+  | 'updated_at'
+  | 'closed_at'
+  | 'merged_at'
+  | 'draft'
+  | 'author_association'
+> & { head: GitHubPullRequestRef; base: GitHubPullRequestRef };
+type FullCompare = Rest['repos']['compareCommitsWithBasehead']['response']['data'];
+/** `GET /repos/{owner}/{repo}/compare/{basehead}` as the fake answers it. */
+export type GitHubCompare = Pick<
+  FullCompare,
+  | 'url'
+  | 'html_url'
+  | 'permalink_url'
+  | 'diff_url'
+  | 'patch_url'
+  | 'status'
+  | 'ahead_by'
+  | 'behind_by'
+  | 'total_commits'
+> & {
+  commits: Array<{ sha: string; commit: { message: string } }>;
+  files: Array<
+    Pick<
+      NonNullable<FullCompare['files']>[number],
+      'sha' | 'filename' | 'status' | 'additions' | 'deletions' | 'changes'
+    >
+  >;
+};
 /** The fields of `GET /repos/{owner}/{repo}` the fake sends (GitHub sends about eighty more). */
 export type GitHubRepository = Pick<
   FullRepository,
@@ -140,6 +204,11 @@ export interface RepoOptions {
   defaultBranch?: string;
   /** Default 'User'; the owner of a user-owned repository is its admin. */
   ownerType?: 'User' | 'Organization';
+  /**
+   * A bare repository on this machine holding the repository's branches: compare and pull
+   * requests read it with real git. Default: `cloneUrl` when it is an absolute path.
+   */
+  gitDir?: string;
 }
 
 export interface NewIssue {
@@ -212,6 +281,11 @@ export interface FaultSpec {
   delayMs?: number;
   /** Destroy the connection instead of answering (a network error for the client). */
   resetConnection?: boolean;
+  /**
+   * Serve the request first (what it creates or changes is made), then answer with the fault:
+   * a response lost on its way back.
+   */
+  afterServing?: boolean;
 }
 
 export interface FaultHandle {
@@ -268,6 +342,18 @@ interface RepoState {
   roles: Map<string, RepositoryRole>;
   issues: Map<number, IssueState>;
   nextNumber: number;
+  gitDir: string | undefined;
+  /** Pull requests by number; each also has its issue (GitHub numbers them together). */
+  pulls: Map<number, PullState>;
+}
+
+interface PullState {
+  id: number;
+  issue: IssueState;
+  /** Branch names in this repository (forks are not modelled). */
+  head: string;
+  base: string;
+  draft: boolean;
 }
 
 interface IssueState {
@@ -514,6 +600,8 @@ export class FakeGitHub {
       roles: new Map(),
       issues: new Map(),
       nextNumber: 1,
+      gitDir: opts.gitDir ?? (opts.cloneUrl && isAbsolute(opts.cloneUrl) ? opts.cloneUrl : undefined),
+      pulls: new Map(),
     };
     this.repos.set(fullName.toLowerCase(), repo);
     this.reposById.set(repo.id, repo);
@@ -630,6 +718,12 @@ export class FakeGitHub {
     const repo = this.repoOrThrow(fullName);
     this.user(login);
     repo.roles.set(login.toLowerCase(), role);
+  }
+
+  /** The repository's pull requests, oldest first, as `GET /repos/{o}/{r}/pulls/{n}` answers each. */
+  pullRequests(fullName: string): GitHubPullRequest[] {
+    const repo = this.repoOrThrow(fullName);
+    return [...repo.pulls.values()].map((p) => this.pullJson(repo, p));
   }
 
   repo(fullName: string): GitHubRepository {
@@ -785,7 +879,8 @@ export class FakeGitHub {
       res.destroy();
       return;
     }
-    if (fault?.resetConnection) {
+    const lost = fault?.afterServing === true;
+    if (fault?.resetConnection && !lost) {
       res.destroy();
       return;
     }
@@ -797,7 +892,7 @@ export class FakeGitHub {
     this.refresh(bucket);
 
     let reply: Reply;
-    if (fault?.status !== undefined) reply = faultReply(fault);
+    if (fault?.status !== undefined && !lost) reply = faultReply(fault);
     else if (!caller) reply = errorReply(401, 'Bad credentials');
     else {
       const free = canonicalPath === '/rate_limit';
@@ -831,6 +926,11 @@ export class FakeGitHub {
         }
       }
     }
+    if (lost && fault?.resetConnection) {
+      res.destroy();
+      return;
+    }
+    if (lost && fault?.status !== undefined) reply = faultReply(fault);
     record.status = reply.status;
     this.send(res, method, reply, bucket);
   }
@@ -894,6 +994,16 @@ export class FakeGitHub {
       if (!list && get) return this.ok(this.issueJson(repo, issue));
       if (list && get) return this.listComments(repo, issue, ctx);
       if (list && method === 'POST') return this.postComment(repo, issue, ctx);
+    }
+    if ((r = /^\/compare\/(.+)$/.exec(rest)) && get) return this.compare(repo, decodeURIComponent(r[1]!));
+    if (rest === '/pulls' && get) return this.listPulls(repo, ctx);
+    if (rest === '/pulls' && method === 'POST') return this.postPull(repo, ctx);
+    if ((r = /^\/pulls\/(\d+)$/.exec(rest))) {
+      const pull = repo.pulls.get(Number(r[1]));
+      const docs = `${DOCS}/pulls/pulls#${get ? 'get' : 'update'}-a-pull-request`;
+      if (!pull) return errorReply(404, 'Not Found', docs);
+      if (get) return this.ok(this.pullJson(repo, pull));
+      if (method === 'PATCH') return this.patchPull(repo, pull, ctx);
     }
     if ((r = /^\/collaborators\/([^/]+)\/permission$/.exec(rest)) && get) {
       return this.getPermission(repo, decodeURIComponent(r[1]!), ctx);
@@ -973,6 +1083,288 @@ export class FakeGitHub {
     }
     this.updateComment(comment, commentBody(ctx.body, docs), user, toSecond(this.now()));
     return this.ok(this.commentJson(comment));
+  }
+
+  // ---- compare and pull requests, read from the repository's git directory ---------------------
+
+  /** `git -C gitDir …`'s output, or undefined when it fails (or the repository has no git directory). */
+  private git(repo: RepoState, args: string[]): string | undefined {
+    if (!repo.gitDir) return undefined;
+    try {
+      return execFileSync('git', ['-C', repo.gitDir, ...args], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trimEnd();
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A branch of this repository named as `branch` or `owner:branch`, with its commit; forks are not modelled. */
+  private branch(repo: RepoState, ref: string): { name: string; sha: string } | undefined {
+    const colon = ref.indexOf(':');
+    if (colon >= 0 && ref.slice(0, colon).toLowerCase() !== repo.owner.login.toLowerCase()) return undefined;
+    const name = colon >= 0 ? ref.slice(colon + 1) : ref;
+    if (!name || name.startsWith('-')) return undefined;
+    const sha = this.git(repo, ['rev-parse', '--verify', '--quiet', `refs/heads/${name}^{commit}`]);
+    return sha ? { name, sha } : undefined;
+  }
+
+  /** Commits `head` has that `base` lacks. */
+  private aheadBy(repo: RepoState, base: string, head: string): number {
+    return Number(this.git(repo, ['rev-list', '--count', `${base}..${head}`]) ?? 0);
+  }
+
+  private compare(repo: RepoState, basehead: string): Reply {
+    const docs = `${DOCS}/commits/commits#compare-two-commits`;
+    const m = /^(.+?)\.\.\.(.+)$/.exec(basehead);
+    const base = m ? this.branch(repo, m[1]!) : undefined;
+    const head = m ? this.branch(repo, m[2]!) : undefined;
+    if (!base || !head) return errorReply(404, 'Not Found', docs);
+    const ahead = this.aheadBy(repo, base.sha, head.sha);
+    const behind = this.aheadBy(repo, head.sha, base.sha);
+    const log = this.git(repo, ['log', '--reverse', '--format=%H%x00%s', `${base.sha}..${head.sha}`]) ?? '';
+    const commits = log
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [sha, message] = line.split('\0');
+        return { sha: sha!, commit: { message: message ?? '' } };
+      });
+    // Three dots: the head against the merge base, as GitHub's compare shows it.
+    const range = `${base.sha}...${head.sha}`;
+    const statuses = new Map<string, string>();
+    for (const line of (this.git(repo, ['diff', '--no-renames', '--name-status', range]) ?? '').split('\n')) {
+      const [code, file] = line.split('\t');
+      if (code && file) statuses.set(file, code === 'A' ? 'added' : code === 'D' ? 'removed' : 'modified');
+    }
+    const files: GitHubCompare['files'] = [];
+    for (const line of (this.git(repo, ['diff', '--no-renames', '--numstat', range]) ?? '').split('\n')) {
+      const [add, del, filename] = line.split('\t');
+      if (!filename) continue;
+      const additions = add === '-' ? 0 : Number(add);
+      const deletions = del === '-' ? 0 : Number(del);
+      const status = (statuses.get(filename) ?? 'modified') as GitHubCompare['files'][number]['status'];
+      const blob = status === 'removed' ? base.sha : head.sha;
+      files.push({
+        sha: this.git(repo, ['rev-parse', `${blob}:${filename}`]) ?? '',
+        filename,
+        status,
+        additions,
+        deletions,
+        changes: additions + deletions,
+      });
+    }
+    const fullName = `${repo.owner.login}/${repo.name}`;
+    const html = `${this.opts.htmlUrl}/${fullName}/compare/${basehead}`;
+    const body: GitHubCompare = {
+      url: `${this.url}/repos/${fullName}/compare/${basehead}`,
+      html_url: html,
+      permalink_url: `${this.opts.htmlUrl}/${fullName}/compare/${base.sha}...${head.sha}`,
+      diff_url: `${html}.diff`,
+      patch_url: `${html}.patch`,
+      status: ahead && behind ? 'diverged' : ahead ? 'ahead' : behind ? 'behind' : 'identical',
+      ahead_by: ahead,
+      behind_by: behind,
+      total_commits: ahead,
+      commits,
+      files,
+    };
+    return this.ok(body);
+  }
+
+  private listPulls(repo: RepoState, ctx: Ctx): Reply {
+    const q = ctx.query;
+    const docs = `${DOCS}/pulls/pulls#list-pull-requests`;
+    const state = oneOf(q.get('state'), ['open', 'closed', 'all'], 'open', 'state', docs);
+    const sort = oneOf(
+      q.get('sort'),
+      ['created', 'updated', 'popularity', 'long-running'],
+      'created',
+      'sort',
+      docs,
+    );
+    const direction = oneOf(
+      q.get('direction'),
+      ['asc', 'desc'],
+      sort === 'created' ? 'desc' : 'asc',
+      'direction',
+      docs,
+    );
+    // `head` is `user:ref-name`; GitHub ignores a value without the user.
+    const head = q.get('head');
+    const headFilter = head?.includes(':') ? head : undefined;
+    const base = q.get('base');
+    const key = (p: PullState) => (sort === 'updated' ? p.issue.updatedAt : p.issue.createdAt);
+    const pulls = [...repo.pulls.values()]
+      .filter((p) => state === 'all' || p.issue.state === state)
+      .filter(
+        (p) =>
+          headFilter === undefined ||
+          headFilter.toLowerCase() === `${repo.owner.login}:${p.head}`.toLowerCase(),
+      )
+      .filter((p) => !base || p.base === base)
+      .sort((a, b) => (direction === 'asc' ? 1 : -1) * (key(a) - key(b) || a.issue.number - b.issue.number));
+    return this.paginate(
+      pulls.map((p) => this.pullJson(repo, p)),
+      ctx,
+      `/repositories/${repo.id}/pulls`,
+    );
+  }
+
+  private postPull(repo: RepoState, ctx: Ctx): Reply {
+    const docs = `${DOCS}/pulls/pulls#create-a-pull-request`;
+    const user = this.writer(ctx.caller, repo, docs);
+    const input = jsonObject(ctx.body);
+    for (const field of ['title', 'head', 'base'] as const) {
+      if (input[field] === undefined) refuse(422, `Invalid request.\n\n"${field}" wasn't supplied.`, docs);
+    }
+    for (const field of ['title', 'head', 'base', 'body'] as const) {
+      const v = input[field];
+      if (v !== undefined && v !== null && typeof v !== 'string') {
+        refuse(
+          422,
+          `Invalid request.\n\nFor 'properties/${field}', ${JSON.stringify(v)} is not a string.`,
+          docs,
+        );
+      }
+    }
+    if (input.draft !== undefined && typeof input.draft !== 'boolean') {
+      refuse(
+        422,
+        `Invalid request.\n\nFor 'properties/draft', ${JSON.stringify(input.draft)} is not a boolean.`,
+        docs,
+      );
+    }
+    const invalid = (field: string) =>
+      refuse(422, 'Validation Failed', docs, {
+        errors: [{ resource: 'PullRequest', field, code: 'invalid' }],
+      });
+    const custom = (message: string) =>
+      refuse(422, 'Validation Failed', docs, {
+        errors: [{ resource: 'PullRequest', code: 'custom', message }],
+      });
+    const base = this.branch(repo, input.base as string);
+    if (!base) return invalid('base');
+    const head = this.branch(repo, input.head as string);
+    if (!head) return invalid('head');
+    const open = [...repo.pulls.values()].find(
+      (p) => p.issue.state === 'open' && p.head === head.name && p.base === base.name,
+    );
+    if (open) return custom(`A pull request already exists for ${repo.owner.login}:${head.name}.`);
+    if (this.aheadBy(repo, base.sha, head.sha) === 0)
+      return custom(`No commits between ${base.name} and ${head.name}`);
+    const at = toSecond(this.now());
+    const issue: IssueState = {
+      id: this.nextId.issue++,
+      number: repo.nextNumber++,
+      title: input.title as string,
+      body: (input.body as string | null | undefined) ?? null,
+      user,
+      state: 'open',
+      stateReason: null,
+      labels: [],
+      pullRequest: { draft: input.draft === true, mergedAt: null },
+      createdAt: at,
+      updatedAt: at,
+      closedAt: null,
+      closedBy: null,
+      comments: [],
+      previous: {},
+      lastActor: user,
+    };
+    repo.issues.set(issue.number, issue);
+    const pull: PullState = {
+      id: issue.id + 500_000_000,
+      issue,
+      head: head.name,
+      base: base.name,
+      draft: input.draft === true,
+    };
+    repo.pulls.set(issue.number, pull);
+    const json = this.pullJson(repo, pull);
+    return { status: 201, body: json, headers: { location: json.url } };
+  }
+
+  private patchPull(repo: RepoState, pull: PullState, ctx: Ctx): Reply {
+    const docs = `${DOCS}/pulls/pulls#update-a-pull-request`;
+    const user = this.writer(ctx.caller, repo, docs);
+    const input = jsonObject(ctx.body);
+    for (const field of ['title', 'body', 'state', 'base'] as const) {
+      const v = input[field];
+      if (v !== undefined && v !== null && typeof v !== 'string') {
+        refuse(
+          422,
+          `Invalid request.\n\nFor 'properties/${field}', ${JSON.stringify(v)} is not a string.`,
+          docs,
+        );
+      }
+    }
+    if (input.state !== undefined && input.state !== 'open' && input.state !== 'closed') {
+      refuse(
+        422,
+        `Invalid request.\n\nFor 'properties/state', ${JSON.stringify(input.state)} is not a member of ["open", "closed"].`,
+        docs,
+      );
+    }
+    if (typeof input.base === 'string') {
+      const base = this.branch(repo, input.base);
+      if (!base) {
+        refuse(422, 'Validation Failed', docs, {
+          errors: [{ resource: 'PullRequest', field: 'base', code: 'invalid' }],
+        });
+      }
+      pull.base = base!.name;
+    }
+    const { issue } = pull;
+    const at = toSecond(this.now());
+    if (typeof input.title === 'string') issue.title = input.title;
+    if (input.body !== undefined) issue.body = (input.body as string | null) ?? null;
+    if (input.state === 'closed' && issue.state === 'open') {
+      issue.state = 'closed';
+      issue.closedAt = at;
+      issue.closedBy = user;
+    } else if (input.state === 'open' && issue.state === 'closed') {
+      issue.state = 'open';
+      issue.closedAt = null;
+    }
+    issue.updatedAt = at;
+    issue.lastActor = user;
+    return this.ok(this.pullJson(repo, pull));
+  }
+
+  private pullJson(repo: RepoState, pull: PullState): GitHubPullRequest {
+    const fullName = `${repo.owner.login}/${repo.name}`;
+    const { issue } = pull;
+    const html = `${this.opts.htmlUrl}/${fullName}/pull/${issue.number}`;
+    const ref = (name: string): GitHubPullRequestRef => ({
+      label: `${repo.owner.login}:${name}`,
+      ref: name,
+      sha: this.git(repo, ['rev-parse', '--verify', '--quiet', `refs/heads/${name}^{commit}`]) ?? '',
+    });
+    return {
+      url: `${this.url}/repos/${fullName}/pulls/${issue.number}`,
+      id: pull.id,
+      node_id: nodeId('PullRequest', pull.id),
+      html_url: html,
+      diff_url: `${html}.diff`,
+      patch_url: `${html}.patch`,
+      issue_url: `${this.url}/repos/${fullName}/issues/${issue.number}`,
+      number: issue.number,
+      state: issue.state,
+      locked: false,
+      title: issue.title,
+      user: this.userJson(issue.user),
+      body: issue.body,
+      created_at: iso(issue.createdAt),
+      updated_at: iso(issue.updatedAt),
+      closed_at: issue.closedAt === null ? null : iso(issue.closedAt),
+      merged_at: null,
+      draft: pull.draft,
+      author_association: this.association(repo, issue.user),
+      head: ref(pull.head),
+      base: ref(pull.base),
+    };
   }
 
   private getPermission(repo: RepoState, login: string, ctx: Ctx): Reply {
@@ -1469,4 +1861,9 @@ function matcher(match: RequestMatch): (req: RequestInfo) => boolean {
   const re = new RegExp(`^${source}$`, 'i');
   return (req) =>
     (method === '*' || method === req.method) && (re.test(req.path) || re.test(req.canonicalPath));
+}
+
+/** A POST or PATCH body, which `parseJson` has already checked is a JSON object. */
+function jsonObject(body: unknown): Record<string, unknown> {
+  return body as Record<string, unknown>;
 }
