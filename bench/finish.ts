@@ -8,7 +8,7 @@
  * Each thopter's agent is a shell that marks one turn the way Claude Code's Stop hook does, waits,
  * then exits, writing the time of each. The bench polls the fake's comments every 20 ms.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startFakeGitHub } from '../test/fakes/github.js';
@@ -21,14 +21,16 @@ const TOKEN = 'ghp_issues_token_for_the_bench';
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const max = (xs: number[]) => Math.max(...xs);
 
-// The agent: a turn ends 2 s after it starts, it exits 4 s later; both times in ms since the epoch.
-const AGENT = [
-  "sh -c 'sleep 2",
-  'printf "%s\\t{}\\n" "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" >> ~/.thopter/turns.log',
-  'date +%s%3N > ~/.thopter/turn-at',
-  'sleep 4',
-  "date +%s%3N > ~/.thopter/exit-at'",
-].join('; ');
+// The agent: it says something in its transcript, ends a turn 2 s after it starts (as Claude
+// Code's Stop hook marks it), and exits 4 s later; both times in ms since the epoch.
+const AGENT_SCRIPT = `sleep 2
+mkdir -p ~/.claude/projects/bench
+echo '{"type":"assistant","message":{"id":"m1","role":"assistant","content":[{"type":"text","text":"Done."}]}}' > ~/.claude/projects/bench/s.jsonl
+printf '%s\\t{}\\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" >> ~/.thopter/turns.log
+date +%s%3N > ~/.thopter/turn-at
+sleep 4
+date +%s%3N > ~/.thopter/exit-at
+`;
 
 async function main() {
   console.log(
@@ -38,6 +40,8 @@ async function main() {
   const gh = await startFakeGitHub();
   try {
     const origin = world.origin('widget');
+    const agent = path.join(world.dir, 'agent.sh');
+    writeFileSync(agent, AGENT_SCRIPT);
     gh.addToken(TOKEN, 'thopter-hub');
     gh.addRepo(REPO, { cloneUrl: origin });
     gh.setPermission(REPO, 'thopter-hub', 'write');
@@ -45,7 +49,7 @@ async function main() {
     const hub = await world.hub({
       LOG_LEVEL: 'warn',
       MAX_THOPTERS: String(THOPTERS),
-      THOPTER_AGENT_COMMAND: AGENT,
+      THOPTER_AGENT_COMMAND: `sh ${agent}`,
       THOPTER_AGENT_SETTLE: '100ms',
       GITHUB_API_URL: gh.url,
       GITHUB_INTEGRATION_JSON: JSON.stringify({ repositories: { [REPO]: { issuesPAT: TOKEN } } }),
