@@ -330,4 +330,61 @@ describe('save before teardown (GitHub commands)', () => {
     assert.ok(dropped.events.some((e: any) => e.type === 'destroy-requested' && /discarded/.test(e.message)));
     await world.stopHub(hub);
   });
+
+  it("the idle timeout saves into the work branch's pull request, and the report says so; a rejected push is reported", async () => {
+    const repo = 'acme/idler';
+    const coder = 'ghp_coder_token_for_the_idler';
+    const origin = world.origin('idler');
+    const guarded = originWithHook('guarded', 'echo "protected: pushes need review" >&2; exit 1');
+    gh.addToken(TOKEN, 'thopter-hub');
+    gh.addToken(coder, 'thopter-coder');
+    gh.addRepo(repo, { cloneUrl: origin });
+    gh.addRepo('acme/guarded', { cloneUrl: guarded });
+    for (const r of [repo, 'acme/guarded']) {
+      gh.setPermission(r, 'thopter-hub', 'write');
+      gh.setPermission(r, 'thopter-coder', 'write');
+      gh.setPermission(r, 'alice', 'write');
+    }
+    const hub = await world.hub({
+      THOPTER_AGENT_COMMAND: `bash ${agent}`,
+      THOPTER_IDLE_AFTER: '1s',
+      THOPTER_IDLE_TIMEOUT: '4s',
+      GITHUB_API_URL: gh.url,
+      GITHUB_INTEGRATION_JSON: JSON.stringify({
+        repositories: {
+          [repo]: { issuesPAT: TOKEN, agentCoderPAT: coder },
+          'acme/guarded': { issuesPAT: TOKEN, agentCoderPAT: coder },
+        },
+      }),
+      GITHUB_ISSUES_POLLING_INTERVAL: '1',
+    });
+    const endReport = (r: string, n: number) =>
+      waitFor(
+        `the end report on ${r}#${n}`,
+        () =>
+          gh.comments(r, n).find((c) => /^<!-- thopter-report:thopter-[a-f0-9]+:end -->/.test(c.body ?? '')),
+        { timeoutMs: 90_000 },
+      );
+
+    const idle = gh.addIssue(repo, { title: 'Idle away', body: '/thopter', user: 'alice' }).number;
+    const report = (await endReport(repo, idle)).body ?? '';
+    assert.match(report, /\*\*ended\*\*: idle for \d+ s \(THOPTER_IDLE_TIMEOUT\)/);
+    assert.match(
+      report,
+      /Work saved: committed [0-9a-f]{12} \(4 files: .*\) and pushed thopter\/\d+--[a-f0-9]+ to origin\./,
+    );
+    const [pr] = gh.pullRequests(repo);
+    assert.ok(pr, 'the saved work got its pull request');
+    assert.equal(gh.pullRequests(repo).length, 1);
+    assert.match(report, new RegExp(`Pull request: \\[#${pr.number}\\]\\(${pr.html_url}\\) \\(draft\\)`));
+    assert.match(report, /1 commit ahead of `main`: 4 files changed/);
+    assert.match(git(origin, ['log', '-1', '--format=%s', pr.head.ref]), /^thopter: save work \(idle for/);
+
+    const blocked = gh.addIssue('acme/guarded', { title: 'Blocked', body: '/thopter', user: 'alice' }).number;
+    const refused = (await endReport('acme/guarded', blocked)).body ?? '';
+    assert.match(refused, /Work saved: committed [0-9a-f]{12} .*; .*protected: pushes need review/);
+    assert.equal(gh.pullRequests('acme/guarded').length, 0, 'nothing reached GitHub, so no pull request');
+    assert.deepEqual(world.branches(guarded), ['main']);
+    await world.stopHub(hub);
+  });
 });
