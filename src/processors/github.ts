@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
 import type { Config } from '../config.js';
 import { messageOf } from '../errors.js';
+import type { GitHubClient } from '../github/client.js';
 import type { GitHubClients } from '../github/clients.js';
 import { ackMarker, renderPullRequestBody, renderStatus, replyMarker } from '../github/render.js';
 import { renderReport, reportMarker } from '../github/report.js';
@@ -58,14 +59,29 @@ export function githubProcessor(deps: GitHubProcessorDeps): Processor<GitHubJob,
   };
 }
 
-async function postStatus(deps: GitHubProcessorDeps, data: JobTable['comment']): Promise<string> {
-  const record = await deps.store.get(data.thopterId);
+/** A GitHub thopter's record, issue and client; or why there is nothing to write to. */
+async function issueOf(deps: GitHubProcessorDeps, thopterId: string) {
+  const record = await deps.store.get(thopterId);
   if (!record || record.request.source !== 'github' || record.request.issue.number === undefined)
     return 'not a GitHub thopter';
   const { repository } = record.request;
-  const number = record.request.issue.number;
   const client = deps.github.for(repository);
   if (!client) return `${repository} is not watched`;
+  return { record, repository, number: record.request.issue.number, client };
+}
+
+/** Whether the hub already wrote a comment starting with `marker` on the issue (a retry's first look). */
+async function wroteMarked(client: GitHubClient, repository: string, number: number, marker: string) {
+  for (const c of await client.comments(repository, number)) {
+    if (c.body?.startsWith(marker) && (await client.wrote(c))) return true;
+  }
+  return false;
+}
+
+async function postStatus(deps: GitHubProcessorDeps, data: JobTable['comment']): Promise<string> {
+  const found = await issueOf(deps, data.thopterId);
+  if (typeof found === 'string') return found;
+  const { record, repository, number, client } = found;
   const instance = record.request.instance ?? 'body';
   const body = renderStatus(record, {
     instance,
@@ -100,9 +116,7 @@ async function postReply(deps: GitHubProcessorDeps, data: JobTable['reply']): Pr
   const client = deps.github.for(data.repository);
   if (!client) return `${data.repository} is not watched`;
   const marker = replyMarker(data.key);
-  for (const c of await client.comments(data.repository, data.issueNumber)) {
-    if (c.body?.startsWith(marker) && (await client.wrote(c))) return 'already replied';
-  }
+  if (await wroteMarked(client, data.repository, data.issueNumber, marker)) return 'already replied';
   await client.createComment(data.repository, data.issueNumber, `${marker}\n${data.body}`);
   return 'replied';
 }
@@ -112,17 +126,11 @@ async function postReply(deps: GitHubProcessorDeps, data: JobTable['reply']): Pr
  * so a retry after a lost response posts nothing twice). The status comment then links to it.
  */
 async function postReport(deps: GitHubProcessorDeps, data: JobTable['report']): Promise<string> {
-  const record = await deps.store.get(data.thopterId);
-  if (!record || record.request.source !== 'github' || record.request.issue.number === undefined)
-    return 'not a GitHub thopter';
-  const { repository } = record.request;
-  const number = record.request.issue.number;
-  const client = deps.github.for(repository);
-  if (!client) return `${repository} is not watched`;
-  const marker = reportMarker(record.id, data.key);
-  for (const c of await client.comments(repository, number)) {
-    if (c.body?.startsWith(marker) && (await client.wrote(c))) return 'already reported';
-  }
+  const found = await issueOf(deps, data.thopterId);
+  if (typeof found === 'string') return found;
+  const { record, repository, number, client } = found;
+  if (await wroteMarked(client, repository, number, reportMarker(record.id, data.key)))
+    return 'already reported';
   // The pull request first, so the report links it (and the branch's figures are fresh): the same
   // idempotent step as the pull-request job. Without it the report still goes out.
   try {
