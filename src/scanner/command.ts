@@ -5,11 +5,20 @@ export type Command =
   | { kind: 'launch'; gc?: string; prompt?: string }
   /** `discard`: `--discard`, the agent's uncommitted work is not saved first. */
   | { kind: 'kill'; discard?: true }
+  /**
+   * A message for a live thopter's agent: `text` is the rest of the command's line and the lines
+   * after it, up to the next command. `id` (`--id`) picks one of several thopters on the issue.
+   */
+  | { kind: 'tell'; text: string; id?: string }
+  /** A new thopter on an ended thopter's work branch; `text`, when given, is said to it first. */
+  | { kind: 'continue'; text?: string; id?: string }
   | { kind: 'invalid'; problem: string };
 
 export interface FoundCommand {
   /** The line as written, for replies. */
   line: string;
+  /** The lines after it, up to the next command or the end (what `tell` and `continue` carry). */
+  following: string;
   command: Command;
   /** How many more `/thopter` lines the same text holds: only the first counts. */
   ignored: number;
@@ -17,10 +26,15 @@ export interface FoundCommand {
 
 export const COMMAND_USAGE =
   '`/thopter` (launch with the default golden claude and prompt), `/thopter --gc NAME` (`-g`), ' +
-  "`/thopter --prompt NAME` (`-p`), or `/thopter kill` (`stop`) to destroy this issue's thopters " +
+  "`/thopter --prompt NAME` (`-p`), `/thopter tell TEXT` (a message for this issue's live agent; " +
+  "`--id ID` picks one), `/thopter continue [TEXT]` (a new thopter on the last one's work branch), " +
+  "or `/thopter kill` (`stop`) to destroy this issue's thopters " +
   '(their uncommitted work is saved to their branch first; `/thopter kill --discard` does not)';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** `tell` and `continue` with an optional `--id ID` (or `--id=ID`), then free text. */
+const MESSAGE = /^\/thopter\s+(tell|continue)(?:\s+--id(?:=|\s+)(\S+))?(?:\s+([\s\S]*))?$/;
+const THOPTER_ID = /^thopter-[a-z0-9]{1,32}$/;
 const KNOWN_FLAGS = new Set(['gc', 'g', 'prompt', 'p', 'discard']);
 
 /**
@@ -29,9 +43,14 @@ const KNOWN_FLAGS = new Set(['gc', 'g', 'prompt', 'p', 'discard']);
  * whole word (`/thopters` is not one).
  */
 export function commandLines(text: string): string[] {
-  const found: string[] = [];
+  const lines = text.split(/\r?\n/);
+  return commandLineIndexes(lines).map((i) => lines[i]!.trim());
+}
+
+function commandLineIndexes(lines: string[]): number[] {
+  const found: number[] = [];
   let fence: string | null = null;
-  for (const raw of text.split(/\r?\n/)) {
+  for (const [i, raw] of lines.entries()) {
     const fenceMark = /^ {0,3}(`{3,}|~{3,})/.exec(raw)?.[1];
     if (fenceMark) {
       if (fence === null) fence = fenceMark;
@@ -39,13 +58,18 @@ export function commandLines(text: string): string[] {
       continue;
     }
     if (fence !== null) continue;
-    if (/^ {0,3}\/thopter(\s|$)/.test(raw)) found.push(raw.trim());
+    if (/^ {0,3}\/thopter(\s|$)/.test(raw)) found.push(i);
   }
   return found;
 }
 
-/** Parses one command line. Bad arguments give an `invalid` command that says what is wrong. */
-export function parseCommand(line: string): Command {
+/**
+ * Parses one command line (and, for `tell` and `continue`, the lines that follow it). Bad
+ * arguments give an `invalid` command that says what is wrong.
+ */
+export function parseCommand(line: string, following = ''): Command {
+  const message = MESSAGE.exec(line.trim());
+  if (message) return parseMessage(message[1] as 'tell' | 'continue', message[2], message[3], following);
   const words = line.trim().split(/\s+/).slice(1);
   const argv = minimist(words, {
     string: ['gc', 'prompt'],
@@ -79,10 +103,47 @@ export function parseCommand(line: string): Command {
   return command;
 }
 
+function parseMessage(
+  kind: 'tell' | 'continue',
+  id: string | undefined,
+  rest: string | undefined,
+  following: string,
+): Command {
+  if (id !== undefined && !THOPTER_ID.test(id)) {
+    return {
+      kind: 'invalid',
+      problem: `--id \`${id}\` is not a thopter id (they look like thopter-0123abcd4567)`,
+    };
+  }
+  const text = [rest?.trim() ?? '', following]
+    .filter((part) => part !== '')
+    .join('\n')
+    .trim();
+  if (kind === 'tell' && text === '') {
+    return {
+      kind: 'invalid',
+      problem: '`tell` needs the message: write it after `tell`, on the same line or below',
+    };
+  }
+  return {
+    kind,
+    ...(text ? { text } : {}),
+    ...(id ? { id } : {}),
+  } as Command;
+}
+
 /** The command a body or comment holds, if any: the first one counts. */
 export function findCommand(text: string): FoundCommand | null {
-  const lines = commandLines(text);
-  const first = lines[0];
+  const lines = text.split(/\r?\n/);
+  const indexes = commandLineIndexes(lines);
+  const first = indexes[0];
   if (first === undefined) return null;
-  return { line: first, command: parseCommand(first), ignored: lines.length - 1 };
+  const line = lines[first]!.trim();
+  const following = lines.slice(first + 1, indexes[1] ?? lines.length).join('\n');
+  return {
+    line,
+    following,
+    command: parseCommand(line, following),
+    ignored: indexes.length - 1,
+  };
 }

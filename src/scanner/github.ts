@@ -224,6 +224,10 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
     );
     return void (await handled());
   }
+  if (command.kind === 'tell' || command.kind === 'continue') {
+    // Built next (issue 14): until then the command is logged as not handled and left unanswered.
+    throw new Error(`\`${command.kind}\` is not built yet`);
+  }
   const intake = await deps.intake.state();
   if (intake.paused) {
     await reply(

@@ -33,6 +33,7 @@ describe('finding /thopter commands', () => {
     const found = findCommand('/thopter --prompt review\nmore text\r\n/thopter kill\n');
     assert.deepEqual(found, {
       line: '/thopter --prompt review',
+      following: 'more text',
       command: { kind: 'launch', prompt: 'review' },
       ignored: 1,
     });
@@ -81,5 +82,38 @@ describe('parsing a command line', () => {
     assert.match(problem('/thopter --prompt ../../etc/passwd'), /not a valid name/);
     assert.match(problem('/thopter please'), /unexpected `please`/);
     assert.match(problem('/thopter kill --gc x'), /takes no options/);
+  });
+});
+
+describe('tell and continue', () => {
+  it('carry the rest of the line and the lines after it, up to the next command', () => {
+    const found = findCommand(
+      'Thanks.\n/thopter tell use `fs/promises`\n\n```js\nx = 1\n```\nmore\n/thopter kill\n',
+    );
+    assert.deepEqual(found?.command, { kind: 'tell', text: 'use `fs/promises`\n\n```js\nx = 1\n```\nmore' });
+    assert.equal(found?.ignored, 1);
+  });
+  it('take --id before the text', () => {
+    assert.deepEqual(parseCommand('/thopter tell --id thopter-0123abcd4567 go on'), {
+      kind: 'tell',
+      text: 'go on',
+      id: 'thopter-0123abcd4567',
+    });
+    assert.deepEqual(parseCommand('/thopter continue --id=thopter-0123abcd4567'), {
+      kind: 'continue',
+      id: 'thopter-0123abcd4567',
+    });
+  });
+  it('continue without text; tell without text is refused with what to write', () => {
+    assert.deepEqual(findCommand('/thopter continue')?.command, { kind: 'continue' });
+    assert.deepEqual(findCommand('/thopter continue\nand fix the docs too')?.command, {
+      kind: 'continue',
+      text: 'and fix the docs too',
+    });
+    const bare = findCommand('/thopter tell\n\n')?.command;
+    assert.equal(bare?.kind, 'invalid');
+    assert.match((bare as { problem: string }).problem, /needs the message/);
+    const badId = parseCommand('/thopter tell --id ../x hi');
+    assert.equal(badId.kind, 'invalid');
   });
 });
