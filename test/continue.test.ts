@@ -90,6 +90,8 @@ before(async () => {
         };
       },
       { text: 'I fixed X on top of the greeting.' },
+      // What a continue says to that thopter while its agent waits reaches it as a tell.
+      { text: 'Noted: the one more thing is done too.' },
     ],
   }).start();
   hub = await world.hub({
@@ -214,8 +216,25 @@ describe('/thopter continue', () => {
     );
   });
 
-  it('answers a continue while a thopter is working with how to tell it', async () => {
-    const c = gh.addComment(REPO, issue, { user: 'alice', body: '/thopter continue one more thing' });
+  it('tells the text to a live thopter whose agent waits, instead of starting another', async () => {
+    const c = gh.addComment(REPO, issue, { user: 'alice', body: '/thopter continue one more thing\nplease' });
+    const reply = await waitFor('the reply', () =>
+      hubComments(issue, /^<!-- thopter-reply:/).find((r) => /went to it as a/.test(r.body ?? '')),
+    );
+    assert.match(reply.body ?? '', new RegExp(`@alice: thopter \`${second.id}\` is still on this issue`));
+    await waitFor('the agent to read the text as one message', () =>
+      model.requests.some((r) => userTexts(r.body).some((t) => t.includes('one more thing\nplease'))),
+    );
+    await waitFor('the report that answers it', () =>
+      hubComments(issue, new RegExp(`^<!-- thopter-report:${second.id}:turn-2 -->`)).find((r) =>
+        /the one more thing is done too/.test(r.body ?? ''),
+      ),
+    );
+    assert.equal(await hub.store.get(idOf(issue, c.id)), null);
+  });
+
+  it('answers a continue with no text while a thopter is live with how to tell it', async () => {
+    const c = gh.addComment(REPO, issue, { user: 'alice', body: '/thopter continue' });
     const reply = await waitFor('the reply', () =>
       hubComments(issue, /^<!-- thopter-reply:/).find((r) =>
         /is still working on this issue/.test(r.body ?? ''),

@@ -49,6 +49,25 @@ export function continueTarget(
   };
 }
 
+/**
+ * A turn's end is drawn on the screen just after the Stop hook marks it: a screen that last
+ * changed this soon after the turn ended still shows an agent waiting for input.
+ */
+const TURN_END_DRAWN_MS = 10_000;
+
+/**
+ * Whether a live thopter's agent is waiting for input: its session went idle, or its last turn
+ * ended and the screen has not moved since. Text for an agent at work would land mid-turn, so
+ * `continue` tells only a waiting one.
+ */
+export function agentWaits(t: ThopterRecord): boolean {
+  const { session } = t;
+  if (t.state !== 'running' || t.destroyRequested || !session?.agentRunning) return false;
+  if (session.state === 'idle') return true;
+  const ended = (t.turns ?? session.turns)?.lastEndedAt;
+  return !!ended && Date.parse(session.lastActivity) <= Date.parse(ended) + TURN_END_DRAWN_MS;
+}
+
 /** What the new thopter carries on: the ended one's branch, and the comments since it started. */
 export function continuationOf(ended: ThopterRecord, text?: string): Continuation {
   return {

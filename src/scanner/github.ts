@@ -5,13 +5,14 @@ import type { GitHubClients } from '../github/clients.js';
 import { ackMarker, replyMarker, statusShowsEnd } from '../github/render.js';
 import { isBot, type GitHubComment, type GitHubIssue, type GitHubUser } from '../github/schemas.js';
 import type { Logger } from '../log.js';
+import { tellAgent } from '../processors/tell.js';
 import type { Prompts } from '../prompts.js';
 import type { Provider } from '../providers/types.js';
 import type { HubQueues } from '../queues/index.js';
 import { isFinal, type IssueComment, type ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
-import { CONTINUE_PROMPT, continuationOf, continueTarget, threadForAgent } from './continue.js';
+import { agentWaits, CONTINUE_PROMPT, continuationOf, continueTarget, threadForAgent } from './continue.js';
 import { acceptLaunch, thopterIdFor } from './intake.js';
 import type { Intake } from './pause.js';
 
@@ -273,7 +274,16 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
 }
 
 /** Replies that end a command: once one is on the issue, the command was handled. */
-const FINAL_REPLIES = ['refused', 'invalid', 'kill', 'paused', 'lost', 'continue-none', 'continue-busy'];
+const FINAL_REPLIES = [
+  'refused',
+  'invalid',
+  'kill',
+  'paused',
+  'lost',
+  'continue-none',
+  'continue-busy',
+  'continue-told',
+];
 
 /**
  * The hub's acknowledgement of a command, `'replied'` when the hub answered it with a final
@@ -320,6 +330,33 @@ async function continueOnIssue(
       'continue-none',
       `${who}: there is nothing to continue: ${target.why}. Write \`/thopter\` to start a new thopter.`,
     );
+    return;
+  }
+  if (target.kind === 'live' && c.text && agentWaits(target.thopter)) {
+    // Its agent waits for an answer: the text is one, said as a `tell` (once per command key).
+    const url = d.comments.find((comment) => `comment:${comment.id}` === d.instance)?.html_url;
+    const told = await tellAgent(deps, target.thopter.id, {
+      key: `github:${c.key}`,
+      text: c.text,
+      from: d.author.login,
+      ...(url ? { url } : {}),
+    }).catch((err: unknown) => {
+      if (err instanceof ThopterError && err.code === 'bad-input') return err;
+      throw err;
+    });
+    if (told instanceof ThopterError) {
+      await reply('invalid', `${who}: ${told.message}.`);
+    } else if (told === 'told') {
+      await reply(
+        'continue-told',
+        `${who}: thopter \`${target.thopter.id}\` is still on this issue and its agent waits for an answer, so your text went to it as a \`/thopter tell\`; its next report answers it.`,
+      );
+    } else {
+      await reply(
+        'continue-busy',
+        `${who}: thopter \`${target.thopter.id}\` ended just now, before your text reached it. Write \`/thopter continue\` again to carry on its work.`,
+      );
+    }
     return;
   }
   if (target.kind === 'live') {
