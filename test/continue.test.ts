@@ -10,7 +10,7 @@ import type { ThopterRecord } from '../src/thopters/record.js';
 import { bash, FakeAnthropic, userTexts, type MessageRequest } from './fakes/anthropic.js';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
-import { TestWorld } from './helpers/env.js';
+import { api, TestWorld, writeFixture } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
 
 // The real Claude Code, as the hub's machines find it: on the PATH they inherit.
@@ -283,5 +283,101 @@ describe('/thopter continue', () => {
         /\*\*failed\*\*: .*is no longer on origin/.test(a.body ?? ''),
       ),
     );
+  });
+});
+
+describe('POST /api/thopters with continues', () => {
+  let apiHub: Hub;
+  let gadget: string;
+  let first: string;
+  let branch: string;
+  const gadgetGit = (args: string[]) =>
+    execFileSync('git', ['-C', gadget, ...args], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }).trim();
+  const get = async (id: string) => (await api(apiHub.url, 'GET', `/api/thopters/${id}`)).body;
+  const until = (id: string, pred: (t: any) => boolean, what: string) =>
+    waitFor(what, async () => {
+      const t = await get(id);
+      return pred(t) ? t : undefined;
+    });
+  const count = async () => (await api(apiHub.url, 'GET', '/api/thopters')).body.thopters.length;
+
+  before(async () => {
+    // The real agent adds nothing here: a script commits one line on top of what the clone has.
+    const agent = writeFixture(
+      path.join(world.dir, 'fixtures'),
+      'agent-adds-a-line.sh',
+      `#!/usr/bin/env bash
+set -euo pipefail
+branch=$(grep -o 'thopter/[A-Za-z0-9]*--[a-z0-9]*' ./prompt.md | head -n 1)
+cd gadget
+echo "a line on $(git rev-parse --short HEAD)" >> WORK.md
+git add WORK.md
+git commit -qm "work on top of $(git rev-list --count HEAD) commits"
+git push -q origin "$branch"
+exec sleep 100000
+`,
+      0o755,
+    );
+    if (hub) await world.stopHub(hub);
+    gadget = world.origin('gadget');
+    apiHub = await world.hub({ THOPTER_AGENT_COMMAND: `bash ${agent}` });
+  });
+
+  it('refuses a continues that names no ended thopter of that repository, changing nothing', async () => {
+    first = (await api(apiHub.url, 'POST', '/api/thopters', { repository: gadget, title: 'Start it' })).body
+      .id;
+    const running = await until(first, (t) => t.state === 'running', 'the first thopter running');
+    branch = running.workBranch;
+    await waitFor('its push', () => world.branches(gadget).includes(branch));
+    const before = await count();
+    const tries: Array<[unknown, number, RegExp]> = [
+      ['thopter-000000000000', 404, /continues: there is no thopter thopter-000000000000/],
+      [first, 409, new RegExp(`continues: thopter ${first} is still running: .*DELETE it first`)],
+      ['not an id', 400, /continues: must be a thopter id/],
+    ];
+    for (const [continues, status, message] of tries) {
+      const res = await api(apiHub.url, 'POST', '/api/thopters', {
+        repository: gadget,
+        title: 'More',
+        continues,
+      });
+      assert.equal(res.status, status, JSON.stringify(res.body));
+      assert.match(res.body.error.message, message);
+    }
+    assert.equal((await api(apiHub.url, 'DELETE', `/api/thopters/${first}`)).status, 202);
+    await until(first, (t) => t.state === 'destroyed', 'the first thopter destroyed');
+    const elsewhere = await api(apiHub.url, 'POST', '/api/thopters', {
+      repository: world.origin('elsewhere'),
+      title: 'More',
+      continues: first,
+    });
+    assert.equal(elsewhere.status, 422);
+    assert.match(
+      elsewhere.body.error.message,
+      /continues: thopter .* worked on .*gadget\.git, not .*elsewhere\.git/,
+    );
+    assert.equal(await count(), before);
+  });
+
+  it('starts a thopter on the ended one’s branch, on top of its commit', async () => {
+    const res = await api(apiHub.url, 'POST', '/api/thopters', {
+      repository: gadget,
+      title: 'Carry on',
+      continues: first,
+    });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    const next = await until(res.body.id, (t) => t.state === 'running', 'the continuing thopter running');
+    assert.equal(next.workBranch, branch);
+    await waitFor('its push on top of the first', () =>
+      gadgetGit(['log', '--format=%s', branch]).startsWith('work on top of 2 commits\n'),
+    );
+    assert.deepEqual(gadgetGit(['log', '--format=%s', branch]).split('\n'), [
+      'work on top of 2 commits',
+      'work on top of 1 commits',
+      'initial',
+    ]);
   });
 });

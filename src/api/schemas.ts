@@ -40,6 +40,11 @@ export const launchSchema = z
       )
       .optional(),
     priority: z.number().int().min(1).max(PRIORITY.max).optional(),
+    /** An ended thopter whose work branch the new one carries on (as `/thopter continue`). */
+    continues: z
+      .string()
+      .regex(/^thopter-[a-z0-9]{1,32}$/, 'must be a thopter id (they look like thopter-0123abcd4567)')
+      .optional(),
   })
   .strict();
 

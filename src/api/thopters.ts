@@ -7,6 +7,7 @@ import { isFinal, type ThopterState } from '../thopters/record.js';
 import { hashToken, type ThopterStore } from '../thopters/store.js';
 import type { Intake } from '../scanner/pause.js';
 import { toIssueComments } from '../scanner/github.js';
+import { CONTINUE_PROMPT, continuationOf } from '../scanner/continue.js';
 import type { GitHubClients } from '../github/clients.js';
 import { credentialOf } from './auth.js';
 import { HttpError, parseWith, readJson } from './http.js';
@@ -24,6 +25,45 @@ export interface ThopterRoutesDeps extends IntakeDeps {
   queues: HubQueues;
   intake: Intake;
   github: GitHubClients;
+}
+
+/**
+ * `continues`: the ended thopter named, checked the way `/thopter continue` checks it, with what
+ * the new thopter takes from it (its branch, golden claude, and the continue prompt).
+ */
+async function continuedBy(deps: ThopterRoutesDeps, body: LaunchBody) {
+  const id = body.continues!;
+  const ended = await deps.store.get(id);
+  if (!ended) throw new HttpError(404, 'not-found', `continues: there is no thopter ${id}`, 'continues');
+  if (!isFinal(ended.state)) {
+    throw new HttpError(
+      409,
+      'conflict',
+      `continues: thopter ${id} is still ${ended.state}: a second agent on its branch would fight it; DELETE it first`,
+      'continues',
+    );
+  }
+  if (!ended.machine?.workBranch) {
+    throw new HttpError(
+      422,
+      'bad-input',
+      `continues: thopter ${id} ended before it had a machine, so it has no work branch to continue`,
+      'continues',
+    );
+  }
+  if (ended.request.repository !== body.repository.trim()) {
+    throw new HttpError(
+      422,
+      'bad-input',
+      `continues: thopter ${id} worked on ${ended.request.repository}, not ${body.repository.trim()}: give that repository`,
+      'continues',
+    );
+  }
+  return {
+    continuation: continuationOf(ended),
+    gc: ended.request.gc,
+    prompt: (await deps.prompts.resolve(CONTINUE_PROMPT)) ?? ended.request.prompt,
+  };
 }
 
 /** `{repository, issueNumber}`: the issue's full context and clone URL, read from GitHub. */
@@ -136,6 +176,7 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
         'Idempotency-Key',
       );
     }
+    const continues = body.continues ? await continuedBy(deps, body) : undefined;
     const given = body.title !== undefined;
     const fromGitHub = given ? undefined : await readIssue(deps.github, body.repository, body.issueNumber!);
     const accepted = await acceptLaunch(deps, {
@@ -151,9 +192,10 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
         url: body.url,
         comments: body.comments ?? [],
       },
-      gc: body.gc,
-      prompt: body.prompt,
+      gc: body.gc ?? (continues ? continues.gc : undefined),
+      prompt: body.prompt ?? (continues ? continues.prompt : undefined),
       priority: body.priority ?? PRIORITY.launch,
+      ...(continues ? { continues: continues.continuation } : {}),
       requestedBy: 'api',
       dedupeKey: key ? `api:${key}` : undefined,
       requestHash: key ? requestHash(body) : undefined,
