@@ -256,6 +256,17 @@ describe('/thopter continue', () => {
     assert.equal(await hub.store.get(idOf(fresh, c.id)), null);
   });
 
+  it('refuses the continue prompt for a launch, which has nothing to carry on', async () => {
+    const fresh = gh.addIssue(REPO, { title: 'Pick a prompt', body: 'Hm.', user: 'alice' }).number;
+    const c = gh.addComment(REPO, fresh, { user: 'alice', body: '/thopter --prompt continue' });
+    const reply = await waitFor('the reply', () => hubComments(fresh, /^<!-- thopter-reply:/)[0]);
+    assert.match(
+      reply.body ?? '',
+      /@alice: "continue" carries on an ended thopter's work: write `\/thopter continue` on the issue, or give the API `continues`; the prompts are: default\./,
+    );
+    assert.equal(await hub.store.get(idOf(fresh, c.id)), null);
+  });
+
   it('refuses a read-only user’s continue', async () => {
     const c = gh.addComment(REPO, issue, { user: 'rita', body: '/thopter continue do it my way' });
     const reply = await waitFor('the refusal', () =>
@@ -371,6 +382,8 @@ exec sleep 100000
     assert.equal(res.status, 202, JSON.stringify(res.body));
     const next = await until(res.body.id, (t) => t.state === 'running', 'the continuing thopter running');
     assert.equal(next.workBranch, branch);
+    assert.equal(next.continues.thopterId, first);
+    assert.equal(next.prompt, 'continue');
     await waitFor('its push on top of the first', () =>
       gadgetGit(['log', '--format=%s', branch]).startsWith('work on top of 2 commits\n'),
     );

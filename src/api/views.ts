@@ -22,6 +22,7 @@ export function thopterView(
     priority: request.priority,
     gc: request.gc,
     prompt: request.prompt,
+    continues: request.continues ?? null,
     queuePosition: extra.queuePosition ?? null,
     machine: r.machine ?? null,
     workBranch: r.machine?.workBranch ?? null,

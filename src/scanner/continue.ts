@@ -1,8 +1,14 @@
 import type { GitHubComment } from '../github/schemas.js';
+import type { Prompts } from '../prompts.js';
 import { isFinal, type Continuation, type ThopterRecord } from '../thopters/record.js';
 
 /** The prompt a continuing thopter gets (prompts/continue.md), unless PROMPTS_DIR has none. */
 export const CONTINUE_PROMPT = 'continue';
+
+/** The prompts a launch may name: the continue prompt needs an ended thopter to carry on. */
+export async function launchPrompts(prompts: Prompts): Promise<string[]> {
+  return (await prompts.names()).filter((n) => n !== CONTINUE_PROMPT);
+}
 
 /** What a `/thopter continue` finds on its issue. */
 export type ContinueTarget =

@@ -12,7 +12,14 @@ import type { HubQueues } from '../queues/index.js';
 import { isFinal, type IssueComment, type ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
-import { agentWaits, CONTINUE_PROMPT, continuationOf, continueTarget, threadForAgent } from './continue.js';
+import {
+  agentWaits,
+  CONTINUE_PROMPT,
+  continuationOf,
+  continueTarget,
+  launchPrompts,
+  threadForAgent,
+} from './continue.js';
 import { acceptLaunch, thopterIdFor } from './intake.js';
 import type { Intake } from './pause.js';
 
@@ -202,7 +209,7 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
   }
   const { command } = d.found;
   if (command.kind === 'invalid') {
-    const prompts = (await deps.prompts.names()).join(', ');
+    const prompts = (await launchPrompts(deps.prompts)).join(', ');
     const gcs = (await deps.provider.goldenClaudes()).join(', ') || '(none yet)';
     await reply(
       'invalid',
@@ -360,10 +367,14 @@ async function continueOnIssue(
     return;
   }
   if (target.kind === 'live') {
-    await reply(
-      'continue-busy',
-      `${who}: thopter \`${target.thopter.id}\` is still working on this issue, so \`continue\` starts no other. Write \`/thopter tell TEXT\` to talk to its agent, or \`/thopter kill\` first to end it.`,
-    );
+    const live = `${who}: thopter \`${target.thopter.id}\``;
+    const words =
+      target.thopter.state === 'stopping'
+        ? `${live} is ending (its work is being saved), so \`continue\` starts no other yet. Write \`/thopter continue\` again once its end report is here.`
+        : target.thopter.state === 'kept'
+          ? `${live} failed and its machine is kept for a look, so \`continue\` starts no other. Write \`/thopter kill\` first, then \`/thopter continue\`.`
+          : `${live} is still working on this issue, so \`continue\` starts no other. Write \`/thopter tell TEXT\` to talk to its agent, or \`/thopter kill\` first to end it.`;
+    await reply('continue-busy', words);
     return;
   }
   if ((await deps.intake.state()).paused) {

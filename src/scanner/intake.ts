@@ -5,6 +5,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Config } from '../config.js';
 import { ThopterError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { CONTINUE_PROMPT, launchPrompts } from './continue.js';
 import type { Prompts } from '../prompts.js';
 import type { Provider, ProviderName } from '../providers/types.js';
 import { PRIORITY, type HubQueues } from '../queues/index.js';
@@ -181,7 +182,13 @@ export async function acceptLaunch(deps: IntakeDeps, input: LaunchInput): Promis
   if (!prompt) {
     throw new ThopterError(
       'bad-input',
-      `prompt: there is no prompt "${input.prompt}"; the prompts are: ${(await prompts.names()).join(', ')}`,
+      `prompt: there is no prompt "${input.prompt}"; the prompts are: ${(await launchPrompts(prompts)).join(', ')}`,
+    );
+  }
+  if (prompt === CONTINUE_PROMPT && !input.continues) {
+    throw new ThopterError(
+      'bad-input',
+      `prompt: "${CONTINUE_PROMPT}" carries on an ended thopter's work: write \`/thopter continue\` on the issue, or give the API \`continues\`; the prompts are: ${(await launchPrompts(prompts)).join(', ')}`,
     );
   }
   const gc = input.gc ?? DEFAULT_GC;
