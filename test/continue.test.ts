@@ -10,7 +10,7 @@ import type { ThopterRecord } from '../src/thopters/record.js';
 import { bash, FakeAnthropic, userTexts, type MessageRequest } from './fakes/anthropic.js';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
-import { api, TestWorld, writeFixture } from './helpers/env.js';
+import { api, TestWorld, TOKEN, writeFixture } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
 
 // The real Claude Code, as the hub's machines find it: on the PATH they inherit.
@@ -174,6 +174,17 @@ describe('/thopter continue', () => {
     assert.ok(at('## What is asked now\n\nplease also fix X\nIt is in the footer.') > newMark);
     // The hub's bookkeeping (acknowledgements, replies) is not conversation.
     assert.doesNotMatch(issueMd, /thopter-ack:|thopter-reply:/);
+
+    // The dashboard links the thopter it continues.
+    const page = await fetch(`${hub.url}/thopters/${second.id}`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    assert.match(
+      await page.text(),
+      new RegExp(
+        `<dt>Continues</dt>\\s*<dd>\\s*<a href="/thopters/${first.id}">${first.id}</a> on its branch\\s*</dd>`,
+      ),
+    );
 
     const prompt = readFileSync(path.join(workspace, 'prompt.md'), 'utf8');
     assert.match(

@@ -144,6 +144,14 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
           : ''
       }
       ${
+        v.continues
+          ? html`<dt>Continues</dt>
+              <dd>
+                <a href="/thopters/${v.continues.thopterId}">${v.continues.thopterId}</a> on its branch
+              </dd>`
+          : ''
+      }
+      ${
         v.machine
           ? html`<dt>Machine</dt>
               <dd>
