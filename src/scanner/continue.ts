@@ -41,6 +41,13 @@ export function continueTarget(
         kind: 'none',
         why: `\`${id}\` ended before it had a machine, so it has no work branch to continue`,
       };
+    // Already carried on by a live thopter: a second agent on that branch would fight it.
+    const branch = named.machine!.workBranch;
+    const onIt = mine.find(
+      (t) =>
+        !isFinal(t.state) && (t.machine?.workBranch === branch || t.request.continues?.workBranch === branch),
+    );
+    if (onIt) return { kind: 'live', thopter: onIt };
     return { kind: 'ended', thopter: named };
   }
   const live = mine.find((t) => !isFinal(t.state));

@@ -76,6 +76,20 @@ describe('which thopter a continue acts on', () => {
     );
   });
 
+  it('finds the live thopter that already carries on the branch --id names', () => {
+    const carrying = thopter('thopter-carrying', 'provisioning');
+    carrying.request.continues = {
+      thopterId: 'thopter-older',
+      workBranch: 'thopter/7--cc',
+      since: '2026-12-01T10:00:05.000Z',
+    };
+    const t = continueTarget([carrying, ...thopters], REPO, 7, 'thopter-older');
+    assert.equal(t.kind === 'live' && t.thopter.id, 'thopter-carrying');
+    // Another branch's ended thopter may still be continued beside it.
+    const other = continueTarget([carrying, ...thopters], REPO, 7, 'thopter-newer');
+    assert.equal(other.kind === 'ended' && other.thopter.id, 'thopter-newer');
+  });
+
   it('finds a live thopter first: a second agent on the branch would fight the first', () => {
     const t = continueTarget(
       [thopter('thopter-live', 'running', { branch: 'thopter/7--ee' }), ...thopters],
