@@ -403,5 +403,18 @@ exec sleep 100000
       'work on top of 1 commits',
       'initial',
     ]);
+    // One agent per branch: the ended thopter is carried on already.
+    const again = await api(apiHub.url, 'POST', '/api/thopters', {
+      repository: gadget,
+      title: 'Carry on twice',
+      continues: first,
+    });
+    assert.equal(again.status, 409);
+    assert.match(
+      again.body.error.message,
+      new RegExp(
+        `continues: thopter ${next.id} already carries on ${branch}: continue that one once it ended`,
+      ),
+    );
   });
 });

@@ -51,6 +51,19 @@ async function continuedBy(deps: ThopterRoutesDeps, body: LaunchBody) {
       'continues',
     );
   }
+  const branch = ended.machine.workBranch;
+  const carrying = (await deps.store.list({ limit: 5000 })).find(
+    (t) =>
+      !isFinal(t.state) && (t.machine?.workBranch === branch || t.request.continues?.workBranch === branch),
+  );
+  if (carrying) {
+    throw new HttpError(
+      409,
+      'conflict',
+      `continues: thopter ${carrying.id} already carries on ${branch}: continue that one once it ended, or DELETE it first`,
+      'continues',
+    );
+  }
   if (ended.request.repository !== body.repository.trim()) {
     throw new HttpError(
       422,
