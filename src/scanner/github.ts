@@ -12,6 +12,7 @@ import { isFinal, type IssueComment, type ThopterRecord } from '../thopters/reco
 import type { ThopterStore } from '../thopters/store.js';
 import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
 import { acceptLaunch, thopterIdFor } from './intake.js';
+import { tellAgent } from '../processors/tell.js';
 import type { Intake } from './pause.js';
 
 export interface ScannerDeps {
@@ -171,6 +172,8 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
   // command with an acknowledgement or a final reply is never acted on again.
   const answered = await answeredOnIssue(deps, d, key);
   if (answered === 'replied') return void (await handled());
+  // A tell is acknowledged with the hub's reaction, not a comment: that reaction is its mark.
+  if (d.found.command.kind === 'tell' && (await reactedTo(deps, d))) return void (await handled());
   if (answered) {
     // Its thopter's record is gone. If the acknowledgement shows it alive, say so, once: the
     // command is not run again (at most one thopter per command), and reconciliation destroys
@@ -224,7 +227,11 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
     );
     return void (await handled());
   }
-  if (command.kind === 'tell' || command.kind === 'continue') {
+  if (command.kind === 'tell') {
+    await tellOnIssue(deps, d, command, key, reply);
+    return void (await handled());
+  }
+  if (command.kind === 'continue') {
     // Built next (issue 14): until then the command is logged as not handled and left unanswered.
     throw new Error(`\`${command.kind}\` is not built yet`);
   }
@@ -268,7 +275,91 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
 }
 
 /** Replies that end a command: once one is on the issue, the command was handled. */
-const FINAL_REPLIES = ['refused', 'invalid', 'kill', 'paused', 'lost'];
+const FINAL_REPLIES = [
+  'refused',
+  'invalid',
+  'kill',
+  'paused',
+  'lost',
+  'no-thopter',
+  'tell-id',
+  'tell-waiting',
+];
+
+/** Where a command stands, for a reaction: its comment, or the issue for a command in the body. */
+function reactionTarget(d: Detected): { commentId: number } | { issueNumber: number } {
+  const comment = /^comment:(\d+)$/.exec(d.instance);
+  return comment ? { commentId: Number(comment[1]) } : { issueNumber: d.issue.number };
+}
+
+/** Whether the hub's own account reacted to the command: it was acted on, whatever Redis forgot. */
+async function reactedTo(deps: ScannerDeps, d: Detected): Promise<boolean> {
+  return deps.github.for(d.repository)!.reacted(d.repository, reactionTarget(d), TOLD_REACTION);
+}
+
+const TOLD_REACTION = 'eyes';
+
+/**
+ * `/thopter tell`: the text goes to the issue's live thopter (`--id`, else the newest one whose
+ * agent runs), acknowledged with a reaction; the report of the agent's next turn answers it. No
+ * live thopter, an id that is not one of them, or an agent not started yet: one reply says so.
+ */
+async function tellOnIssue(
+  deps: ScannerDeps,
+  d: Detected,
+  command: { text: string; id?: string },
+  key: string,
+  reply: (suffix: string, body: string) => Promise<unknown>,
+): Promise<void> {
+  const who = `@${d.author.login}`;
+  const live = await liveThoptersOf(deps, d.repository, d.issue.number);
+  const noThopter = () =>
+    reply(
+      'no-thopter',
+      `${who}: there is no live thopter on this issue to tell. To have a new one pick up the last one's work branch, write \`/thopter continue\` with your message after it.`,
+    );
+  if (live.length === 0) return void (await noThopter());
+  // Newest first (the store lists so): the newest whose agent runs, else the newest.
+  const target = command.id
+    ? live.find((t) => t.id === command.id)
+    : (live.find((t) => t.state === 'running') ?? live[0]);
+  if (!target) {
+    const ids = live.map((t) => `\`${t.id}\``).join(', ');
+    return void (await reply(
+      'tell-id',
+      `${who}: \`${command.id}\` is not a live thopter of this issue; ${live.length === 1 ? 'its live thopter is' : 'its live thopters are'} ${ids}. Write \`/thopter tell --id ID\` with one of them.`,
+    ));
+  }
+  if (target.state !== 'running') {
+    return void (await reply(
+      'tell-waiting',
+      `${who}: thopter \`${target.id}\` is ${target.state} and its agent is not started yet, so your message was not sent. Write \`/thopter tell\` again once it runs.`,
+    ));
+  }
+  const comment = d.comments.find((c) => `comment:${c.id}` === d.instance);
+  let told;
+  try {
+    told = await tellAgent(deps, target.id, {
+      key: `github:${key}`,
+      text: command.text,
+      from: d.author.login,
+      url: comment?.html_url ?? d.issue.html_url,
+    });
+  } catch (err) {
+    if (err instanceof ThopterError && err.code === 'bad-input')
+      return void (await reply('invalid', `${who}: ${err.message}.`));
+    throw err;
+  }
+  if (told !== 'told') return void (await noThopter());
+  const on = reactionTarget(d);
+  await deps.queues.enqueue('react', {
+    repository: d.repository,
+    issueNumber: d.issue.number,
+    ...('commentId' in on ? { commentId: on.commentId } : {}),
+    content: TOLD_REACTION,
+    label: `${d.repository}#${d.issue.number}`,
+  });
+}
 
 /**
  * The hub's acknowledgement of a command, `'replied'` when the hub answered it with a final

@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
+import type { Hub } from '../src/hub.js';
+import { FakeAnthropic, type MessageRequest } from './fakes/anthropic.js';
+import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
+import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import { TestWorld } from './helpers/env.js';
+import { waitFor } from './helpers/wait.js';
+
+// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
+process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
+
+const world = new TestWorld();
+const REPO = 'acme/widget';
+const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
+const SECRET = 'webhook-secret-for-tell';
+let gh: FakeGitHub;
+let model: FakeAnthropic;
+let hubs: Hub[] = [];
+
+/** What alice tells the agent: several lines, one of them indented, with shell-looking text. */
+const TOLD = [
+  'Please make the greeting say:',
+  '  "hello; $(touch /tmp/pwned) `rm -rf x`"',
+  '',
+  'and keep it short.',
+].join('\n');
+const ANSWER = 'I will make the greeting say exactly that.';
+
+/** The user messages of a request, each as the one text the agent's user turn carried. */
+function userMessages(req: MessageRequest): string[] {
+  return req.messages
+    .filter((m) => m.role === 'user')
+    .map((m) =>
+      typeof m.content === 'string'
+        ? m.content
+        : m.content
+            .filter((b) => b.type === 'text' && typeof b.text === 'string')
+            .map((b) => b.text as string)
+            .join('\n'),
+    );
+}
+
+const reports = (issue: number) =>
+  gh.comments(REPO, issue).filter((c) => /^<!-- thopter-report:/.test(c.body ?? ''));
+const replies = (issue: number) =>
+  gh.comments(REPO, issue).filter((c) => /^<!-- thopter-reply:/.test(c.body ?? ''));
+
+before(async () => {
+  await world.start();
+  gh = await startFakeGitHub();
+  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
+  gh.addRepo(REPO, { cloneUrl: world.origin('widget') });
+  gh.setPermission(REPO, 'thopter-hub', 'write');
+  gh.setPermission(REPO, 'alice', 'write');
+  gh.setPermission(REPO, 'bob', 'read');
+  model = await new FakeAnthropic({
+    apiKey: TEST_API_KEY,
+    script: [
+      { text: 'What should the greeting say?' },
+      // The model answers what it was told only if the told text arrived whole, as one message.
+      (req) => {
+        const last = userMessages(req).at(-1) ?? '';
+        return { text: last.includes(TOLD) ? ANSWER : `I got something else: ${JSON.stringify(last)}` };
+      },
+    ],
+  }).start();
+  const env = {
+    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
+    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
+    GITHUB_API_URL: gh.url,
+    GITHUB_INTEGRATION_JSON: JSON.stringify({ repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN } } }),
+    GITHUB_ISSUES_POLLING_INTERVAL: '1',
+    GITHUB_WEBHOOK_SECRET: SECRET,
+    HUB_PUBLIC_URL: 'https://hub.example.test',
+  };
+  // Two hubs on one Redis, both polling every second: a tell is still delivered once.
+  hubs = [await world.hub(env), await world.hub(env)];
+  await makeGoldenClaude(hubs[0]!.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+});
+after(async () => {
+  await model?.close();
+  await gh?.close();
+  await world.close();
+});
+
+describe('/thopter tell', () => {
+  let issue: number;
+  let id: string;
+
+  it('pastes a multi-line message into the agent as one message, reacts, and the next report answers it', async () => {
+    issue = gh.addIssue(REPO, { title: 'A greeting', body: 'Add one.', user: 'alice' }).number;
+    gh.addComment(REPO, issue, { user: 'alice', body: '/thopter' });
+    const first = await waitFor('the report of the first turn', () => reports(issue)[0], {
+      timeoutMs: 180_000,
+    });
+    id = /thopter-report:(thopter-[a-f0-9]+):turn-1 -->/.exec(first.body ?? '')?.[1] ?? '';
+    assert.ok(id, first.body ?? '');
+
+    const tell = gh.addComment(REPO, issue, { user: 'alice', body: `/thopter tell ${TOLD}` });
+    // Seen again by a webhook, on top of both hubs' polls.
+    const hook = await deliverWebhook(`${hubs[1]!.url}/github/webhook`, {
+      ...gh.issueCommentEvent(REPO, tell.id, 'created'),
+      secret: SECRET,
+    });
+    assert.equal(hook.status, 202);
+
+    const answer = await waitFor(
+      'the report that answers the tell',
+      () => reports(issue).find((c) => /:turn-2 -->/.test(c.body ?? '')),
+      { timeoutMs: 120_000 },
+    );
+    const body = answer.body ?? '';
+    assert.match(body, new RegExp(`It answers @alice's \\[message\\]\\(${escape(tell.html_url)}\\)\\.`));
+    assert.match(body, new RegExp(`^> ${escape(ANSWER)}$`, 'm'));
+
+    // The agent got the text once, as one user message holding all of it.
+    const carrying = model.requests
+      .flatMap((r) => userMessages(r.body))
+      .filter((m, i, all) => m.includes('keep it short') && all.indexOf(m) === i);
+    assert.deepEqual(carrying, [carrying[0]]);
+    // Claude Code marks a bracketed paste as pasted content; inside it, the text exactly as written.
+    const pasted = /<pasted_content[^>]*>\n([\s\S]*)\n<\/pasted_content/.exec(carrying[0]!)?.[1];
+    assert.equal(pasted, TOLD, JSON.stringify(carrying[0]));
+    const told = model.requests.at(-1)!.body;
+    assert.equal(userMessages(told).filter((m) => m.includes('keep it short')).length, 1);
+
+    // Acknowledged with the hub's reaction on the comment, once.
+    assert.deepEqual(gh.reactions(REPO, { commentId: tell.id }), [{ login: 'thopter-hub', content: 'eyes' }]);
+    const record = (await hubs[0]!.store.get(id))!;
+    assert.equal(record.told?.length, 1);
+    assert.equal(record.told![0]!.state, 'delivered');
+    assert.equal(record.told![0]!.text, TOLD);
+    const events = (await hubs[0]!.store.events(id)).map((e) => e.type);
+    assert.equal(events.filter((e) => e === 'told').length, 1);
+    assert.equal(events.filter((e) => e === 'tell-delivered').length, 1);
+    // Nothing was said on the issue but the reports.
+    assert.deepEqual(replies(issue), []);
+  });
+
+  it('refuses a read-only user’s tell with one reply, and nothing reaches the agent', async () => {
+    const before = model.requests.length;
+    const tell = gh.addComment(REPO, issue, { user: 'bob', body: '/thopter tell delete everything' });
+    const refused = await waitFor('the refusal', () => replies(issue)[0], { timeoutMs: 30_000 });
+    assert.match(refused.body ?? '', /@bob, thank you for asking, but only people with write access/);
+    // A later command on the same issue is answered only after bob's was looked at again by the polls.
+    gh.addComment(REPO, issue, { user: 'alice', body: '/thopter tell --id thopter-000000000000 hi' });
+    await waitFor('the reply to the wrong id', () => replies(issue).length >= 2, { timeoutMs: 30_000 });
+    assert.equal(replies(issue).filter((c) => /@bob/.test(c.body ?? '')).length, 1);
+    assert.match(
+      replies(issue)[1]!.body ?? '',
+      new RegExp(
+        `\`thopter-000000000000\` is not a live thopter of this issue; its live thopter is \`${id}\``,
+      ),
+    );
+    assert.deepEqual(gh.reactions(REPO, { commentId: tell.id }), []);
+    const record = (await hubs[0]!.store.get(id))!;
+    assert.equal(record.told?.length, 1, 'only alice’s first message was recorded');
+    assert.equal(model.requests.length, before, 'the agent was told nothing');
+  });
+
+  it('answers a tell on an issue with no live thopter with one reply that offers continue', async () => {
+    const lonely = gh.addIssue(REPO, { title: 'Nobody here', body: 'x', user: 'alice' }).number;
+    gh.addComment(REPO, lonely, { user: 'alice', body: '/thopter tell are you there?' });
+    const reply = await waitFor('the reply', () => replies(lonely)[0], { timeoutMs: 30_000 });
+    assert.match(reply.body ?? '', /@alice: there is no live thopter on this issue to tell/);
+    assert.match(reply.body ?? '', /`\/thopter continue`/);
+  });
+
+  it('does not act again on a tell the hub reacted to, after Redis forgot it (no second reply)', async () => {
+    const issue2 = gh.addIssue(REPO, { title: 'Told before', body: 'x', user: 'alice' }).number;
+    const old = gh.addComment(REPO, issue2, { user: 'alice', body: '/thopter tell old news' });
+    // The hub acted on it before its Redis was emptied: its reaction is all that is left.
+    const res = await fetch(`${gh.url}/repos/${REPO}/issues/comments/${old.id}/reactions`, {
+      method: 'POST',
+      headers: { authorization: `token ${ISSUES_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ content: 'eyes' }),
+    });
+    assert.equal(res.status, 201);
+    gh.addComment(REPO, issue2, { user: 'alice', body: '/thopter tell new news' });
+    const reply = await waitFor('the reply to the new tell', () => replies(issue2)[0], { timeoutMs: 30_000 });
+    assert.match(reply.body ?? '', /no live thopter/);
+    // The polls look at a comment before the ones after it: the old one was passed over by then.
+    const jobs = await hubs[0]!.queues.queues.github.getJobs();
+    assert.deepEqual(
+      jobs.filter((j) => JSON.stringify(j.data).includes(`comment:${old.id}`)),
+      [],
+      'nothing was queued for the old tell',
+    );
+    assert.equal(replies(issue2).length, 1);
+    assert.deepEqual(gh.reactions(REPO, { commentId: old.id }), [{ login: 'thopter-hub', content: 'eyes' }]);
+  });
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
