@@ -121,8 +121,9 @@ describe('/thopter tell', () => {
       .flatMap((r) => userMessages(r.body))
       .filter((m, i, all) => m.includes('keep it short') && all.indexOf(m) === i);
     assert.deepEqual(carrying, [carrying[0]]);
-    // Claude Code marks a bracketed paste as pasted content; inside it, the text exactly as written.
-    const pasted = /<pasted_content[^>]*>\n([\s\S]*)\n<\/pasted_content/.exec(carrying[0]!)?.[1];
+    // Claude Code shows a long paste as pasted content, a short one as typed: the text either way.
+    const pasted =
+      /^\s*<pasted_content[^>]*>\n([\s\S]*)\n<\/pasted_content/.exec(carrying[0]!)?.[1] ?? carrying[0];
     assert.equal(pasted, TOLD, JSON.stringify(carrying[0]));
     const told = model.requests.at(-1)!.body;
     assert.equal(userMessages(told).filter((m) => m.includes('keep it short')).length, 1);
@@ -167,6 +168,21 @@ describe('/thopter tell', () => {
     const reply = await waitFor('the reply', () => replies(lonely)[0], { timeoutMs: 30_000 });
     assert.match(reply.body ?? '', /@alice: there is no live thopter on this issue to tell/);
     assert.match(reply.body ?? '', /`\/thopter continue`/);
+  });
+
+  it('reports a turn that answers a tell even when the agent’s last words did not change', async () => {
+    // The same words as its last answer: without a tell, such a turn is not reported.
+    model.push({ text: ANSWER });
+    const again = gh.addComment(REPO, issue, { user: 'alice', body: '/thopter tell Say it once more.' });
+    const report = await waitFor(
+      'the report of the third turn',
+      () => reports(issue).find((c) => /:turn-3 -->/.test(c.body ?? '')),
+      { timeoutMs: 120_000 },
+    );
+    const body = report.body ?? '';
+    assert.match(body, new RegExp(`It answers @alice's \\[message\\]\\(${escape(again.html_url)}\\)\\.`));
+    assert.equal((body.match(/\[message\]/g) ?? []).length, 1, 'the first message was answered before');
+    assert.match(body, new RegExp(`^> ${escape(ANSWER)}$`, 'm'));
   });
 
   it('does not act again on a tell the hub reacted to, after Redis forgot it (no second reply)', async () => {
