@@ -3,6 +3,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
+import { tellAgent } from '../src/processors/tell.js';
 import { FakeAnthropic, type MessageRequest } from './fakes/anthropic.js';
 import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
@@ -207,6 +208,43 @@ describe('/thopter tell', () => {
     );
     assert.equal(replies(issue2).length, 1);
     assert.deepEqual(gh.reactions(REPO, { commentId: old.id }), [{ login: 'thopter-hub', content: 'eyes' }]);
+  });
+
+  it('delivers a key once from two hubs, and never pastes a message a hub died pasting', async () => {
+    model.push({ text: 'Once.' });
+    const [a, b] = await Promise.all(
+      hubs.map((h) => tellAgent(h, id, { key: 'test:once', text: 'Say this once only.', from: 'alice' })),
+    );
+    assert.deepEqual([a, b], ['told', 'told']);
+    // A hub died after marking this one `delivering`, before it knew whether the paste arrived.
+    const interrupted = {
+      key: 'test:interrupted',
+      text: 'Half pasted.',
+      at: new Date().toISOString(),
+      state: 'delivering' as const,
+    };
+    assert.equal(await hubs[0]!.store.addTold(id, interrupted), 'recorded');
+    await hubs[0]!.queues.enqueue('tell', { thopterId: id, label: REPO, key: interrupted.key });
+    const settled = await waitFor('both messages settled', async () => {
+      const told = (await hubs[0]!.store.get(id))?.told ?? [];
+      const once = told.find((m) => m.key === 'test:once');
+      const half = told.find((m) => m.key === interrupted.key);
+      return once?.state === 'delivered' && half?.state === 'undelivered' ? { once, half } : undefined;
+    });
+    assert.match(settled.half.reason ?? '', /may or may not have reached the agent/);
+    await waitFor(
+      'the agent to answer',
+      () => model.requests.some((r) => /Once\./.test(JSON.stringify(r.body))) || model.stepsTaken > 3,
+    );
+    const texts = model.requests.flatMap((r) => userMessages(r.body));
+    assert.equal(new Set(texts.filter((t) => t.includes('Say this once only.'))).size, 1);
+    assert.equal(
+      userMessages(model.requests.at(-1)!.body).filter((t) => t.includes('Say this once only.')).length,
+      1,
+    );
+    assert.ok(!texts.some((t) => t.includes('Half pasted.')), 'the interrupted message was not pasted again');
+    const events = await hubs[0]!.store.events(id);
+    assert.ok(events.some((e) => e.type === 'tell-undelivered' && /may or may not/.test(e.message)));
   });
 });
 
