@@ -221,6 +221,7 @@ describe('/thopter tell', () => {
     const interrupted = {
       key: 'test:interrupted',
       text: 'Half pasted.',
+      from: 'alice',
       at: new Date().toISOString(),
       state: 'delivering' as const,
     };
@@ -247,6 +248,16 @@ describe('/thopter tell', () => {
     assert.ok(!texts.some((t) => t.includes('Half pasted.')), 'the interrupted message was not pasted again');
     const events = await hubs[0]!.store.events(id);
     assert.ok(events.some((e) => e.type === 'tell-undelivered' && /may or may not/.test(e.message)));
+    // Its author hears of it on the issue, once.
+    await waitFor('the reply that it did not arrive', () =>
+      replies(issue).some((c) => /did not reach thopter/.test(c.body ?? '')),
+    );
+    const said = replies(issue).filter((c) => /did not reach thopter/.test(c.body ?? ''));
+    assert.equal(said.length, 1);
+    assert.match(
+      said[0]!.body ?? '',
+      new RegExp(`@alice: your message did not reach thopter \`${id}\`: the hub stopped while pasting it`),
+    );
   });
 });
 

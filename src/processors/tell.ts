@@ -214,16 +214,27 @@ function notReady(record: ThopterRecord): string | undefined {
 }
 
 async function undeliverable(
-  deps: Pick<ProcessorDeps, 'store'>,
+  deps: Pick<ProcessorDeps, 'store' | 'queues'>,
   thopterId: string,
   message: ToldMessage,
   reason: string,
 ): Promise<void> {
   const moved = await deps.store.moveTold(thopterId, message, { state: 'undelivered', reason });
-  if (moved)
-    await deps.store.addEvent(
-      thopterId,
-      'tell-undelivered',
-      `${whoSaid(message)}'s message did not reach the agent: ${reason}`,
-    );
+  if (!moved) return;
+  await deps.store.addEvent(
+    thopterId,
+    'tell-undelivered',
+    `${whoSaid(message)}'s message did not reach the agent: ${reason}`,
+  );
+  // Its author saw the hub's reaction: a person who wrote on the issue is told it did not arrive.
+  const record = await deps.store.get(thopterId);
+  const issueNumber = record?.request.issue.number;
+  if (!message.from || record?.request.source !== 'github' || issueNumber === undefined) return;
+  await deps.queues.enqueue('reply', {
+    repository: record.request.repository,
+    issueNumber,
+    key: `${message.key}:undelivered`,
+    body: `@${message.from}: your ${message.url ? `[message](${message.url})` : 'message'} did not reach thopter \`${thopterId}\`: ${reason}.`,
+    label: labelOf(record.request),
+  });
 }
