@@ -7,7 +7,7 @@ import { tellAgent } from '../src/processors/tell.js';
 import { FakeAnthropic, type MessageRequest } from './fakes/anthropic.js';
 import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
-import { TestWorld } from './helpers/env.js';
+import { api, TestWorld, TOKEN } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
 
 // The real Claude Code, as the hub's machines find it: on the PATH they inherit.
@@ -139,6 +139,20 @@ describe('/thopter tell', () => {
     const events = (await hubs[0]!.store.events(id)).map((e) => e.type);
     assert.equal(events.filter((e) => e === 'told').length, 1);
     assert.equal(events.filter((e) => e === 'tell-delivered').length, 1);
+    // The API and the dashboard's thopter page show it.
+    const shown = await api(hubs[0]!.url, 'GET', `/api/thopters/${id}`);
+    assert.deepEqual(
+      shown.body.told.map((m: { text: string; state: string; from: string }) => [m.from, m.state, m.text]),
+      [['alice', 'delivered', TOLD]],
+    );
+    const page = await fetch(`${hubs[0]!.url}/thopters/${id}`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    const text = await page.text();
+    assert.equal(page.status, 200);
+    assert.match(text, /<h2>Told<\/h2>/);
+    assert.ok(text.includes('and keep it short.'), 'the told text is on the page');
+    assert.ok(!text.includes('"hello; $(touch'), 'escaped as HTML');
     // Nothing was said on the issue but the reports.
     assert.deepEqual(replies(issue), []);
   });
