@@ -3,7 +3,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
-import { tellAgent } from '../src/processors/tell.js';
+import { MAX_TELL_CHARS, tellAgent } from '../src/processors/tell.js';
 import { FakeAnthropic, type MessageRequest } from './fakes/anthropic.js';
 import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
@@ -176,6 +176,21 @@ describe('/thopter tell', () => {
     const record = (await hubs[0]!.store.get(id))!;
     assert.equal(record.told?.length, 1, 'only alice’s first message was recorded');
     assert.equal(model.requests.length, before, 'the agent was told nothing');
+  });
+
+  it('refuses an oversized message with one reply that says what to do, and records nothing', async () => {
+    const long = 'x'.repeat(MAX_TELL_CHARS + 1);
+    await assert.rejects(tellAgent(hubs[0]!, id, { key: 'test:long', text: long }), {
+      code: 'bad-input',
+      message: new RegExp(`more than ${MAX_TELL_CHARS}: shorten it`),
+    });
+    const tell = gh.addComment(REPO, issue, { user: 'alice', body: `/thopter tell ${long}` });
+    const refused = await waitFor('the refusal', () =>
+      replies(issue).find((c) => /characters, more than/.test(c.body ?? '')),
+    );
+    assert.match(refused.body ?? '', /@alice: the message has 20001 characters, more than 20000: shorten it/);
+    assert.deepEqual(gh.reactions(REPO, { commentId: tell.id }), []);
+    assert.equal((await hubs[0]!.store.get(id))!.told?.length, 1, 'nothing more was recorded');
   });
 
   it('answers a tell on an issue with no live thopter with one reply that offers continue', async () => {
