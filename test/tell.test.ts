@@ -3,7 +3,14 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
-import { MAX_TELL_CHARS, tellAgent } from '../src/processors/tell.js';
+import { randomBytes } from 'node:crypto';
+import type { Job } from 'bullmq';
+import { createLogger } from '../src/log.js';
+import type { ProcessorDeps } from '../src/processors/deps.js';
+import { MAX_TELL_CHARS, tellAgent, tellProcessor } from '../src/processors/tell.js';
+import type { Transport } from '../src/providers/types.js';
+import type { JobTable } from '../src/queues/jobs.js';
+import type { Request } from '../src/thopters/record.js';
 import { FakeAnthropic, type MessageRequest } from './fakes/anthropic.js';
 import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
@@ -287,6 +294,117 @@ describe('/thopter tell', () => {
       said[0]!.body ?? '',
       new RegExp(`@alice: your message did not reach thopter \`${id}\`: the hub stopped while pasting it`),
     );
+  });
+});
+
+describe('the tell job: at most one paste, through the transport', () => {
+  // The jobs here are run by hand against a fake transport: the hubs' own workers keep off them.
+  before(() => hubs[0]!.queues.queues.tell.pause());
+  after(() => hubs[0]!.queues.queues.tell.resume());
+
+  /** A thopter that runs on a machine whose transport only records what it is asked to run. */
+  async function fakeThopter(transport: { exec: Transport['exec'] }) {
+    const id = `thopter-${randomBytes(6).toString('hex')}`;
+    const request: Request = {
+      id,
+      source: 'api',
+      repository: 'acme/widget',
+      cloneUrl: 'unused',
+      repoName: 'widget',
+      issue: { title: 'told by a fake', body: '', comments: [] },
+      gc: 'default',
+      prompt: 'default',
+      priority: 10,
+      requestedBy: 'api',
+      createdAt: new Date().toISOString(),
+    };
+    const hub = hubs[0]!;
+    await hub.store.create(request);
+    await hub.store.setMachine(id, {
+      id: `m-${id}`,
+      provider: 'local',
+      workBranch: 'b',
+      state: 'created',
+      createdAt: request.createdAt,
+    });
+    await hub.store.setState(id, 'running', 'runningAt');
+    const deps = {
+      store: hub.store,
+      queues: hub.queues,
+      log: createLogger('silent'),
+      provider: { snapshot: async () => ({ screen: '', agentRunning: true, sessionAlive: true }) },
+      transports: { get: async () => transport },
+    } as unknown as ProcessorDeps;
+    const run = (key: string, attemptsMade = 0) =>
+      tellProcessor(deps)({
+        id: 'job',
+        data: { thopterId: id, label: 'x', key },
+        attemptsMade,
+        opts: { attempts: 6 },
+      } as unknown as Job<JobTable['tell']>);
+    return { id, run };
+  }
+
+  it('retries a failed load, pastes once, and never passes the text as an argument', async () => {
+    const calls: { argv: string[]; input?: unknown }[] = [];
+    let loadFails = 1;
+    const { id, run } = await fakeThopter({
+      exec: async (argv, opts) => {
+        calls.push({ argv, input: opts?.input });
+        if (argv[1] === 'load-buffer' && loadFails-- > 0)
+          return { exitCode: 1, stdout: '', stderr: 'no server' };
+        return { exitCode: 0, stdout: '', stderr: '' };
+      },
+    });
+    const text = 'two\nlines; $(rm -rf /)';
+    assert.equal(await tellAgent(hubs[0]!, id, { key: 'k', text }), 'told');
+    await assert.rejects(run('k'), /tmux could not load the message: no server/);
+    assert.equal((await hubs[0]!.store.told(id, 'k'))?.state, 'queued', 'a failed load pasted nothing');
+    assert.equal(await run('k', 1), 'delivered');
+    assert.equal(await run('k', 2), 'already delivered');
+    const pastes = calls.filter((c) => c.argv.includes('paste-buffer'));
+    assert.equal(pastes.length, 1);
+    assert.deepEqual(pastes[0]!.argv.slice(0, 4), ['tmux', 'paste-buffer', '-p', '-d']);
+    assert.deepEqual(pastes[0]!.argv.slice(-4), ['send-keys', '-t', 'thopter', 'Enter']);
+    assert.deepEqual(
+      calls.filter((c) => c.argv[1] === 'load-buffer').map((c) => c.input),
+      [text, text],
+    );
+    assert.ok(
+      calls.every((c) => !c.argv.some((a) => a.includes('lines;'))),
+      'the text is never an argument',
+    );
+  });
+
+  it('marks a paste whose connection dropped as maybe not delivered, and never pastes it again', async () => {
+    let pastes = 0;
+    const { id, run } = await fakeThopter({
+      exec: async (argv) => {
+        if (argv[1] === 'paste-buffer' && ++pastes) throw new Error('the SSH connection dropped');
+        return { exitCode: 0, stdout: '', stderr: '' };
+      },
+    });
+    assert.equal(await tellAgent(hubs[0]!, id, { key: 'k', text: 'hello' }), 'told');
+    assert.equal(await run('k'), 'not delivered');
+    const told = await hubs[0]!.store.told(id, 'k');
+    assert.equal(told?.state, 'undelivered');
+    assert.match(told?.reason ?? '', /may or may not have reached the agent: the SSH connection dropped/);
+    assert.equal(await run('k', 1), 'already undelivered');
+    assert.equal(pastes, 1);
+  });
+
+  it('records why a thopter being torn down was not told, and tells an ended one nothing', async () => {
+    const { id, run } = await fakeThopter({
+      exec: async () => assert.fail('nothing runs on the machine'),
+    });
+    assert.equal(await tellAgent(hubs[0]!, id, { key: 'k', text: 'hello' }), 'told');
+    await hubs[0]!.store.requestDestroy(id, 'test');
+    assert.equal(await run('k'), 'not delivered');
+    assert.equal((await hubs[0]!.store.told(id, 'k'))?.reason, 'the thopter is being torn down');
+    await hubs[0]!.store.finish(id, 'destroyed', 'test');
+    assert.equal(await tellAgent(hubs[0]!, id, { key: 'k2', text: 'hello' }), 'ended');
+    assert.equal(await hubs[0]!.store.told(id, 'k2'), null);
+    assert.equal(await tellAgent(hubs[0]!, 'thopter-000000000000', { key: 'k', text: 'hi' }), 'unknown');
   });
 });
 
