@@ -35,6 +35,11 @@ const TOLD = [
   '',
   'and keep it short.',
 ].join('\n');
+/** A long message: 300 lines, some 12 KB. */
+const LONG = [
+  'Say this once only.',
+  ...Array.from({ length: 300 }, (_, i) => `line ${i}: ${'·'.repeat(30)}`),
+].join('\n');
 const ANSWER = 'I will make the greeting say exactly that.';
 
 /** The user messages of a request, each as the one text the agent's user turn carried. */
@@ -250,7 +255,7 @@ describe('/thopter tell', () => {
   it('delivers a key once from two hubs, and never pastes a message a hub died pasting', async () => {
     model.push({ text: 'Once.' });
     const [a, b] = await Promise.all(
-      hubs.map((h) => tellAgent(h, id, { key: 'test:once', text: 'Say this once only.', from: 'alice' })),
+      hubs.map((h) => tellAgent(h, id, { key: 'test:once', text: LONG, from: 'alice' })),
     );
     assert.deepEqual([a, b], ['told', 'told']);
     // A hub died after marking this one `delivering`, before it knew whether the paste arrived.
@@ -274,7 +279,13 @@ describe('/thopter tell', () => {
       model.requests.some((r) => userMessages(r.body).some((t) => t.includes('Say this once only.'))),
     );
     const texts = model.requests.flatMap((r) => userMessages(r.body));
-    assert.equal(new Set(texts.filter((t) => t.includes('Say this once only.'))).size, 1);
+    const carrying = [...new Set(texts.filter((t) => t.includes('Say this once only.')))];
+    assert.equal(carrying.length, 1);
+    // A long paste arrives whole too, Enter and all.
+    assert.equal(
+      /^\s*<pasted_content[^>]*>\n([\s\S]*)\n<\/pasted_content/.exec(carrying[0]!)?.[1] ?? carrying[0],
+      LONG,
+    );
     assert.equal(
       userMessages(model.requests.filter((r) => r.step !== undefined).at(-1)!.body).filter((t) =>
         t.includes('Say this once only.'),
