@@ -306,6 +306,22 @@ describe('/thopter tell', () => {
       new RegExp(`@alice: your message did not reach thopter \`${id}\`: the hub stopped while pasting it`),
     );
   });
+
+  it('takes a tell written in the issue body, and reacts on the issue itself', async () => {
+    model.push({ text: 'Heard you from the body.' });
+    gh.editIssue(REPO, issue, { body: 'Add one.\n\n/thopter tell Told from the issue body.', user: 'alice' });
+    await waitFor('the reaction on the issue', () =>
+      gh
+        .reactions(REPO, { issueNumber: issue })
+        .some((r) => r.login === 'thopter-hub' && r.content === 'eyes'),
+    );
+    await waitFor('the agent to be asked with it', () =>
+      model.requests.some((r) => userMessages(r.body).some((t) => t.includes('Told from the issue body.'))),
+    );
+    const told = (await hubs[0]!.store.get(id))!.told!.find((m) => m.text === 'Told from the issue body.');
+    assert.equal(told?.key, `github:${REPO}#${issue}@body`);
+    assert.equal(told?.url, gh.issue(REPO, issue).html_url);
+  });
 });
 
 describe('the tell job: at most one paste, through the transport', () => {
