@@ -331,9 +331,13 @@ async function tellOnIssue(
     ));
   }
   if (target.state !== 'running') {
+    const why =
+      target.state === 'queued' || target.state === 'provisioning'
+        ? 'its agent is not started yet'
+        : 'its agent takes no messages';
     return void (await reply(
       'tell-waiting',
-      `${who}: thopter \`${target.id}\` is ${target.state} and its agent is not started yet, so your message was not sent. Write \`/thopter tell\` again once it runs.`,
+      `${who}: thopter \`${target.id}\` is ${target.state} and ${why}, so your message was not sent. Write \`/thopter tell\` again once it runs.`,
     ));
   }
   const comment = d.comments.find((c) => `comment:${c.id}` === d.instance);
