@@ -205,6 +205,35 @@ describe('/thopter tell', () => {
     assert.equal((await hubs[0]!.store.get(id))!.told?.length, 1, 'nothing more was recorded');
   });
 
+  it('answers a tell for a thopter still in line with one reply, and tells it nothing', async () => {
+    const waiting = gh.addIssue(REPO, { title: 'In line', body: 'x', user: 'alice' });
+    const queued = `thopter-${randomBytes(6).toString('hex')}`;
+    // A thopter in line for a slot (its record only: no lifecycle job takes it up here).
+    await hubs[0]!.store.create({
+      id: queued,
+      source: 'github',
+      repository: REPO,
+      cloneUrl: 'unused',
+      repoName: 'widget',
+      issue: { number: waiting.number, title: 'In line', body: 'x', comments: [] },
+      gc: 'default',
+      prompt: 'default',
+      priority: 100,
+      requestedBy: 'alice',
+      createdAt: new Date().toISOString(),
+    });
+    gh.addComment(REPO, waiting.number, { user: 'alice', body: '/thopter tell start with the tests' });
+    const reply = await waitFor('the reply', () => replies(waiting.number)[0], { timeoutMs: 30_000 });
+    assert.match(
+      reply.body ?? '',
+      new RegExp(
+        `@alice: thopter \`${queued}\` is queued and its agent is not started yet, so your message was not sent`,
+      ),
+    );
+    assert.equal((await hubs[0]!.store.get(queued))!.told, undefined);
+    await hubs[0]!.store.finish(queued, 'destroyed', 'test over');
+  });
+
   it('answers a tell on an issue with no live thopter with one reply that offers continue', async () => {
     const lonely = gh.addIssue(REPO, { title: 'Nobody here', body: 'x', user: 'alice' }).number;
     gh.addComment(REPO, lonely, { user: 'alice', body: '/thopter tell are you there?' });
