@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
+import { tellAgent } from '../src/processors/tell.js';
 import { buildObserver } from '../thopter/observer/build.js';
 import { bash, FakeAnthropic, userTexts } from './fakes/anthropic.js';
 import { startFakeFly, type FakeFly, type FlyMachine } from './fakes/fly.js';
@@ -263,6 +264,26 @@ describe('the real Claude Code on a Fly machine', () => {
     );
     assert.ok(model.userTexts().includes('what is 2+2?'));
     await waitFor('the second turn reported', async () => (await hub.store.get(id))?.turns?.count === 2);
+  });
+
+  it('is told a multi-line message over SSH as one message (tellAgent, as `/thopter tell` does)', async () => {
+    const text = 'Two lines from the issue:\n  keep $(this) and `that` as written';
+    model.push({ text: 'Told, on Fly.' });
+    assert.equal(await tellAgent(hub, id, { key: 'fly-test-1', text, from: 'alice' }), 'told');
+    await waitFor('the answer reported by the observer', async () =>
+      /Told, on Fly\./.test((await session())?.screen ?? ''),
+    );
+    const said = model.userTexts().filter((t) => t.includes('Two lines from the issue'));
+    assert.equal(said.length, 1, JSON.stringify(said));
+    // Claude Code shows a long paste as pasted content, a short one as typed: the text either way.
+    const unwrapped =
+      /^\s*<pasted_content[^>]*>\n([\s\S]*)\n<\/pasted_content/.exec(said[0]!)?.[1] ?? said[0];
+    assert.equal(unwrapped, text);
+    const told = (await hub.store.get(id))!.told!;
+    assert.deepEqual(
+      told.map((m) => m.state),
+      ['delivered'],
+    );
   });
 
   it('is destroyed with its machine', async () => {

@@ -173,7 +173,7 @@ describe('the API', () => {
     assert.match(await page.text(), /<html/i);
     const queues = await fetch(`${hub.url}/admin/queues/api/queues`, { headers: { authorization: auth } });
     const names = ((await queues.json()) as any).queues.map((q: any) => q.name).sort();
-    assert.deepEqual(names, ['destroy', 'github', 'phases', 'scan', 'thopters']);
+    assert.deepEqual(names, ['destroy', 'github', 'phases', 'scan', 'tell', 'thopters']);
   });
 
   it('makes a launch with the same Idempotency-Key a no-op', async () => {

@@ -436,3 +436,45 @@ describe('fake GitHub: webhooks', () => {
     assert.equal(closed.sender.login, 'carol');
   });
 });
+
+describe('fake GitHub: reactions', () => {
+  it('keeps one reaction per account and content: 201 new, 200 existing, 422 for an unknown content', async () => {
+    gh.addRepo('acme/reacts');
+    const issue = gh.addIssue('acme/reacts', { title: 'x', user: 'alice' });
+    const comment = gh.addComment('acme/reacts', issue.number, { user: 'alice', body: '/thopter tell hi' });
+    const path = `/repos/acme/reacts/issues/comments/${comment.id}/reactions`;
+    const made = await call(path, { method: 'POST', body: { content: 'eyes' } });
+    assert.equal(made.status, 201);
+    assert.equal(made.body.content, 'eyes');
+    assert.equal(made.body.user.login, 'thopter-hub');
+    const again = await call(path, { method: 'POST', body: { content: 'eyes' } });
+    assert.equal(again.status, 200);
+    assert.equal(again.body.id, made.body.id);
+    assert.equal((await call(path, { method: 'POST', body: { content: 'wave' } })).status, 422);
+    assert.equal((await call(path, { method: 'POST', body: {} })).status, 422);
+    assert.equal((await call(path, { method: 'POST', token: null, body: { content: 'eyes' } })).status, 401);
+    assert.equal(
+      (
+        await call(`/repos/acme/reacts/issues/comments/999/reactions`, {
+          method: 'POST',
+          body: { content: 'eyes' },
+        })
+      ).status,
+      404,
+    );
+
+    const listed = await call(`${path}?content=eyes`);
+    assert.deepEqual(
+      listed.body.map((r: any) => [r.user.login, r.content]),
+      [['thopter-hub', 'eyes']],
+    );
+    assert.deepEqual((await call(`${path}?content=heart`)).body, []);
+    assert.equal((await call(`${path}?content=wave`)).status, 422);
+
+    const onIssue = `/repos/acme/reacts/issues/${issue.number}/reactions`;
+    assert.equal((await call(onIssue, { method: 'POST', body: { content: 'rocket' } })).status, 201);
+    assert.deepEqual(gh.reactions('acme/reacts', { issueNumber: issue.number }), [
+      { login: 'thopter-hub', content: 'rocket' },
+    ]);
+  });
+});

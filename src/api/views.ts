@@ -52,6 +52,8 @@ export function thopterView(
     lastReport: r.lastReport ?? null,
     pullRequest: r.pullRequest ?? null,
     compare: r.compare ?? null,
+    /** Messages told to the agent (`/thopter tell`), oldest first, with whether they arrived. */
+    told: r.told ?? [],
     createdAt: r.createdAt,
     startedAt: r.startedAt ?? null,
     runningAt: r.runningAt ?? null,

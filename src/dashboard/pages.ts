@@ -265,6 +265,23 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
     </ol>
     <h2>Screen</h2>
     ${v.session?.screen?.trim() ? html`<pre class="screen">${v.session.screen.replace(/\s+$/, '')}</pre>` : html`<p class="empty">No screen yet: it appears once the agent's session runs.</p>`}
+    ${
+      r.told?.length
+        ? html`<h2>Told</h2>
+            <ol class="told">
+              ${r.told.map(
+                (m) =>
+                  html`<li class="told ${m.state}">
+                    <div class="meta">
+                      ${m.from ? `@${m.from}` : 'the hub'} ·
+                      <time datetime="${m.at}">${m.at}</time> · ${m.state}${m.reason ? `: ${m.reason}` : ''}
+                    </div>
+                    <pre>${m.text}</pre>
+                  </li>`,
+              )}
+            </ol>`
+        : ''
+    }
     <h2>GitHub context</h2>
     ${v.issue.number === null && !r.request.issue.body ? html`<p class="empty">Launched through the API without an issue.</p>` : ''}
     ${r.request.issue.body.trim() ? html`<div class="issue-body"><pre>${r.request.issue.body}</pre></div>` : ''}

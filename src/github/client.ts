@@ -12,6 +12,7 @@ import {
   issueSchema,
   permissionSchema,
   pullRequestSchema,
+  reactionSchema,
   repositorySchema,
   userSchema,
   type GitHubComment,
@@ -253,6 +254,54 @@ export class GitHubClient {
     return z.array(pullRequestSchema).parse(data);
   }
 
+  async react(
+    fullName: string,
+    on: ReactionTarget,
+    content: ReactionContent,
+  ): Promise<'created' | 'existed'> {
+    const [owner, repo] = split(fullName);
+    const { status } =
+      'commentId' in on
+        ? await this.octokit.rest.reactions.createForIssueComment({
+            owner,
+            repo,
+            comment_id: on.commentId,
+            content,
+          })
+        : await this.octokit.rest.reactions.createForIssue({
+            owner,
+            repo,
+            issue_number: on.issueNumber,
+            content,
+          });
+    return status === 201 ? 'created' : 'existed';
+  }
+
+  async reacted(fullName: string, on: ReactionTarget, content: ReactionContent): Promise<boolean> {
+    const [owner, repo] = split(fullName);
+    const data =
+      'commentId' in on
+        ? await this.octokit.paginate(this.octokit.rest.reactions.listForIssueComment, {
+            owner,
+            repo,
+            comment_id: on.commentId,
+            content,
+            per_page: 100,
+          })
+        : await this.octokit.paginate(this.octokit.rest.reactions.listForIssue, {
+            owner,
+            repo,
+            issue_number: on.issueNumber,
+            content,
+            per_page: 100,
+          });
+    const login = await this.login();
+    return z
+      .array(reactionSchema)
+      .parse(data)
+      .some((r) => r.content === content && (login === null ? isBot(r.user) : r.user?.login === login));
+  }
+
   async createPullRequest(
     fullName: string,
     pr: { title: string; head: string; base: string; body: string; draft: boolean },
@@ -262,6 +311,12 @@ export class GitHubClient {
     return pullRequestSchema.parse(data);
   }
 }
+
+/** What a reaction is on: a comment, or an issue itself (a command in its body). */
+export type ReactionTarget = { commentId: number } | { issueNumber: number };
+
+/** GitHub's reaction contents. */
+export type ReactionContent = '+1' | '-1' | 'laugh' | 'confused' | 'heart' | 'hooray' | 'rocket' | 'eyes';
 
 function split(fullName: string): [string, string] {
   const [owner, repo] = fullName.split('/');

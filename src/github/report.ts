@@ -26,6 +26,8 @@ export function renderReport(
     `**Thopter** \`${record.id}\` ${headline(record, opts.key)}`,
     '',
   ];
+  const answers = answered(record, opts.key);
+  if (answers) lines.push(answers, '');
   if (record.machine) lines.push(`Work branch: \`${record.machine.workBranch}\``);
   const work = workLine(record);
   if (work) lines.push(work);
@@ -71,6 +73,18 @@ function headline(record: ThopterRecord, key: ReportKey): string {
   if (key !== 'end') return '**finished its turn** and waits for an answer.';
   const reason = record.endReason ?? record.state;
   return record.state === 'failed' ? `**failed**: ${reason}.` : `**ended**: ${reason}.`;
+}
+
+/** "It answers @alice's [message](…)": the told messages this report's turn answers (processors/tell.ts). */
+function answered(record: ThopterRecord, key: ReportKey): string | undefined {
+  const told = (record.told ?? []).filter((m) => m.answeredIn === key);
+  if (!told.length) return undefined;
+  const each = told.map((m) => {
+    const who = m.from ? `@${m.from}'s` : "the hub's";
+    return m.url ? `${who} [message](${m.url})` : `${who} message`;
+  });
+  const list = each.length > 1 ? `${each.slice(0, -1).join(', ')} and ${each.at(-1)}` : each[0];
+  return `It answers ${list}.`;
 }
 
 /** A Markdown quote of the text, whatever it holds: each line quoted, so nothing escapes it. */

@@ -63,6 +63,13 @@ export const compareSchema = z.object({
     .default([]),
 });
 
+/** A reaction, as the reactions endpoints answer it. */
+export const reactionSchema = z.object({
+  id: z.number(),
+  content: z.string(),
+  user: userSchema.nullable(),
+});
+
 export type GitHubUser = z.infer<typeof userSchema>;
 export type GitHubRepository = z.infer<typeof repositorySchema>;
 export type GitHubIssue = z.infer<typeof issueSchema>;

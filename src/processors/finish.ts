@@ -42,16 +42,29 @@ export async function actOnAgentNews(
     ...(exited ? { agentExitedAt: new Date().toISOString() } : {}),
     ...(said ? { lastMessage: said } : {}),
   };
+  const key: ReportKey = exited ? 'exit' : `turn-${ended}`;
+  // Told messages this turn answers: delivered before it began (processors/tell.ts). Marked before
+  // the finish line moves on, so the report names them, a later turn does not again, and a run
+  // resumed after a crash in between still finds them.
+  const answering = exited
+    ? []
+    : (record.told ?? []).filter(
+        (m) =>
+          m.answeredIn === key ||
+          (m.state === 'delivered' && !m.answeredIn && ended > (m.turnsAtDelivery ?? 0)),
+      );
+  for (const m of answering) if (!m.answeredIn) await deps.store.moveTold(record.id, m, { answeredIn: key });
   await deps.store.setFinish(record.id, next);
   // Its work may now have commits the default branch lacks: its branch gets its pull request
   // (a GitHub thopter's report below opens it too, to link it).
   await deps.queuePullRequest(record.id);
   if (exited)
     await deps.store.addEvent(record.id, 'agent-exited', 'the agent process exited; its terminal stays');
-  // A turn that brought nothing new (the same last words) is not worth a notification.
-  const news = exited || (said !== undefined && said.text !== finish.lastMessage?.text);
+  // A turn that brought nothing new (the same last words) is not worth a notification; one that
+  // answers a message is always news.
+  const news =
+    exited || answering.length > 0 || (said !== undefined && said.text !== finish.lastMessage?.text);
   if (!news || record.request.source !== 'github') return;
-  const key: ReportKey = exited ? 'exit' : `turn-${ended}`;
   await deps.queues.enqueue('report', { thopterId: record.id, label: labelOf(record.request), key });
   log.info({ key }, 'reporting on the issue');
 }

@@ -23,7 +23,8 @@ export interface GitHubProcessorDeps {
   config: Pick<Config, 'repositories' | 'pullRequest'>;
 }
 
-type GitHubJob = JobTable['comment'] | JobTable['reply'] | JobTable['pull-request'] | JobTable['report'];
+type GitHubJob =
+  JobTable['comment'] | JobTable['reply'] | JobTable['pull-request'] | JobTable['report'] | JobTable['react'];
 
 /**
  * What the agent said last: from the transcript kept at its teardown once it has ended (the
@@ -43,6 +44,7 @@ export function githubProcessor(deps: GitHubProcessorDeps): Processor<GitHubJob,
   return async (job: Job<GitHubJob>) => {
     try {
       if (job.name === 'report') return await postReport(deps, job.data as JobTable['report']);
+      if (job.name === 'react') return await react(deps, job.data as JobTable['react']);
       if (job.name === 'pull-request')
         return await openPullRequest(deps, job.data as JobTable['pull-request']);
       return job.name === 'comment'
@@ -119,6 +121,14 @@ async function postReply(deps: GitHubProcessorDeps, data: JobTable['reply']): Pr
   if (await wroteMarked(client, data.repository, data.issueNumber, marker)) return 'already replied';
   await client.createComment(data.repository, data.issueNumber, `${marker}\n${data.body}`);
   return 'replied';
+}
+
+/** A reaction needs no marker: GitHub keeps one per account and content, and answers 200 for a second. */
+async function react(deps: GitHubProcessorDeps, data: JobTable['react']): Promise<string> {
+  const client = deps.github.for(data.repository);
+  if (!client) return `${data.repository} is not watched`;
+  const on = data.commentId === undefined ? { issueNumber: data.issueNumber } : { commentId: data.commentId };
+  return `reaction ${await client.react(data.repository, on, data.content)}`;
 }
 
 /**

@@ -140,7 +140,8 @@ export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], 
       }
       const claimed = await store.moveTold(thopterId, message, { state: 'delivering' });
       if (!claimed) return 'another hub is delivering it';
-      return await paste(deps, thopterId, claimed, buffer, t, log);
+      const turns = Math.max(now.turns?.count ?? 0, record.turns?.count ?? 0);
+      return await paste(deps, thopterId, claimed, buffer, t, log, turns);
     } catch (err) {
       const retryable = !(err instanceof ThopterError) || err.retryable;
       if (retryable && job.attemptsMade + 1 < (job.opts.attempts ?? 1)) throw err;
@@ -159,6 +160,7 @@ async function paste(
   buffer: string,
   t: Awaited<ReturnType<ProcessorDeps['transports']['get']>>,
   log: ProcessorDeps['log'],
+  turnsAtDelivery: number,
 ): Promise<string> {
   let failure: string | undefined;
   try {
@@ -192,7 +194,11 @@ async function paste(
     return 'not delivered';
   }
   const delivered = new Date().toISOString();
-  await deps.store.moveTold(thopterId, message, { state: 'delivered', deliveredAt: delivered });
+  await deps.store.moveTold(thopterId, message, {
+    state: 'delivered',
+    deliveredAt: delivered,
+    turnsAtDelivery,
+  });
   await deps.store.addEvent(thopterId, 'tell-delivered', `${whoSaid(message)}'s message reached the agent`);
   log.info('message delivered');
   return 'delivered';
@@ -208,16 +214,27 @@ function notReady(record: ThopterRecord): string | undefined {
 }
 
 async function undeliverable(
-  deps: Pick<ProcessorDeps, 'store'>,
+  deps: Pick<ProcessorDeps, 'store' | 'queues'>,
   thopterId: string,
   message: ToldMessage,
   reason: string,
 ): Promise<void> {
   const moved = await deps.store.moveTold(thopterId, message, { state: 'undelivered', reason });
-  if (moved)
-    await deps.store.addEvent(
-      thopterId,
-      'tell-undelivered',
-      `${whoSaid(message)}'s message did not reach the agent: ${reason}`,
-    );
+  if (!moved) return;
+  await deps.store.addEvent(
+    thopterId,
+    'tell-undelivered',
+    `${whoSaid(message)}'s message did not reach the agent: ${reason}`,
+  );
+  // Its author saw the hub's reaction: a person who wrote on the issue is told it did not arrive.
+  const record = await deps.store.get(thopterId);
+  const issueNumber = record?.request.issue.number;
+  if (!message.from || record?.request.source !== 'github' || issueNumber === undefined) return;
+  await deps.queues.enqueue('reply', {
+    repository: record.request.repository,
+    issueNumber,
+    key: `${message.key}:undelivered`,
+    body: `@${message.from}: your ${message.url ? `[message](${message.url})` : 'message'} did not reach thopter \`${thopterId}\`: ${reason}.`,
+    label: labelOf(record.request),
+  });
 }

@@ -80,6 +80,12 @@ const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
     removeOnComplete: { age: 30 * DAY_S },
     removeOnFail: { age: 30 * DAY_S },
   },
+  react: {
+    ...GITHUB_RETRIES,
+    // GitHub itself keeps one reaction per account and content: a second add changes nothing.
+    removeOnComplete: { age: DAY_S, count: 1000 },
+    removeOnFail: { age: 7 * DAY_S },
+  },
   destroy: {
     priority: PRIORITY.destroy,
     attempts: 5,
@@ -126,6 +132,11 @@ function identityOf(name: Exclude<JobName, 'phase'>, data: JobTable[Exclude<JobN
     case 'tell': {
       const { thopterId, key } = data as JobTable['tell'];
       return { jobId: tellJobId(thopterId, createHash('sha256').update(key).digest('hex').slice(0, 24)) };
+    }
+    case 'react': {
+      const { repository, issueNumber, commentId, content } = data as JobTable['react'];
+      const on = `${repository}#${issueNumber}@${commentId ?? 'body'}:${content}`;
+      return { jobId: `react.${createHash('sha256').update(on).digest('hex').slice(0, 24)}` };
     }
     case 'scan':
       return {};

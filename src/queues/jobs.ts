@@ -31,6 +31,12 @@ export interface JobTable {
    * (processors/tell.ts); its text is never in job data.
    */
   tell: { thopterId: string; label: string; key: string };
+  /**
+   * The hub's reaction on a command it acted on without a comment (`/thopter tell`): on the
+   * comment, or on the issue for a command in its body. Also how the command is known to be done
+   * after Redis lost its marks.
+   */
+  react: { repository: string; issueNumber: number; commentId?: number; content: 'eyes'; label: string };
 }
 
 export type JobName = keyof JobTable;
@@ -46,6 +52,7 @@ export const QUEUE_OF = {
   'pull-request': 'github',
   // Its own queue: a message must not wait behind clones, teardowns or GitHub's rate limits.
   tell: 'tell',
+  react: 'github',
 } as const satisfies Record<JobName, string>;
 
 export type QueueName = (typeof QUEUE_OF)[JobName];

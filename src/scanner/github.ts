@@ -180,6 +180,8 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
   // command with an acknowledgement or a final reply is never acted on again.
   const answered = await answeredOnIssue(deps, d, key);
   if (answered === 'replied') return void (await handled());
+  // A tell is acknowledged with the hub's reaction, not a comment: that reaction is its mark.
+  if (d.found.command.kind === 'tell' && (await reactedTo(deps, d))) return void (await handled());
   if (answered) {
     // Its thopter's record is gone. If the acknowledgement shows it alive, say so, once: the
     // command is not run again (at most one thopter per command), and reconciliation destroys
@@ -233,13 +235,13 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
     );
     return void (await handled());
   }
+  if (command.kind === 'tell') {
+    await tellOnIssue(deps, d, command, key, reply);
+    return void (await handled());
+  }
   if (command.kind === 'continue') {
     await continueOnIssue(deps, d, { key, text: command.text, id: command.id, reply, who });
     return void (await handled());
-  }
-  if (command.kind === 'tell') {
-    // Built next (issue 14): until then the command is logged as not handled and left unanswered.
-    throw new Error(`\`${command.kind}\` is not built yet`);
   }
   const intake = await deps.intake.state();
   if (intake.paused) {
@@ -290,7 +292,89 @@ const FINAL_REPLIES = [
   'continue-none',
   'continue-busy',
   'continue-told',
+  'no-thopter',
+  'tell-id',
+  'tell-waiting',
 ];
+
+/** Where a command stands, for a reaction: its comment, or the issue for a command in the body. */
+function reactionTarget(d: Detected): { commentId: number } | { issueNumber: number } {
+  const comment = /^comment:(\d+)$/.exec(d.instance);
+  return comment ? { commentId: Number(comment[1]) } : { issueNumber: d.issue.number };
+}
+
+/** Whether the hub's own account reacted to the command: it was acted on, whatever Redis forgot. */
+async function reactedTo(deps: ScannerDeps, d: Detected): Promise<boolean> {
+  return deps.github.for(d.repository)!.reacted(d.repository, reactionTarget(d), TOLD_REACTION);
+}
+
+const TOLD_REACTION = 'eyes';
+
+/**
+ * `/thopter tell`: the text goes to the issue's live thopter (`--id`, else the newest one whose
+ * agent runs), acknowledged with a reaction; the report of the agent's next turn answers it. No
+ * live thopter, an id that is not one of them, or an agent not started yet: one reply says so.
+ */
+async function tellOnIssue(
+  deps: ScannerDeps,
+  d: Detected,
+  command: { text: string; id?: string },
+  key: string,
+  reply: (suffix: string, body: string) => Promise<unknown>,
+): Promise<void> {
+  const who = `@${d.author.login}`;
+  const live = await liveThoptersOf(deps, d.repository, d.issue.number);
+  const noThopter = () =>
+    reply(
+      'no-thopter',
+      `${who}: there is no live thopter on this issue to tell. To have a new one pick up the last one's work branch, write \`/thopter continue\` with your message after it.`,
+    );
+  if (live.length === 0) return void (await noThopter());
+  // Newest first (the store lists so): the newest whose agent runs, else the newest.
+  const target = command.id
+    ? live.find((t) => t.id === command.id)
+    : (live.find((t) => t.state === 'running') ?? live[0]);
+  if (!target) {
+    const ids = live.map((t) => `\`${t.id}\``).join(', ');
+    return void (await reply(
+      'tell-id',
+      `${who}: \`${command.id}\` is not a live thopter of this issue; ${live.length === 1 ? 'its live thopter is' : 'its live thopters are'} ${ids}. Write \`/thopter tell --id ID\` with one of them.`,
+    ));
+  }
+  if (target.state !== 'running') {
+    const why =
+      target.state === 'queued' || target.state === 'provisioning'
+        ? 'its agent is not started yet'
+        : 'its agent takes no messages';
+    return void (await reply(
+      'tell-waiting',
+      `${who}: thopter \`${target.id}\` is ${target.state} and ${why}, so your message was not sent. Write \`/thopter tell\` again once it runs.`,
+    ));
+  }
+  const comment = d.comments.find((c) => `comment:${c.id}` === d.instance);
+  let told;
+  try {
+    told = await tellAgent(deps, target.id, {
+      key: `github:${key}`,
+      text: command.text,
+      from: d.author.login,
+      url: comment?.html_url ?? d.issue.html_url,
+    });
+  } catch (err) {
+    if (err instanceof ThopterError && err.code === 'bad-input')
+      return void (await reply('invalid', `${who}: ${err.message}.`));
+    throw err;
+  }
+  if (told !== 'told') return void (await noThopter());
+  const on = reactionTarget(d);
+  await deps.queues.enqueue('react', {
+    repository: d.repository,
+    issueNumber: d.issue.number,
+    ...('commentId' in on ? { commentId: on.commentId } : {}),
+    content: TOLD_REACTION,
+    label: `${d.repository}#${d.issue.number}`,
+  });
+}
 
 /**
  * The hub's acknowledgement of a command, `'replied'` when the hub answered it with a final

@@ -195,6 +195,11 @@ export interface ToldMessage {
   at: string;
   state: 'queued' | 'delivering' | 'delivered' | 'undelivered';
   deliveredAt?: string;
+  /**
+   * The agent's ended turns when it was delivered: the first turn past this one answers it. Read
+   * from the session itself where the hub sees it (local); a Fly observer's count can lag a post.
+   */
+  turnsAtDelivery?: number;
   /** For `undelivered`: why, for people. */
   reason?: string;
   /** The report that answers it (`turn-N`), once the lifecycle job queued it. */

@@ -358,6 +358,7 @@ interface PullState {
 
 interface IssueState {
   id: number;
+  reactions?: ReactionState[];
   number: number;
   title: string;
   body: string | null;
@@ -376,8 +377,20 @@ interface IssueState {
   lastActor: UserState;
 }
 
+/** One account's reaction; GitHub keeps one per account and content on a comment or issue. */
+interface ReactionState {
+  id: number;
+  user: UserState;
+  content: string;
+  createdAt: number;
+}
+
+/** The contents GitHub accepts for a reaction, in its documentation's order. */
+const REACTION_CONTENTS = ['+1', '-1', 'laugh', 'confused', 'heart', 'hooray', 'rocket', 'eyes'];
+
 interface CommentState {
   id: number;
+  reactions?: ReactionState[];
   body: string;
   user: UserState;
   createdAt: number;
@@ -531,7 +544,13 @@ export class FakeGitHub {
   private faults: Fault[] = [];
   private readonly pending = new Set<() => void>();
   private closed = false;
-  private nextId = { user: 1, repo: 1_296_269, issue: 1_000_001, comment: 2_000_000_001 };
+  private nextId = {
+    user: 1,
+    repo: 1_296_269,
+    issue: 1_000_001,
+    comment: 2_000_000_001,
+    reaction: 3_000_001,
+  };
 
   constructor(options: FakeGitHubOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -739,6 +758,18 @@ export class FakeGitHub {
   comments(fullName: string, number: number): GitHubComment[] {
     const repo = this.repoOrThrow(fullName);
     return this.issueOrThrow(repo, number).comments.map((c) => this.commentJson(c));
+  }
+
+  /** The reactions on a comment, or on an issue itself, oldest first: `{ login, content }`. */
+  reactions(
+    fullName: string,
+    on: { commentId: number } | { issueNumber: number },
+  ): Array<{ login: string; content: string }> {
+    const repo = this.repoOrThrow(fullName);
+    const target =
+      'commentId' in on ? this.commentsById.get(on.commentId) : this.issueOrThrow(repo, on.issueNumber);
+    if (!target) throw new Error(`${fullName} has no comment ${(on as { commentId: number }).commentId}`);
+    return (target.reactions ?? []).map((r) => ({ login: r.user.login, content: r.content }));
   }
 
   // ---- rate limits, faults, the request log ---------------------------------------------------
@@ -986,6 +1017,20 @@ export class FakeGitHub {
       if (get) return this.ok(this.commentJson(comment));
       if (method === 'PATCH') return this.patchComment(repo, comment, ctx);
     }
+    if ((r = /^\/issues\/comments\/(\d+)\/reactions$/.exec(rest))) {
+      const comment = this.commentsById.get(Number(r[1]));
+      const docs = `${DOCS}/reactions/reactions#${get ? 'list' : 'create'}-reactions-for-an-issue-comment`;
+      if (!comment || comment.repo !== repo) return errorReply(404, 'Not Found', docs);
+      if (get) return this.listReactions(comment, ctx, docs);
+      if (method === 'POST') return this.postReaction(repo, comment, ctx, docs);
+    }
+    if ((r = /^\/issues\/(\d+)\/reactions$/.exec(rest))) {
+      const issue = repo.issues.get(Number(r[1]));
+      const docs = `${DOCS}/reactions/reactions#${get ? 'list' : 'create'}-reactions-for-an-issue`;
+      if (!issue) return errorReply(404, 'Not Found', docs);
+      if (get) return this.listReactions(issue, ctx, docs);
+      if (method === 'POST') return this.postReaction(repo, issue, ctx, docs);
+    }
     if ((r = /^\/issues\/(\d+)(\/comments)?$/.exec(rest))) {
       const issue = repo.issues.get(Number(r[1]));
       const list = r[2] !== undefined;
@@ -1072,6 +1117,68 @@ export class FakeGitHub {
     const comment = this.createComment(repo, issue, user, body, toSecond(this.now()));
     const json = this.commentJson(comment);
     return { status: 201, body: json, headers: { location: json.url } };
+  }
+
+  // ---- reactions -------------------------------------------------------------------------------
+
+  /** `?content=` filters to one content; a content GitHub does not know is refused. */
+  private listReactions(target: { reactions?: ReactionState[] }, ctx: Ctx, docs: string): Reply {
+    const content = ctx.query.get('content');
+    if (content !== null && !REACTION_CONTENTS.includes(content)) {
+      return errorReply(422, 'Validation Failed', docs, {
+        errors: [{ resource: 'Reaction', code: 'invalid', field: 'content', value: content }],
+      });
+    }
+    const reactions = (target.reactions ?? []).filter((x) => content === null || x.content === content);
+    return this.paginate(
+      reactions.map((x) => this.reactionJson(x)),
+      ctx,
+      ctx.requestUrl.pathname,
+    );
+  }
+
+  /**
+   * Reading the repository is enough to react (and a token scoped to it); an account reacts once
+   * per content: a second POST answers 200 with the reaction that exists, a new one 201.
+   */
+  private postReaction(
+    repo: RepoState,
+    target: { reactions?: ReactionState[] },
+    ctx: Ctx,
+    docs: string,
+  ): Reply {
+    const user = this.writer(ctx.caller, repo, docs);
+    const content = (ctx.body as Record<string, unknown> | undefined)?.content;
+    if (content === undefined)
+      return errorReply(422, 'Invalid request.\n\n"content" wasn\'t supplied.', docs);
+    if (typeof content !== 'string' || !REACTION_CONTENTS.includes(content)) {
+      return errorReply(
+        422,
+        `Invalid request.\n\nFor 'properties/content', ${JSON.stringify(content)} is not one of ${JSON.stringify(REACTION_CONTENTS)}.`,
+        docs,
+      );
+    }
+    target.reactions ??= [];
+    const existing = target.reactions.find((x) => x.user.id === user.id && x.content === content);
+    if (existing) return { status: 200, body: this.reactionJson(existing) };
+    const made: ReactionState = {
+      id: this.nextId.reaction++,
+      user,
+      content,
+      createdAt: toSecond(this.now()),
+    };
+    target.reactions.push(made);
+    return { status: 201, body: this.reactionJson(made) };
+  }
+
+  private reactionJson(x: ReactionState) {
+    return {
+      id: x.id,
+      node_id: nodeId('Reaction', x.id),
+      user: this.userJson(x.user),
+      content: x.content,
+      created_at: iso(x.createdAt),
+    };
   }
 
   private patchComment(repo: RepoState, comment: CommentState, ctx: Ctx): Reply {
