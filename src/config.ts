@@ -202,6 +202,7 @@ const fields = z.object({
   THOPTER_KEEP_FAILED_TIMEOUT: requiredDuration('2h'),
   THOPTER_IDLE_AFTER: requiredDuration('60s'),
   THOPTER_STATUS_INTERVAL: requiredDuration('3s'),
+  THOPTER_STALL_AFTER: duration('15m'),
   THOPTER_LOCAL_REPOSITORIES: optionalText.transform((raw, ctx) => {
     const roots = (raw ?? '')
       .split(/[:,]/)
@@ -342,6 +343,11 @@ export interface Config {
   /** ms between status checks of a running thopter (seed: 3 s). */
   statusIntervalMs: number;
   /**
+   * ms an agent may stay mid-turn with no progress (transcript and screen unchanged) before it is
+   * reported stalled (15 min); undefined = never.
+   */
+  stallAfterMs: number | undefined;
+  /**
    * THOPTER_LOCAL_REPOSITORIES: the folders under which a launch may name a path on the hub's
    * machine as its repository (local provider only). Empty (the default) = no local paths.
    */
@@ -451,6 +457,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     keepFailedMs: ['true', '1'].includes(c.THOPTER_KEEP_FAILED) ? c.THOPTER_KEEP_FAILED_TIMEOUT : undefined,
     idleAfterMs: c.THOPTER_IDLE_AFTER,
     statusIntervalMs: c.THOPTER_STATUS_INTERVAL,
+    stallAfterMs: c.THOPTER_STALL_AFTER,
     localRepositories: c.THOPTER_LOCAL_REPOSITORIES,
     envFile: c.THOPTER_ENV_FILE,
     postCheckoutScript: c.THOPTER_POST_CHECKOUT_SCRIPT,

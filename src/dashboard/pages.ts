@@ -178,6 +178,16 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
             : ''
       }
       ${
+        v.stalledSince
+          ? html`<dt>Stalled</dt>
+              <dd>
+                mid-turn with no progress since
+                <time datetime="${v.stalledSince}">${v.stalledSince}</time> (its transcript and screen have
+                not changed): a hung tool call or model request looks like this
+              </dd>`
+          : ''
+      }
+      ${
         r.turns
           ? html`<dt>Turns</dt>
               <dd>

@@ -9,6 +9,7 @@ import type { ProcessorDeps } from './deps.js';
 import { actOnAgentNews } from './finish.js';
 import { isHandoff } from './handoff.js';
 import { PHASES } from './phases/index.js';
+import { StallWatcher } from './stall.js';
 import { teardown } from './teardown.js';
 
 /**
@@ -233,6 +234,7 @@ async function supervise(
 ): Promise<string> {
   const { store, config } = deps;
   let nextCheck = 0;
+  const stall = new StallWatcher(deps, log);
   const step = async (): Promise<string | undefined> => {
     const news = await store.supervisionNews(id);
     if (news.turnEnded) {
@@ -260,6 +262,7 @@ async function supervise(
     // The session just read may show the agent gone: the finish line reports that.
     const now = await store.get(id);
     if (now) await actOnAgentNews(deps, now, now.session, log);
+    if (now && !verdict) await stall.look(now);
     if (verdict === 'machine-gone') return end('destroyed', 'the machine disappeared');
     // The next step sees the request and tears down.
     if (verdict) await store.requestDestroy(id, verdict);

@@ -1,4 +1,5 @@
 import type { PhaseName } from '../processors/phases/names.js';
+import type { StallRecord } from '../status/stall.js';
 import type { Turns } from '../status/turns.js';
 
 /**
@@ -191,6 +192,8 @@ export interface ThopterRecord {
   pullRequest?: PullRequestRecord;
   /** The work branch against the default branch, as of the last pull-request job. */
   compare?: BranchCompare;
+  /** Stalls reported (status/stall.ts); `stall.stalledSince` is set while the agent is stalled. */
+  stall?: StallRecord;
   /** Why it ended (destroyed) or what failed (failed). */
   endReason?: string;
   createdAt: string;

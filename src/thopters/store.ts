@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { PhaseName } from '../processors/phases/names.js';
+import type { StallRecord } from '../status/stall.js';
 import type { Turns } from '../status/turns.js';
 import {
   type DestroyRequest,
@@ -264,6 +265,11 @@ export class ThopterStore {
     return this.update(id, { lastReport: JSON.stringify(report) }, false);
   }
 
+  /** Stalls reported; written only by the thopter's lifecycle job, while it runs. */
+  setStall(id: string, stall: StallRecord) {
+    return this.update(id, { stall: JSON.stringify(stall) });
+  }
+
   keep(id: string, reason: string, until: string) {
     return this.update(id, { state: 'kept', kept: JSON.stringify({ reason, until }) });
   }
@@ -404,6 +410,7 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     lastReport: json<{ key: string; url: string; at: string }>(h.lastReport),
     pullRequest: json<PullRequestRecord>(h.pullRequest),
     compare: json<BranchCompare>(h.compare),
+    stall: json<StallRecord>(h.stall),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
     commentHash: h.commentHash,
