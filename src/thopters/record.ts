@@ -1,5 +1,6 @@
 import type { PhaseName } from '../processors/phases/names.js';
 import type { Turns } from '../status/turns.js';
+import type { Usage } from '../usage/tokens.js';
 
 /**
  * Where a thopter stands. `destroyed` and `failed` are final. `kept`: provisioning failed and the
@@ -180,6 +181,8 @@ export interface ThopterRecord {
   turns?: Turns;
   /** The finish line's progress: what the hub has reported of the agent (see processors/finish.ts). */
   finish?: FinishState;
+  /** Tokens and estimated cost, from the agent's transcripts (see usage/). */
+  usage?: Usage;
   /** The latest report comment on the issue. */
   lastReport?: { key: string; url: string; at: string };
   /** For `kept`: what failed, and until when the machine is kept. */
