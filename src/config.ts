@@ -1,7 +1,8 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { DEFAULT_PRICES, parsePrices, type PriceTable } from './usage/prices.js';
 
 /** The repository's own folder: prompts/ and thopter/ ship beside src/. */
 export const PROJECT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -284,6 +285,24 @@ const fields = z.object({
   THOPTER_SSH_PORT: int(2222, 1, 65535),
   DANGEROUSLY_SKIP_FIREWALL: optionalText,
   ALLOWED_DOMAINS: optionalText,
+  THOPTER_PRICES: optionalText.transform((raw, ctx) => {
+    if (raw === undefined) return undefined;
+    const prices = parsePrices(raw);
+    if (prices instanceof Error) {
+      ctx.addIssue({ code: 'custom', message: prices.message });
+      return z.NEVER;
+    }
+    return prices;
+  }),
+  THOPTER_PRICES_FILE: existingFile.transform((file, ctx) => {
+    if (file === undefined) return undefined;
+    const prices = parsePrices(readFileSync(file, 'utf8'));
+    if (prices instanceof Error) {
+      ctx.addIssue({ code: 'custom', message: `(${file}) ${prices.message}` });
+      return z.NEVER;
+    }
+    return prices;
+  }),
 });
 
 const schema = fields.superRefine((c, ctx) => {
@@ -386,6 +405,11 @@ export interface Config {
     allowedDomains: string | undefined;
   };
   fly: FlyConfig;
+  /**
+   * USD per million tokens by model, for usage: Claude Code's own model prices (usage/prices.ts)
+   * with THOPTER_PRICES or THOPTER_PRICES_FILE applied over them.
+   */
+  prices: PriceTable;
 }
 
 export interface FlyConfig {
@@ -432,6 +456,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     );
   }
   const c = parsed.data;
+  if (c.THOPTER_PRICES && c.THOPTER_PRICES_FILE) {
+    throw new ConfigError([
+      'THOPTER_PRICES and THOPTER_PRICES_FILE are both set: keep one of them (see .env.example)',
+    ]);
+  }
   return {
     dataDir: path.resolve(c.DATA_DIR),
     redisUrl: c.REDIS_URL,
@@ -507,5 +536,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       sshHost: c.THOPTER_SSH_HOST,
       sshPort: c.THOPTER_SSH_PORT,
     },
+    prices: c.THOPTER_PRICES ?? c.THOPTER_PRICES_FILE ?? DEFAULT_PRICES,
   };
 }

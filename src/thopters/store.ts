@@ -3,6 +3,9 @@ import type { Redis } from 'ioredis';
 import type { PhaseName } from '../processors/phases/names.js';
 import type { StallRecord } from '../status/stall.js';
 import type { Turns } from '../status/turns.js';
+import { priceOf, type PriceTable } from '../usage/prices.js';
+import type { Usage, UsageTotals } from '../usage/tokens.js';
+import { usageKeys } from '../usage/totals.js';
 import {
   type DestroyRequest,
   type FinishState,
@@ -20,6 +23,8 @@ import {
 } from './record.js';
 
 const MAX_EVENTS = 200;
+/** How long a day's usage aggregate is kept (months and all-time are kept for good). */
+const USAGE_DAYS_KEPT = 400;
 
 /**
  * Writes fields unless the thopter has reached a final state (a late status post or phase
@@ -123,6 +128,74 @@ redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1`;
 
 const toldField = (key: string) => `told:${key}`;
+
+/**
+ * Records a thopter's usage: the reader's cumulative totals per model, merged by taking for each
+ * model and kind the larger of the recorded and the new count, so a total read again (a re-read
+ * after a hub restart, a post repeated) changes nothing. What grew is added, in the same script, to
+ * the day's, the month's and the all-time aggregates (hash field `repository\tperson\tmodel\tkind`;
+ * kind `cost` in USD, `unpriced` for tokens of a model with no price), so those count each token once.
+ * KEYS: record hash, change channel, day hash, month hash, all-time hash. ARGV: id, totals JSON,
+ * prices JSON (per million, the totals' models that have one), updatedAt, day key lifetime in s.
+ * Returns 1 changed, 0 unchanged, -1 unknown.
+ */
+const WRITE_USAGE = `
+local h = redis.call('HMGET', KEYS[1], 'request', 'usage')
+if not h[1] then return -1 end
+local request = cjson.decode(h[1])
+local usage = h[2] and cjson.decode(h[2]) or {byModel = {}}
+local totals = cjson.decode(ARGV[2])
+local prices = cjson.decode(ARGV[3])
+local kinds = {'input', 'output', 'cacheRead', 'cacheCreation'}
+local who = request.repository .. '\t' .. request.requestedBy .. '\t'
+local changed = false
+for model, t in pairs(totals) do
+  local m = usage.byModel[model] or {tokens = {input = 0, output = 0, cacheRead = 0, cacheCreation = 0}, messages = 0}
+  local price = prices[model]
+  local cost = 0
+  for _, kind in ipairs(kinds) do
+    local grew = (tonumber(t[kind]) or 0) - (m.tokens[kind] or 0)
+    if grew > 0 then
+      changed = true
+      m.tokens[kind] = m.tokens[kind] + grew
+      for i = 3, 5 do
+        redis.call('HINCRBY', KEYS[i], who .. model .. '\t' .. kind, grew)
+        if not price then redis.call('HINCRBY', KEYS[i], who .. model .. '\tunpriced', grew) end
+      end
+      if price then cost = cost + grew * price[kind] / 1000000 end
+    end
+  end
+  if (tonumber(t.messages) or 0) > m.messages then
+    changed = true
+    m.messages = tonumber(t.messages)
+  end
+  if cost > 0 then
+    for i = 3, 5 do redis.call('HINCRBYFLOAT', KEYS[i], who .. model .. '\tcost', string.format('%.12f', cost)) end
+  end
+  if price then
+    local c = 0
+    for _, kind in ipairs(kinds) do c = c + m.tokens[kind] * price[kind] / 1000000 end
+    m.costUsd = c
+  else
+    m.costUsd = cjson.null
+  end
+  usage.byModel[model] = m
+end
+if not changed then return 0 end
+local sum = {input = 0, output = 0, cacheRead = 0, cacheCreation = 0}
+local messages, cost = 0, 0
+for _, m in pairs(usage.byModel) do
+  for _, kind in ipairs(kinds) do sum[kind] = sum[kind] + m.tokens[kind] end
+  messages = messages + m.messages
+  if cost ~= cjson.null then
+    if type(m.costUsd) == 'number' then cost = cost + m.costUsd else cost = cjson.null end
+  end
+end
+usage.tokens, usage.messages, usage.costUsd, usage.updatedAt = sum, messages, cost, ARGV[4]
+redis.call('HSET', KEYS[1], 'usage', cjson.encode(usage))
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1`;
 
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -379,6 +452,37 @@ export class ThopterStore {
   }
 
   /**
+   * Records the usage read from the thopter's transcripts (cumulative totals per model), and adds
+   * what grew to the day, month and all-time aggregates in the same script: a total written again
+   * (by another hub, after a restart) changes nothing. Recorded even after the thopter ended: the
+   * last read may come with its teardown. Returns whether anything grew.
+   */
+  async setUsage(id: string, totals: UsageTotals, prices: PriceTable, now = new Date()): Promise<boolean> {
+    const priced: PriceTable = {};
+    for (const model of Object.keys(totals)) {
+      const price = priceOf(prices, model);
+      if (price) priced[model] = price;
+    }
+    const keys = usageKeys(this.prefix, now);
+    const r = await this.redis.eval(
+      WRITE_USAGE,
+      5,
+      this.key(id),
+      this.changeChannel,
+      keys.day,
+      keys.month,
+      keys.all,
+      id,
+      // An empty Lua table encodes as {} either way; a JSON object keeps models as keys.
+      JSON.stringify(totals),
+      JSON.stringify(priced),
+      now.toISOString(),
+      String(USAGE_DAYS_KEPT * 86_400),
+    );
+    return r === 1;
+  }
+
+  /**
    * The first request wins (its reason, and whether to save); later requests for the same thopter
    * change nothing. `save: false` skips the save before the teardown.
    */
@@ -482,6 +586,7 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     kept: json<{ reason: string; until: string }>(h.kept),
     turns: json<Turns>(h.turns),
     finish: json<FinishState>(h.finish),
+    usage: json<Usage>(h.usage),
     lastReport: json<{ key: string; url: string; at: string }>(h.lastReport),
     pullRequest: json<PullRequestRecord>(h.pullRequest),
     compare: json<BranchCompare>(h.compare),
