@@ -43,6 +43,7 @@ export function thopterView(
     }),
     session: r.session ?? null,
     turns: r.turns ?? null,
+    usage: r.usage ?? null,
     destroyRequested: r.destroyRequested ?? null,
     kept: r.kept ?? null,
     endReason: r.endReason ?? null,

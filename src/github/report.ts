@@ -1,4 +1,5 @@
 import { describeSave, type ThopterRecord } from '../thopters/record.js';
+import { describeUsage } from '../usage/format.js';
 
 /** A report is found again by its marker: a retried post never makes a second one. */
 export const reportMarker = (thopterId: string, key: string) => `<!-- thopter-report:${thopterId}:${key} -->`;
@@ -34,6 +35,7 @@ export function renderReport(
     lines.push(`Work saved: ${describeSave(record.saved, record.machine.workBranch)}.`);
   const ran = ranFor(record, opts.now ?? new Date());
   if (ran) lines.push(`Ran for ${ran}.`);
+  if (record.usage) lines.push(`${describeUsage(record.usage)}.`);
   if (opts.lastMessage) {
     const text =
       opts.lastMessage.length > MAX_MESSAGE_CHARS
