@@ -1,5 +1,6 @@
 import { screenTail } from '../status/stall.js';
 import { describeSave, type ThopterRecord } from '../thopters/record.js';
+import { describeUsage } from '../usage/format.js';
 
 /** A report is found again by its marker: a retried post never makes a second one. */
 export const reportMarker = (thopterId: string, key: string) => `<!-- thopter-report:${thopterId}:${key} -->`;
@@ -36,6 +37,7 @@ export function renderReport(
     lines.push(`Work saved: ${describeSave(record.saved, record.machine.workBranch)}.`);
   const ran = ranFor(record, opts.now ?? new Date());
   if (ran) lines.push(`Ran for ${ran}.`);
+  if (record.usage) lines.push(`${describeUsage(record.usage)}.`);
   // A stall is about the screen, not the agent's last words (they are from before it hung).
   if (opts.key.startsWith('stall-')) {
     lines.push('', 'Its screen shows:', '', ...fenced(screenTail(record.session?.screen ?? '')));

@@ -301,7 +301,11 @@ async function check(deps: ProcessorDeps, record: ThopterRecord, log: Logger): P
         source: 'hub',
         ...(snap.turns ? { turns: snap.turns } : {}),
       };
-      await store.setSession(record.id, session);
+      await store.setSession(
+        record.id,
+        session,
+        snap.usage ? { usage: { totals: snap.usage, prices: config.prices } } : {},
+      );
     } catch (err) {
       log.warn({ err: messageOf(err) }, 'could not read the session');
     }
