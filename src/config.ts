@@ -74,6 +74,20 @@ const optionalText = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
 
+/** An amount in USD; unset, `0` or `off` = no limit (undefined). */
+const usd = optionalText.transform((raw, ctx) => {
+  if (raw === undefined || raw === '0' || raw.toLowerCase() === 'off') return undefined;
+  const n = Number(raw.replace(/^\$/, ''));
+  if (!Number.isFinite(n) || n <= 0) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `"${raw}" is not an amount in USD: write it like 5 or 12.50 (0 = no limit)`,
+    });
+    return z.NEVER;
+  }
+  return n;
+});
+
 const existingFile = optionalText.refine(
   (p) => p === undefined || (existsSync(p) && statSync(p).isFile()),
   'names a file that does not exist: fix the path or unset it',
@@ -89,6 +103,8 @@ const repositorySettings = z.object({
   pullRequest: z.enum(['draft', 'ready', 'off']).optional(),
   /** false: a pull request says `Refs #N`, so merging it leaves the issue open. Default true. */
   closeIssue: z.boolean().optional(),
+  /** USD this repository's thopters may spend a UTC day; overrides THOPTER_DAILY_BUDGET_USD_PER_REPOSITORY. */
+  dailyBudgetUsd: z.number().positive().finite().optional(),
 });
 
 const githubIntegration = optionalText.transform((raw, ctx) => {
@@ -204,6 +220,9 @@ const fields = z.object({
   THOPTER_IDLE_AFTER: requiredDuration('60s'),
   THOPTER_STATUS_INTERVAL: requiredDuration('3s'),
   THOPTER_STALL_AFTER: duration('15m'),
+  THOPTER_MAX_COST_USD: usd,
+  THOPTER_DAILY_BUDGET_USD_PER_REPOSITORY: usd,
+  THOPTER_DAILY_BUDGET_USD_PER_PERSON: usd,
   THOPTER_LOCAL_REPOSITORIES: optionalText.transform((raw, ctx) => {
     const roots = (raw ?? '')
       .split(/[:,]/)
@@ -367,6 +386,16 @@ export interface Config {
    */
   stallAfterMs: number | undefined;
   /**
+   * USD one thopter may spend (THOPTER_MAX_COST_USD): at 90 % its agent is told to wrap up, at
+   * 100 % it is saved and ended with reason budget. Undefined = no cap.
+   */
+  maxCostUsd: number | undefined;
+  /**
+   * USD a UTC day's thopters may spend, per repository (a repository's own `dailyBudgetUsd` first)
+   * and per person who asked: a launch past either is refused until the next UTC midnight.
+   */
+  dailyBudgetUsd: { perRepository: number | undefined; perPerson: number | undefined };
+  /**
    * THOPTER_LOCAL_REPOSITORIES: the folders under which a launch may name a path on the hub's
    * machine as its repository (local provider only). Empty (the default) = no local paths.
    */
@@ -487,6 +516,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     idleAfterMs: c.THOPTER_IDLE_AFTER,
     statusIntervalMs: c.THOPTER_STATUS_INTERVAL,
     stallAfterMs: c.THOPTER_STALL_AFTER,
+    maxCostUsd: c.THOPTER_MAX_COST_USD,
+    dailyBudgetUsd: {
+      perRepository: c.THOPTER_DAILY_BUDGET_USD_PER_REPOSITORY,
+      perPerson: c.THOPTER_DAILY_BUDGET_USD_PER_PERSON,
+    },
     localRepositories: c.THOPTER_LOCAL_REPOSITORIES,
     envFile: c.THOPTER_ENV_FILE,
     postCheckoutScript: c.THOPTER_POST_CHECKOUT_SCRIPT,

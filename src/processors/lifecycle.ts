@@ -6,6 +6,7 @@ import type { JobTable } from '../queues/jobs.js';
 import { nextActivity } from '../status/activity.js';
 import { isFinal, type SessionStatus, type ThopterRecord } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
+import { keepToBudget } from './budget.js';
 import { actOnAgentNews } from './finish.js';
 import { isHandoff } from './handoff.js';
 import { PHASES } from './phases/index.js';
@@ -263,6 +264,9 @@ async function supervise(
     const now = await store.get(id);
     if (now) await actOnAgentNews(deps, now, now.session, log);
     if (now && !verdict) await stall.look(now);
+    // Its usage was just read with the session (or posted by its observer).
+    const overBudget = now && !verdict ? await keepToBudget(deps, now, log) : undefined;
+    if (overBudget) await store.requestDestroy(id, overBudget);
     if (verdict === 'machine-gone') return end('destroyed', 'the machine disappeared');
     // The next step sees the request and tears down.
     if (verdict) await store.requestDestroy(id, verdict);

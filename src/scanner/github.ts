@@ -262,13 +262,17 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
       await reply('invalid', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
       return void (await handled());
     }
+    if (err instanceof ThopterError && err.code === 'over-budget') {
+      await reply('budget', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
+      return void (await handled());
+    }
     throw err;
   }
   await queues.enqueue('comment', { thopterId, label });
 }
 
 /** Replies that end a command: once one is on the issue, the command was handled. */
-const FINAL_REPLIES = ['refused', 'invalid', 'kill', 'paused', 'lost'];
+const FINAL_REPLIES = ['refused', 'invalid', 'kill', 'paused', 'lost', 'budget'];
 
 /**
  * The hub's acknowledgement of a command, `'replied'` when the hub answered it with a final
