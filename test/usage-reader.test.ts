@@ -4,6 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { ThopterStore } from '../src/thopters/store.js';
+import { renderReport } from '../src/github/report.js';
 import { costOf, DEFAULT_PRICES, priceOf } from '../src/usage/prices.js';
 import { TranscriptUsageReader, UsageCounter } from '../src/usage/reader.js';
 import { readUsageRows, usageKeys, usageSummary } from '../src/usage/totals.js';
@@ -218,5 +219,11 @@ describe('the usage reader', () => {
     const summary = await usageSummary(world.client, 'u1', now);
     assert.equal(summary.today.byPerson.alice?.costUsd, null);
     assert.equal(summary.thisMonth.byRepository['acme/app']?.tokens.output, 100_005);
+    // The report says the cost is unknown, and why; never $0.
+    const report = renderReport((await store.get('t1'))!, { key: 'end', publicUrl: 'https://hub.test' });
+    assert.match(
+      report,
+      /^Used 1M input, 100k output tokens \(claude-opus-5-5, claude-x\), cost unknown \(no price for claude-x: see THOPTER_PRICES\)\.$/m,
+    );
   });
 });

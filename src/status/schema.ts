@@ -28,7 +28,7 @@ export const statusPostSchema = z
     /** The usage in the agent's transcripts since it started, by model (cumulative, not a delta). */
     usage: z
       .record(
-        z.string().regex(/^[\w.:@\[\]-]{1,200}$/, 'must be a model name'),
+        z.string().regex(/^[\w.:@[\]-]{1,200}$/, 'must be a model name'),
         z
           .object({
             input: tokenCount,
