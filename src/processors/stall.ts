@@ -23,8 +23,12 @@ const TAIL_BYTES = 512 * 1024;
  */
 export class StallWatcher {
   private screen?: ScreenWatch;
-  /** The transcript's mtime last judged at rest: it is not read again until it changes. */
-  private atRestMtime?: number;
+  /**
+   * The settled screen last judged at rest (the agent's turn had ended): nothing is read from the
+   * machine again until that screen changes, so an agent waiting at its prompt for hours costs no
+   * more than a busy one. A new turn shows on the screen (what was typed, the spinner).
+   */
+  private atRestScreen?: string;
 
   constructor(
     private readonly deps: ProcessorDeps,
@@ -51,19 +55,23 @@ export class StallWatcher {
     if (now.getTime() - Date.parse(this.screen.screenSince) < stallAfterMs) {
       return this.unstall(record, 'its screen changed');
     }
+    if (this.atRestScreen === this.screen.screenHash) return;
     try {
       const t = await this.deps.transports.get(record.machine.id);
       const newest = (await transcriptFiles(t)).at(-1);
       // No transcript: not Claude Code, or not started; a stall cannot be told from a wait.
-      if (!newest) return;
+      if (!newest) {
+        this.atRestScreen = this.screen.screenHash;
+        return;
+      }
       const mtimeMs = Math.round(newest.mtime * 1000);
       const progress = lastProgress(this.screen, mtimeMs);
       if (now.getTime() - progress < stallAfterMs) return this.unstall(record, 'its transcript grew');
-      if (record.stall?.stalledSince || this.atRestMtime === mtimeMs) return;
+      if (record.stall?.stalledSince) return;
       const tail = await t.exec(['tail', '-c', String(TAIL_BYTES), newest.path], { timeoutMs: 15_000 });
       if (tail.exitCode !== 0) throw new Error(`the transcript could not be read: ${tail.stderr.trim()}`);
       if (!midTurn(tail.stdout, record.turns?.lastEndedAt)) {
-        this.atRestMtime = mtimeMs;
+        this.atRestScreen = this.screen.screenHash;
         return;
       }
       await this.stall(record, new Date(progress));
