@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
+import { thopterDetail } from '../../src/dashboard/pages.js';
+import { rowView } from '../../src/dashboard/rows.js';
 import { renderReport } from '../../src/github/report.js';
 import { lastProgress, midTurn, settledScreen, watchScreen } from '../../src/status/stall.js';
 import type { ThopterRecord } from '../../src/thopters/record.js';
@@ -116,5 +118,47 @@ describe('a stall: mid-turn, with nothing moving', () => {
     );
     assert.match(body, /^````text\nrun ```x```\n✶ Gusting… \(900s\)\n````$/m);
     assert.doesNotMatch(body, /old words/);
+  });
+
+  it('shows a stalled thopter as stalled on the dashboard, and an ended one as ended', () => {
+    const record = (state: ThopterRecord['state']): ThopterRecord => ({
+      id: 'thopter-0123456789ab',
+      state,
+      request: {
+        id: 'thopter-0123456789ab',
+        source: 'api',
+        repository: 'acme/app',
+        cloneUrl: '/srv/app.git',
+        repoName: 'app',
+        issue: { number: 7, title: 'Fix it', body: '', comments: [] },
+        gc: 'default',
+        prompt: 'default',
+        priority: 5,
+        requestedBy: 'api',
+        createdAt: '2026-01-01T00:00:00.000Z',
+      },
+      phases: {},
+      session: {
+        state: 'active',
+        agentRunning: true,
+        lastActivity: '2026-01-01T10:00:00.000Z',
+        screen: '✶ Gusting… (900s)',
+        updatedAt: '2026-01-01T10:20:00.000Z',
+        source: 'hub',
+      },
+      stall: { count: 1, stalledSince: '2026-01-01T10:00:00.000Z' },
+      createdAt: '2026-01-01T00:00:00.000Z',
+      updatedAt: '2026-01-01T00:00:00.000Z',
+    });
+    const row = rowView(record('running'));
+    assert.equal(row.condition, 'stalled');
+    assert.equal(row.stalledSince, '2026-01-01T10:00:00.000Z');
+    const page = thopterDetail(record('running'), [], null).value;
+    assert.match(page, /<span class="badge stalled">stalled<\/span>/);
+    assert.match(page, /<dt>Stalled<\/dt>/);
+    const ended = rowView(record('destroyed'));
+    assert.equal(ended.condition, 'destroyed');
+    assert.equal(ended.stalledSince, null);
+    assert.doesNotMatch(thopterDetail(record('destroyed'), [], null).value, /<dt>Stalled<\/dt>/);
   });
 });
