@@ -83,7 +83,8 @@ export function midTurn(transcriptTail: string, lastTurnEndedAt?: string): boole
 
 /**
  * The last moment anything moved: the settled screen or the transcript (its file's mtime). A stall
- * is when that is at least `stallAfterMs` ago and the agent is mid-turn.
+ * is when that is at least `stallAfterMs` ago and the agent is mid-turn. The mtime is the machine's
+ * clock and the screen's time the hub's: a skew of seconds does not matter against minutes.
  */
 export function lastProgress(watch: ScreenWatch, transcriptMtimeMs: number | undefined): number {
   return Math.max(Date.parse(watch.screenSince), transcriptMtimeMs ?? 0);
