@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { chromium } from 'playwright-core';
 import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
 import { FakeAnthropic } from './fakes/anthropic.js';
@@ -124,6 +125,24 @@ describe('stalls: an agent mid-turn with nothing moving, told apart from one wai
     const html = await page.text();
     assert.match(html, /<span class="badge stalled">stalled<\/span>/);
     assert.match(html, /<dt>Stalled<\/dt>\s*<dd>\s*mid-turn with no progress since/);
+    // The dashboard's list, as a browser shows it.
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox'],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${hub.url}/`);
+      await page.waitForURL(/\/login/);
+      await page.fill('input[name="token"]', TOKEN);
+      await page.click('button[type="submit"]');
+      const card = page.locator(`#thopters article[data-id="${id}"][data-condition="stalled"]`);
+      await card.waitFor({ timeout: 30_000 });
+      assert.match(await card.innerText(), /STALLED[^]*stalled: no progress for/i);
+    } finally {
+      await browser.close();
+    }
     const list = (await api(hub.url, 'GET', '/api/thopters')).body.thopters as {
       id: string;
       stalledSince: string;
