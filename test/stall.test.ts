@@ -20,6 +20,7 @@ const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
 let hub: Hub;
+let env: Record<string, string>;
 let release!: () => void;
 const held = new Promise<void>((resolve) => (release = resolve));
 
@@ -64,7 +65,7 @@ before(async () => {
       { text: 'Sorry, I was slow.', after: held },
     ],
   }).start();
-  hub = await world.hub({
+  env = {
     THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
     THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
     GITHUB_API_URL: gh.url,
@@ -72,7 +73,8 @@ before(async () => {
     GITHUB_ISSUES_POLLING_INTERVAL: '1',
     HUB_PUBLIC_URL: 'https://hub.example.test',
     THOPTER_STALL_AFTER: `${STALL_AFTER_MS / 1000}s`,
-  });
+  };
+  hub = await world.hub(env);
   await makeGoldenClaude(hub.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
 });
 after(async () => {
@@ -175,6 +177,22 @@ describe('stalls: an agent mid-turn with nothing moving, told apart from one wai
       reports(idleIssue).map((c) => /thopter-report:[^:]+:(\S+) -->/.exec(c.body ?? '')?.[1]),
       ['turn-1'],
     );
+
+    // A new hub (a restart) keeps the stall as it was: not reported again, not ended by its new look.
+    await world.stopHub(hub);
+    const restartedAt = new Date().toISOString();
+    hub = await world.hub(env);
+    const sessionAt = async () => (await hub.store.get(id))!.session!.updatedAt;
+    const firstLook = await waitFor('the new hub to check the stalled thopter', async () => {
+      const at = await sessionAt();
+      return at > restartedAt ? at : undefined;
+    });
+    // Its checks run one after another: a second one means the first one's stall look is done.
+    await waitFor('the new hub to check it again', async () => (await sessionAt()) > firstLook);
+    const kept = (await api(hub.url, 'GET', `/api/thopters/${id}`)).body;
+    assert.equal(kept.stalledSince, view.stalledSince);
+    assert.equal(kept.stalls, 1);
+    assert.ok(!kept.events.some((e: { type: string }) => e.type === 'unstalled'));
 
     // The model answers: the agent moves again, and the stall is over.
     release();

@@ -35,11 +35,24 @@ export interface ScreenWatch {
 /** A spinner line: a glyph, a word ending in an ellipsis ("✶ Gusting… (23s · ↓ 1.2k tokens)"). */
 const SPINNER_LINE = /^\s*\S\s+\S+…/;
 
-/** The screen with what moves by itself masked: the spinner line, and every figure (timers, counters). */
+/** A border of Claude Code's input box: a line of box-drawing dashes. */
+const BOX_BORDER = /^\s*─{10,}\s*$/;
+
+/**
+ * The part of the screen that shows the agent's progress, with what moves by itself left out: from
+ * the spinner line down (its timer, and the passing notices, input box and footer below it), or
+ * without a spinner from the input box down; and every figure above masked (a tool's timer).
+ */
 export function settledScreen(screen: string): string {
-  return screen
-    .split('\n')
-    .map((line) => (SPINNER_LINE.test(line) ? '<spinner>' : line.replace(/\d+/g, '#')))
+  const lines = screen.split('\n');
+  let end = lines.findIndex((line) => SPINNER_LINE.test(line));
+  if (end < 0) {
+    const borders = lines.flatMap((line, i) => (BOX_BORDER.test(line) ? [i] : []));
+    end = borders.length >= 2 ? borders[borders.length - 2]! : lines.length;
+  }
+  return lines
+    .slice(0, end)
+    .map((line) => line.replace(/\d+/g, '#'))
     .join('\n');
 }
 

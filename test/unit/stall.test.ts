@@ -73,6 +73,19 @@ describe('a stall: mid-turn, with nothing moving', () => {
     const at = (s: number, glyph = '✶') =>
       `❯ say hi\n${glyph} Gusting… (${s}s · ↓ 12 tokens)\n──\n❯ \n  ⏵⏵ bypass permissions on · esc to interrupt`;
     assert.equal(settledScreen(at(23)), settledScreen(at(25, '*')));
+    // A notice that comes and goes below the spinner, or by the input box, is not progress.
+    const notice = at(27).replace('──\n', "  tmux focus-events off · add 'set -g focus-events on'\n──\n");
+    assert.equal(settledScreen(notice), settledScreen(at(23)));
+    const box = '─'.repeat(40);
+    const atPrompt = (footer: string) => `● Done.\n\n${box}\n❯ \n${box}\n  ${footer}`;
+    assert.equal(
+      settledScreen(atPrompt('⏵⏵ bypass permissions on')),
+      settledScreen(atPrompt('new version!')),
+    );
+    assert.notEqual(
+      settledScreen(atPrompt('x')),
+      settledScreen(atPrompt('x').replace('Done.', 'Done, and more.')),
+    );
     assert.notEqual(settledScreen('❯ say hi\nDone.'), settledScreen('❯ say hi\nDone. Now tests.'));
   });
 
