@@ -1,7 +1,8 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { DEFAULT_PRICES, parsePrices, type PriceTable } from './usage/prices.js';
 
 /** The repository's own folder: prompts/ and thopter/ ship beside src/. */
 export const PROJECT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -73,6 +74,20 @@ const optionalText = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
 
+/** An amount in USD; unset, `0` or `off` = no limit (undefined). */
+const usd = optionalText.transform((raw, ctx) => {
+  if (raw === undefined || raw === '0' || raw.toLowerCase() === 'off') return undefined;
+  const n = Number(raw.replace(/^\$/, ''));
+  if (!Number.isFinite(n) || n <= 0) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `"${raw}" is not an amount in USD: write it like 5 or 12.50 (0 = no limit)`,
+    });
+    return z.NEVER;
+  }
+  return n;
+});
+
 const existingFile = optionalText.refine(
   (p) => p === undefined || (existsSync(p) && statSync(p).isFile()),
   'names a file that does not exist: fix the path or unset it',
@@ -88,6 +103,8 @@ const repositorySettings = z.object({
   pullRequest: z.enum(['draft', 'ready', 'off']).optional(),
   /** false: a pull request says `Refs #N`, so merging it leaves the issue open. Default true. */
   closeIssue: z.boolean().optional(),
+  /** USD this repository's thopters may spend a UTC day; overrides THOPTER_DAILY_BUDGET_USD_PER_REPOSITORY. */
+  dailyBudgetUsd: z.number().positive().finite().optional(),
 });
 
 const githubIntegration = optionalText.transform((raw, ctx) => {
@@ -202,6 +219,10 @@ const fields = z.object({
   THOPTER_KEEP_FAILED_TIMEOUT: requiredDuration('2h'),
   THOPTER_IDLE_AFTER: requiredDuration('60s'),
   THOPTER_STATUS_INTERVAL: requiredDuration('3s'),
+  THOPTER_STALL_AFTER: duration('15m'),
+  THOPTER_MAX_COST_USD: usd,
+  THOPTER_DAILY_BUDGET_USD_PER_REPOSITORY: usd,
+  THOPTER_DAILY_BUDGET_USD_PER_PERSON: usd,
   THOPTER_LOCAL_REPOSITORIES: optionalText.transform((raw, ctx) => {
     const roots = (raw ?? '')
       .split(/[:,]/)
@@ -283,6 +304,24 @@ const fields = z.object({
   THOPTER_SSH_PORT: int(2222, 1, 65535),
   DANGEROUSLY_SKIP_FIREWALL: optionalText,
   ALLOWED_DOMAINS: optionalText,
+  THOPTER_PRICES: optionalText.transform((raw, ctx) => {
+    if (raw === undefined) return undefined;
+    const prices = parsePrices(raw);
+    if (prices instanceof Error) {
+      ctx.addIssue({ code: 'custom', message: prices.message });
+      return z.NEVER;
+    }
+    return prices;
+  }),
+  THOPTER_PRICES_FILE: existingFile.transform((file, ctx) => {
+    if (file === undefined) return undefined;
+    const prices = parsePrices(readFileSync(file, 'utf8'));
+    if (prices instanceof Error) {
+      ctx.addIssue({ code: 'custom', message: `(${file}) ${prices.message}` });
+      return z.NEVER;
+    }
+    return prices;
+  }),
 });
 
 const schema = fields.superRefine((c, ctx) => {
@@ -342,6 +381,21 @@ export interface Config {
   /** ms between status checks of a running thopter (seed: 3 s). */
   statusIntervalMs: number;
   /**
+   * ms an agent may stay mid-turn with no progress (transcript and screen unchanged) before it is
+   * reported stalled (15 min); undefined = never.
+   */
+  stallAfterMs: number | undefined;
+  /**
+   * USD one thopter may spend (THOPTER_MAX_COST_USD): at 90 % its agent is told to wrap up, at
+   * 100 % it is saved and ended with reason budget. Undefined = no cap.
+   */
+  maxCostUsd: number | undefined;
+  /**
+   * USD a UTC day's thopters may spend, per repository (a repository's own `dailyBudgetUsd` first)
+   * and per person who asked: a launch past either is refused until the next UTC midnight.
+   */
+  dailyBudgetUsd: { perRepository: number | undefined; perPerson: number | undefined };
+  /**
    * THOPTER_LOCAL_REPOSITORIES: the folders under which a launch may name a path on the hub's
    * machine as its repository (local provider only). Empty (the default) = no local paths.
    */
@@ -380,6 +434,11 @@ export interface Config {
     allowedDomains: string | undefined;
   };
   fly: FlyConfig;
+  /**
+   * USD per million tokens by model, for usage: Claude Code's own model prices (usage/prices.ts)
+   * with THOPTER_PRICES or THOPTER_PRICES_FILE applied over them.
+   */
+  prices: PriceTable;
 }
 
 export interface FlyConfig {
@@ -426,6 +485,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     );
   }
   const c = parsed.data;
+  if (c.THOPTER_PRICES && c.THOPTER_PRICES_FILE) {
+    throw new ConfigError([
+      'THOPTER_PRICES and THOPTER_PRICES_FILE are both set: keep one of them (see .env.example)',
+    ]);
+  }
   return {
     dataDir: path.resolve(c.DATA_DIR),
     redisUrl: c.REDIS_URL,
@@ -451,6 +515,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     keepFailedMs: ['true', '1'].includes(c.THOPTER_KEEP_FAILED) ? c.THOPTER_KEEP_FAILED_TIMEOUT : undefined,
     idleAfterMs: c.THOPTER_IDLE_AFTER,
     statusIntervalMs: c.THOPTER_STATUS_INTERVAL,
+    stallAfterMs: c.THOPTER_STALL_AFTER,
+    maxCostUsd: c.THOPTER_MAX_COST_USD,
+    dailyBudgetUsd: {
+      perRepository: c.THOPTER_DAILY_BUDGET_USD_PER_REPOSITORY,
+      perPerson: c.THOPTER_DAILY_BUDGET_USD_PER_PERSON,
+    },
     localRepositories: c.THOPTER_LOCAL_REPOSITORIES,
     envFile: c.THOPTER_ENV_FILE,
     postCheckoutScript: c.THOPTER_POST_CHECKOUT_SCRIPT,
@@ -500,5 +570,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       sshHost: c.THOPTER_SSH_HOST,
       sshPort: c.THOPTER_SSH_PORT,
     },
+    prices: c.THOPTER_PRICES ?? c.THOPTER_PRICES_FILE ?? DEFAULT_PRICES,
   };
 }

@@ -3,7 +3,15 @@
  * again can help. Processors turn non-retryable ones into BullMQ's UnrecoverableError.
  */
 export type ErrorCode =
-  'bad-input' | 'not-found' | 'destroy-requested' | 'machine' | 'transport' | 'phase' | 'timeout';
+  | 'bad-input'
+  | 'not-found'
+  | 'destroy-requested'
+  | 'machine'
+  | 'transport'
+  | 'phase'
+  | 'timeout'
+  /** A launch past a daily budget (scanner/budget.ts). */
+  | 'over-budget';
 
 export class ThopterError extends Error {
   constructor(

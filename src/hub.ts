@@ -8,6 +8,7 @@ import { createApi, listen } from './api/server.js';
 import { buildAssets } from './dashboard/assets.js';
 import { DashboardFeed } from './dashboard/feed.js';
 import { Sessions } from './dashboard/sessions.js';
+import { usageSummary } from './usage/totals.js';
 import { attachTerminals } from './dashboard/terminal.js';
 import { Metrics } from './metrics.js';
 import type { Config } from './config.js';
@@ -190,6 +191,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       metrics,
       assets: await buildAssets(),
       repositories: () => github.repositories,
+      usage: () => usageSummary(client, config.redisPrefix),
       publicUrl: config.publicUrl,
       secureCookie: config.publicUrl?.startsWith('https:') ?? false,
     };

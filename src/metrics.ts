@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { HubQueues } from './queues/index.js';
 import type { ThopterStore } from './thopters/store.js';
+import { TOKEN_KINDS } from './usage/tokens.js';
+import { readUsageRows, usageKeys } from './usage/totals.js';
 
 /** Phase duration buckets, in seconds: a wait-ready takes seconds, a clone can take minutes. */
 const PHASE_BUCKETS = [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900];
@@ -24,6 +26,19 @@ const HELP: Record<string, [type: string, help: string]> = {
   thopter_github_requests_total: ['counter', 'Requests to the GitHub API, by repository and status.'],
   thopter_github_rate_limit_remaining: ['gauge', 'Requests left in the current GitHub rate-limit window.'],
   thopter_status_posts_total: ['counter', 'Observer status posts received, by HTTP status answered.'],
+  thopter_tokens_total: ['counter', 'Tokens the agents used, from their transcripts, by model and kind.'],
+  thopter_cost_usd_total: [
+    'counter',
+    'Estimated USD the agents cost, by model (absent for a model with no price: see THOPTER_PRICES).',
+  ],
+};
+
+/** Prometheus's words for the token kinds. */
+const KIND_LABEL = {
+  input: 'input',
+  output: 'output',
+  cacheRead: 'cache_read',
+  cacheCreation: 'cache_creation',
 };
 
 /**
@@ -85,11 +100,13 @@ export class Metrics {
   /** The text format Prometheus scrapes. */
   async render(store: ThopterStore, queues: HubQueues): Promise<string> {
     await this.flush();
-    const [counters, gauges, records, queue] = await Promise.all([
+    const [counters, gauges, records, queue, usage] = await Promise.all([
       this.redis.hgetall(this.countersKey),
       this.redis.hgetall(this.gaugesKey),
       store.list({ limit: 10_000 }),
       queues.queueOrder(),
+      // The all-time aggregate the usage writes keep in Redis: it survives hub restarts.
+      readUsageRows(this.redis, usageKeys(this.prefix, new Date()).all),
     ]);
     const byState = new Map<string, number>();
     for (const s of ['queued', 'provisioning', 'running', 'kept', 'stopping', 'destroyed', 'failed'])
@@ -107,6 +124,13 @@ export class Metrics {
     add('thopter_queue_waiting', queue.size);
     for (const key of Object.keys(counters).sort()) add(key, Number(counters[key]));
     for (const key of Object.keys(gauges).sort()) add(key, Number(gauges[key]));
+    for (const row of usage) {
+      const labels = { repository: row.repository, requested_by: row.requestedBy, model: row.model };
+      for (const kind of TOKEN_KINDS) {
+        add(series('thopter_tokens_total', { ...labels, kind: KIND_LABEL[kind] }), row.tokens[kind]);
+      }
+      if (row.costUsd !== null) add(series('thopter_cost_usd_total', labels), row.costUsd);
+    }
     let out = '';
     for (const [name, rows] of lines) {
       const [type, help] = HELP[name] ?? ['untyped', name];

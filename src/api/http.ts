@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import type { z } from 'zod';
 import { ThopterError } from '../errors.js';
+import { OverBudgetError } from '../scanner/budget.js';
 
 /** The largest request body the API reads. Issue bodies are at most 64 k characters on GitHub. */
 export const MAX_BODY_BYTES = 512 * 1024;
@@ -136,6 +137,10 @@ export async function errorMiddleware(ctx: Context, next: () => Promise<unknown>
       ctx.status = err.code === 'bad-input' ? 422 : 404;
       const field = /^(\w+):/.exec(err.message)?.[1];
       ctx.body = { error: { code: err.code, message: err.message, ...(field ? { field } : {}) } };
+    } else if (err instanceof OverBudgetError) {
+      ctx.status = 429;
+      ctx.set('Retry-After', String(Math.max(1, Math.ceil((err.until.getTime() - Date.now()) / 1000))));
+      ctx.body = { error: { code: err.code, message: err.message, until: err.until.toISOString() } };
     } else if (err instanceof ThopterError && err.code === 'machine') {
       // The provider refused (a bad Fly token, no capacity): its message says what to fix.
       ctx.status = 502;

@@ -13,6 +13,7 @@ import { goldenRoutes } from './golden.js';
 import { errorMiddleware, isClientFault, markAuthenticated, onAuthenticated } from './http.js';
 import { REDIS_RETRY_AFTER_S, redisUnavailable } from './redis-down.js';
 import { statusRoutes, thopterRoutes } from './thopters.js';
+import { usageRoutes } from './usage.js';
 
 export interface ApiDeps extends ScannerDeps {
   apiToken: string;
@@ -70,7 +71,7 @@ export function createApi(deps: ApiDeps): Koa {
   // Sign-in and the dashboard's script and styles.
   app.use(openDashboardRoutes(deps.dashboard).routes());
   // Authenticated with each thopter's own token, not the hub's.
-  app.use(statusRoutes(deps).routes());
+  app.use(statusRoutes({ store: deps.store, prices: deps.config.prices }).routes());
   // Authenticated by GitHub's signature.
   app.use(webhookRoutes(deps).routes());
 
@@ -108,6 +109,8 @@ export function createApi(deps: ApiDeps): Koa {
   app.use(ready.routes());
   const api = thopterRoutes(deps);
   app.use(api.routes()).use(api.allowedMethods());
+  const usage = usageRoutes(deps);
+  app.use(usage.routes()).use(usage.allowedMethods());
   const golden = goldenRoutes(deps);
   app.use(golden.routes()).use(golden.allowedMethods());
   app.use(bullBoard(Object.values(deps.queues.queues)));

@@ -19,6 +19,7 @@ import {
   type LaunchBody,
 } from './schemas.js';
 import { thopterView } from './views.js';
+import { DEFAULT_PRICES, type PriceTable } from '../usage/prices.js';
 
 export interface ThopterRoutesDeps extends IntakeDeps {
   store: ThopterStore;
@@ -297,7 +298,7 @@ class KnownTokens {
 }
 
 /** POST /api/thopters/:id/status: the observer's posts, authenticated by that thopter's own token. */
-export function statusRoutes(deps: { store: ThopterStore }): Router {
+export function statusRoutes(deps: { store: ThopterStore; prices?: PriceTable }): Router {
   const router = new Router({ sensitive: true, strict: true });
   const known = new KnownTokens();
   router.post('/api/thopters/:id/status', async (ctx) => {
@@ -335,7 +336,10 @@ export function statusRoutes(deps: { store: ThopterStore }): Router {
           ? { turns: { count: post.turnsEnded, lastEndedAt: post.lastTurnEndedAt } }
           : {}),
       },
-      { token },
+      {
+        token,
+        ...(post.usage ? { usage: { totals: post.usage, prices: deps.prices ?? DEFAULT_PRICES } } : {}),
+      },
     );
     if (written === 'unauthorized') {
       known.delete(key);

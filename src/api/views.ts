@@ -44,6 +44,10 @@ export function thopterView(
     }),
     session: r.session ?? null,
     turns: r.turns ?? null,
+    /** While its agent is stalled (mid-turn, nothing moving): since when; and how many stalls so far. */
+    stalledSince: r.state === 'running' ? (r.stall?.stalledSince ?? null) : null,
+    stalls: r.stall?.count ?? 0,
+    usage: r.usage ?? null,
     destroyRequested: r.destroyRequested ?? null,
     kept: r.kept ?? null,
     endReason: r.endReason ?? null,

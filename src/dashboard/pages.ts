@@ -8,6 +8,8 @@ import {
 } from '../thopters/record.js';
 import { html, type Html } from './html.js';
 import { branchUrl, conditionOf, linkable } from './rows.js';
+import { usageFacts, usageSection } from './usage.js';
+import type { UsageSummary } from '../usage/totals.js';
 
 interface PageOptions {
   title: string;
@@ -26,6 +28,7 @@ export function layout(opts: PageOptions, body: Html): string {
         <nav>
           <a href="/">Thopters</a>
           <a href="${BOARD_PATH}">Queues</a>
+          <a href="/usage">Usage</a>
           ${opts.csrf ? html`<button type="button" class="link" data-action="sign-out">Sign out</button>` : ''}
         </nav>
       </header>`;
@@ -186,6 +189,16 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
             : ''
       }
       ${
+        v.stalledSince
+          ? html`<dt>Stalled</dt>
+              <dd>
+                mid-turn with no progress since
+                <time datetime="${v.stalledSince}">${v.stalledSince}</time> (its transcript and screen have
+                not changed): a hung tool call or model request looks like this
+              </dd>`
+          : ''
+      }
+      ${
         r.turns
           ? html`<dt>Turns</dt>
               <dd>
@@ -194,6 +207,7 @@ export function thopterDetail(r: ThopterRecord, events: ThopterEvent[], queuePos
               </dd>`
           : ''
       }
+      ${r.usage ? usageFacts(r.usage) : ''}
       ${
         r.kept && r.state === 'kept'
           ? html`<dt>Failure</dt>
@@ -332,6 +346,10 @@ export function logPage(csrf: string, r: ThopterRecord, transcript: Html): strin
 }
 
 /** Shown instead of any dashboard page while the hub cannot reach Redis. */
+export function usagePage(csrf: string, summary: UsageSummary): string {
+  return layout({ title: 'Usage', page: 'usage', csrf }, usageSection(summary));
+}
+
 export function redisDownPage(problem: string): string {
   return layout(
     { title: 'Redis is unreachable', page: 'redis-down' },

@@ -13,7 +13,16 @@ import { readTranscripts, transcriptFiles } from '../transcripts/machine.js';
 import type { Asset } from './assets.js';
 import type { DashboardFeed } from './feed.js';
 import { html } from './html.js';
-import { loginPage, logPage, mainPage, terminalPage, thopterDetail, thopterPage } from './pages.js';
+import {
+  loginPage,
+  logPage,
+  mainPage,
+  terminalPage,
+  thopterDetail,
+  thopterPage,
+  usagePage,
+} from './pages.js';
+import type { UsageSummary } from '../usage/totals.js';
 import { renderSessionLog, transcriptTag } from './session-log.js';
 import { SESSION_COOKIE, type DashboardSession, type Sessions } from './sessions.js';
 
@@ -29,6 +38,8 @@ export interface DashboardDeps {
   assets: Map<string, Asset>;
   metrics: Metrics;
   repositories: () => string[];
+  /** Today's and this month's usage, for the usage page. */
+  usage: () => Promise<UsageSummary>;
   publicUrl?: string;
   secureCookie: boolean;
 }
@@ -190,6 +201,7 @@ export function dashboardRoutes(deps: DashboardDeps): Router {
     }
     page(ctx, logPage(csrfOf(ctx), r, body));
   });
+  router.get('/usage', async (ctx) => page(ctx, usagePage(csrfOf(ctx), await deps.usage())));
   router.get('/metrics', async (ctx) => {
     ctx.type = 'text/plain; version=0.0.4; charset=utf-8';
     ctx.body = await deps.metrics.render(deps.store, deps.queues);

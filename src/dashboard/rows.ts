@@ -4,13 +4,14 @@ import { isFinal, type ThopterRecord } from '../thopters/record.js';
 
 /**
  * What the dashboard colours a thopter by: its state, and for a running one its session's
- * (`stopped`: the terminal session is gone while the machine lives; `unknown`: its observer is silent; `kept`: failed, its machine kept for a look).
+ * (`stalled`: its agent is mid-turn and nothing moves, status/stall.ts; `stopped`: the terminal session is gone while the machine lives; `unknown`: its observer is silent; `kept`: failed, its machine kept for a look).
  */
 export type Condition =
   | 'queued'
   | 'provisioning'
   | 'active'
   | 'idle'
+  | 'stalled'
   | 'stopped'
   | 'unknown'
   | 'kept'
@@ -36,6 +37,8 @@ export interface Row {
   agentRunning: boolean | null;
   lastActivity: string | null;
   idleSince: string | null;
+  /** While its agent is stalled: since when nothing moved. */
+  stalledSince: string | null;
   createdAt: string;
   runningAt: string | null;
   endedAt: string | null;
@@ -48,6 +51,7 @@ export interface Row {
 export function conditionOf(r: ThopterRecord): Condition {
   switch (r.state) {
     case 'running':
+      if (r.stall?.stalledSince) return 'stalled';
       return r.session && r.session.state !== 'active' ? r.session.state : 'active';
     default:
       return r.state;
@@ -91,6 +95,7 @@ export function rowView(r: ThopterRecord, queuePosition: number | null = null): 
     agentRunning: r.session && !isFinal(r.state) ? r.session.agentRunning : null,
     lastActivity: r.session?.lastActivity ?? null,
     idleSince: r.session?.idleSince ?? null,
+    stalledSince: r.state === 'running' ? (r.stall?.stalledSince ?? null) : null,
     createdAt: r.createdAt,
     runningAt: r.runningAt ?? null,
     endedAt: r.endedAt ?? null,

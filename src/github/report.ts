@@ -1,4 +1,6 @@
+import { screenTail } from '../status/stall.js';
 import { describeSave, type ThopterRecord } from '../thopters/record.js';
+import { describeUsage } from '../usage/format.js';
 
 /** A report is found again by its marker: a retried post never makes a second one. */
 export const reportMarker = (thopterId: string, key: string) => `<!-- thopter-report:${thopterId}:${key} -->`;
@@ -8,9 +10,10 @@ const MAX_MESSAGE_CHARS = 2000;
 
 /**
  * What a report is about. `turn-N`: the agent ended its turn N and waits; `exit`: the agent
- * process exited; `end`: the thopter ended (destroyed or failed, with the reason).
+ * process exited; `end`: the thopter ended (destroyed or failed, with the reason); `stall-N`: its
+ * Nth stall (status/stall.ts), with since when and what its screen shows.
  */
-export type ReportKey = `turn-${number}` | 'exit' | 'end';
+export type ReportKey = `turn-${number}` | 'exit' | 'end' | `stall-${number}`;
 
 /**
  * A report on the issue: a new comment (an edit notifies nobody) saying what happened, how long the
@@ -36,7 +39,11 @@ export function renderReport(
     lines.push(`Work saved: ${describeSave(record.saved, record.machine.workBranch)}.`);
   const ran = ranFor(record, opts.now ?? new Date());
   if (ran) lines.push(`Ran for ${ran}.`);
-  if (opts.lastMessage) {
+  if (record.usage) lines.push(`${describeUsage(record.usage)}.`);
+  // A stall is about the screen, not the agent's last words (they are from before it hung).
+  if (opts.key.startsWith('stall-')) {
+    lines.push('', 'Its screen shows:', '', ...fenced(screenTail(record.session?.screen ?? '')));
+  } else if (opts.lastMessage) {
     const text =
       opts.lastMessage.length > MAX_MESSAGE_CHARS
         ? `${opts.lastMessage.slice(0, MAX_MESSAGE_CHARS)}… (the rest is in the session log)`
@@ -70,6 +77,10 @@ function workLine(record: ThopterRecord): string | undefined {
 
 function headline(record: ThopterRecord, key: ReportKey): string {
   if (key === 'exit') return 'has stopped: **the agent exited**; its terminal is still open.';
+  if (key.startsWith('stall-')) {
+    const since = record.stall?.stalledSince;
+    return `**seems stalled**: it is mid-turn and has made no progress${since ? ` since ${since}` : ''} (its transcript and screen have not changed). A hung tool call or model request looks like this; look at its terminal, tell it something, or kill it.`;
+  }
   if (key !== 'end') return '**finished its turn** and waits for an answer.';
   const reason = record.endReason ?? record.state;
   return record.state === 'failed' ? `**failed**: ${reason}.` : `**ended**: ${reason}.`;
@@ -92,6 +103,13 @@ function quote(text: string): string[] {
   // A line of backticks or an HTML comment inside a quote stays inside it; a marker-like comment
   // cannot pass for the hub's own, since markers are only trusted in the hub's own comments.
   return text.split('\n').map((l) => `> ${l}`);
+}
+
+/** A code block holding the text as is: its fence is longer than any run of backticks inside. */
+function fenced(text: string): string[] {
+  const longest = Math.max(2, ...(text.match(/`+/g) ?? []).map((run) => run.length));
+  const fence = '`'.repeat(longest + 1);
+  return [fence + 'text', text, fence];
 }
 
 function ranFor(record: ThopterRecord, now: Date): string | undefined {

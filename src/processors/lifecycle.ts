@@ -6,9 +6,11 @@ import type { JobTable } from '../queues/jobs.js';
 import { nextActivity } from '../status/activity.js';
 import { isFinal, type SessionStatus, type ThopterRecord } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
+import { keepToBudget } from './budget.js';
 import { actOnAgentNews } from './finish.js';
 import { isHandoff } from './handoff.js';
 import { PHASES } from './phases/index.js';
+import { StallWatcher } from './stall.js';
 import { teardown } from './teardown.js';
 
 /**
@@ -233,6 +235,7 @@ async function supervise(
 ): Promise<string> {
   const { store, config } = deps;
   let nextCheck = 0;
+  const stall = new StallWatcher(deps, log);
   const step = async (): Promise<string | undefined> => {
     const news = await store.supervisionNews(id);
     if (news.turnEnded) {
@@ -260,6 +263,10 @@ async function supervise(
     // The session just read may show the agent gone: the finish line reports that.
     const now = await store.get(id);
     if (now) await actOnAgentNews(deps, now, now.session, log);
+    if (now && !verdict) await stall.look(now);
+    // Its usage was just read with the session (or posted by its observer).
+    const overBudget = now && !verdict ? await keepToBudget(deps, now, log) : undefined;
+    if (overBudget) await store.requestDestroy(id, overBudget);
     if (verdict === 'machine-gone') return end('destroyed', 'the machine disappeared');
     // The next step sees the request and tears down.
     if (verdict) await store.requestDestroy(id, verdict);
@@ -298,7 +305,11 @@ async function check(deps: ProcessorDeps, record: ThopterRecord, log: Logger): P
         source: 'hub',
         ...(snap.turns ? { turns: snap.turns } : {}),
       };
-      await store.setSession(record.id, session);
+      await store.setSession(
+        record.id,
+        session,
+        snap.usage ? { usage: { totals: snap.usage, prices: config.prices } } : {},
+      );
     } catch (err) {
       log.warn({ err: messageOf(err) }, 'could not read the session');
     }

@@ -1,5 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import type { Turns } from '../status/turns.js';
+import type { UsageTotals } from '../usage/tokens.js';
 
 export type ProviderName = 'local' | 'fly';
 
@@ -102,6 +103,8 @@ export interface SessionSnapshot {
   sessionAlive: boolean;
   /** The agent's ended turns, when the provider reads them with the session (local). */
   turns?: Turns;
+  /** The usage in the agent's transcripts so far, when the provider reads it with the session (local). */
+  usage?: UsageTotals;
 }
 
 export interface GoldenClaude {

@@ -277,6 +277,10 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
       await reply('invalid', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
       return void (await handled());
     }
+    if (err instanceof ThopterError && err.code === 'over-budget') {
+      await reply('budget', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
+      return void (await handled());
+    }
     throw err;
   }
   await queues.enqueue('comment', { thopterId, label });
@@ -295,6 +299,7 @@ const FINAL_REPLIES = [
   'no-thopter',
   'tell-id',
   'tell-waiting',
+  'budget',
 ];
 
 /** Where a command stands, for a reaction: its comment, or the issue for a command in the body. */

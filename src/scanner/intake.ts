@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -11,14 +12,18 @@ import type { Provider, ProviderName } from '../providers/types.js';
 import { PRIORITY, type HubQueues } from '../queues/index.js';
 import type { Continuation, IssueContext, Request, ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
+import { refuseOverDailyBudget } from './budget.js';
 
 export interface IntakeDeps {
   store: ThopterStore;
   queues: HubQueues;
   prompts: Prompts;
   provider: Provider;
-  config: Pick<Config, 'localRepositories'>;
+  config: Pick<Config, 'localRepositories'> &
+    Partial<Pick<Config, 'redisPrefix' | 'repositories' | 'dailyBudgetUsd'>>;
   log: Logger;
+  /** Where today's usage is added up, for the daily budgets; without it there are none. */
+  redis?: Redis;
 }
 
 /** A launch as it arrives from the API (and, later, from an issue command), already shape-checked. */
@@ -209,6 +214,15 @@ export async function acceptLaunch(deps: IntakeDeps, input: LaunchInput): Promis
     : cloneSource(input.repository, local);
 
   const id = thopterIdFor(input.dedupeKey);
+  const { redisPrefix, repositories, dailyBudgetUsd } = deps.config;
+  // Only a new thopter is held to the day's budgets: a launch sent again names the one it started.
+  if (deps.redis && redisPrefix && repositories && dailyBudgetUsd && !(await store.get(id))) {
+    await refuseOverDailyBudget(
+      deps.redis,
+      { redisPrefix, repositories, dailyBudgetUsd },
+      { repository: input.repository.trim(), requestedBy: input.requestedBy, source: input.source },
+    );
+  }
   const request: Request = {
     id,
     source: input.source,

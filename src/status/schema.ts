@@ -3,6 +3,10 @@ import { z } from 'zod';
 /** The largest screen dump accepted: a 200×50 pane is 10 kB; this leaves room for wide terminals. */
 export const MAX_SCREEN_BYTES = 64 * 1024;
 
+/** Models a status post may carry usage for; an agent uses one to three. */
+export const MAX_USAGE_MODELS = 20;
+const tokenCount = z.number().int().min(0).max(1e13);
+
 const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO 8601 time');
 
 /**
@@ -21,6 +25,22 @@ export const statusPostSchema = z
     /** How many of the agent's turns have ended (its Stop hook), and when the last did. */
     turnsEnded: z.number().int().min(0).max(1_000_000).optional(),
     lastTurnEndedAt: isoTime.optional(),
+    /** The usage in the agent's transcripts since it started, by model (cumulative, not a delta). */
+    usage: z
+      .record(
+        z.string().regex(/^[\w.:@[\]-]{1,200}$/, 'must be a model name'),
+        z
+          .object({
+            input: tokenCount,
+            output: tokenCount,
+            cacheRead: tokenCount,
+            cacheCreation: tokenCount,
+            messages: tokenCount,
+          })
+          .strict(),
+      )
+      .refine((u) => Object.keys(u).length <= MAX_USAGE_MODELS, `at most ${MAX_USAGE_MODELS} models`)
+      .optional(),
     repository: z.string().max(300).optional(),
     github: z
       .object({

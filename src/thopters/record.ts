@@ -1,5 +1,7 @@
 import type { PhaseName } from '../processors/phases/names.js';
+import type { StallRecord } from '../status/stall.js';
 import type { Turns } from '../status/turns.js';
+import type { Usage } from '../usage/tokens.js';
 
 /**
  * Where a thopter stands. `destroyed` and `failed` are final. `kept`: provisioning failed and the
@@ -220,6 +222,8 @@ export interface ThopterRecord {
   turns?: Turns;
   /** The finish line's progress: what the hub has reported of the agent (see processors/finish.ts). */
   finish?: FinishState;
+  /** Tokens and estimated cost, from the agent's transcripts (see usage/). */
+  usage?: Usage;
   /** The latest report comment on the issue. */
   lastReport?: { key: string; url: string; at: string };
   /** For `kept`: what failed, and until when the machine is kept. */
@@ -231,6 +235,8 @@ export interface ThopterRecord {
   pullRequest?: PullRequestRecord;
   /** The work branch against the default branch, as of the last pull-request job. */
   compare?: BranchCompare;
+  /** Stalls reported (status/stall.ts); `stall.stalledSince` is set while the agent is stalled. */
+  stall?: StallRecord;
   /** Messages told to its agent, oldest first (processors/tell.ts). */
   told?: ToldMessage[];
   /** Why it ended (destroyed) or what failed (failed). */

@@ -1,7 +1,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { PhaseName } from '../processors/phases/names.js';
+import type { StallRecord } from '../status/stall.js';
 import type { Turns } from '../status/turns.js';
+import { priceOf, type PriceTable } from '../usage/prices.js';
+import type { Usage, UsageTotals } from '../usage/tokens.js';
+import { usageKeys } from '../usage/totals.js';
 import {
   type DestroyRequest,
   type FinishState,
@@ -19,6 +23,8 @@ import {
 } from './record.js';
 
 const MAX_EVENTS = 200;
+/** How long a day's usage aggregate is kept (months and all-time are kept for good). */
+const USAGE_DAYS_KEPT = 400;
 
 /**
  * Writes fields unless the thopter has reached a final state (a late status post or phase
@@ -55,46 +61,76 @@ redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1`;
 
 /**
- * Writes a session status unless the thopter has ended, and tells listeners only when what they
- * show of it changed (state, agent, last activity, idle since): an unchanged status re-posted every
- * few seconds by a quiet thopter wakes neither its lifecycle job nor the dashboards. With a token
- * hash (an observer's post) it first checks that hash is one of the thopter's, so a post costs one
- * round trip. A plain comparison is fine here: it compares sha256 digests, and learning how much of
- * a digest matched tells nothing about a token.
- * A turn count above the recorded one (the agent's Stop hook ran) records the turns and one event
- * `turn-ended`, and tells the record's listeners (lifecycle jobs act on ended turns).
- * KEYS: record hash, session channel, events list, record change channel. ARGV: id, session JSON,
- * its summary, updatedAt, token hash or '', turns ended or '', when the last ended, events kept.
- * Returns 1 written, 0 ended, -1 unknown, -2 the token hash is not the thopter's.
+ * A Lua function recording a thopter's usage: the reader's cumulative totals per model, merged by
+ * taking for each model and kind the larger of the recorded and the new count, so a total read
+ * again (a re-read after a hub restart, a post repeated) changes nothing. What grew is added, in
+ * the same script, to the day's, the month's and the all-time aggregates (hash field
+ * `repository\tperson\tmodel\tkind`; kind `cost` in USD, `unpriced` for tokens of a model with no
+ * price), so those count each token once. Arguments: record hash, day, month and all-time hashes,
+ * totals JSON, prices JSON (USD per million, for the totals' models that have one), updatedAt, the
+ * day hash's lifetime in s. Returns whether anything grew.
  */
-const WRITE_SESSION = `
-local h = redis.call('HMGET', KEYS[1], 'state', 'sessionSummary', 'tokenHash')
-if ARGV[5] ~= '' then
-  local known = false
-  for hash in string.gmatch(h[3] or '', '[^,]+') do
-    if hash == ARGV[5] then known = true end
-  end
-  if not known then return -2 end
-end
-if not h[1] then return -1 end
-if h[1] == 'destroyed' or h[1] == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], 'session', ARGV[2], 'sessionSummary', ARGV[3], 'updatedAt', ARGV[4])
-if h[2] ~= ARGV[3] then redis.call('PUBLISH', KEYS[2], ARGV[1]) end
-local seen = tonumber(ARGV[6])
-if seen then
-  local before = cjson.decode(redis.call('HGET', KEYS[1], 'turns') or '{"count":0}')
-  if seen > before.count then
-    redis.call('HSET', KEYS[1], 'turns', cjson.encode({count = seen, lastEndedAt = ARGV[7]}))
-    local message = 'the agent ended its turn ' .. seen .. ' and waits for input'
-    if seen > before.count + 1 then
-      message = 'the agent ended its turns ' .. (before.count + 1) .. ' to ' .. seen .. ' and waits for input'
+const USAGE_FUNCTION = `
+local function record_usage(record, day, month, all, totals_json, prices_json, updated_at, day_ttl)
+  local h = redis.call('HMGET', record, 'request', 'usage')
+  local request = cjson.decode(h[1])
+  local usage = h[2] and cjson.decode(h[2]) or {byModel = {}}
+  local totals = cjson.decode(totals_json)
+  local prices = cjson.decode(prices_json)
+  local kinds = {'input', 'output', 'cacheRead', 'cacheCreation'}
+  local aggregates = {day, month, all}
+  local who = request.repository .. '\t' .. request.requestedBy .. '\t'
+  local changed = false
+  for model, t in pairs(totals) do
+    local m = usage.byModel[model] or {tokens = {input = 0, output = 0, cacheRead = 0, cacheCreation = 0}, messages = 0}
+    local price = prices[model]
+    local cost = 0
+    for _, kind in ipairs(kinds) do
+      local grew = (tonumber(t[kind]) or 0) - (m.tokens[kind] or 0)
+      if grew > 0 then
+        changed = true
+        m.tokens[kind] = m.tokens[kind] + grew
+        for _, key in ipairs(aggregates) do
+          redis.call('HINCRBY', key, who .. model .. '\t' .. kind, grew)
+          if not price then redis.call('HINCRBY', key, who .. model .. '\tunpriced', grew) end
+        end
+        if price then cost = cost + grew * price[kind] / 1000000 end
+      end
     end
-    redis.call('RPUSH', KEYS[3], cjson.encode({at = ARGV[7], type = 'turn-ended', message = message}))
-    redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
-    redis.call('PUBLISH', KEYS[4], ARGV[1])
+    if (tonumber(t.messages) or 0) > m.messages then
+      changed = true
+      m.messages = tonumber(t.messages)
+    end
+    if cost > 0 then
+      for _, key in ipairs(aggregates) do
+        redis.call('HINCRBYFLOAT', key, who .. model .. '\tcost', string.format('%.12f', cost))
+      end
+    end
+    if price then
+      local c = 0
+      for _, kind in ipairs(kinds) do c = c + m.tokens[kind] * price[kind] / 1000000 end
+      m.costUsd = c
+    else
+      m.costUsd = cjson.null
+    end
+    usage.byModel[model] = m
   end
+  if not changed then return false end
+  local sum = {input = 0, output = 0, cacheRead = 0, cacheCreation = 0}
+  local messages, cost = 0, 0
+  for _, m in pairs(usage.byModel) do
+    for _, kind in ipairs(kinds) do sum[kind] = sum[kind] + m.tokens[kind] end
+    messages = messages + m.messages
+    if cost ~= cjson.null then
+      if type(m.costUsd) == 'number' then cost = cost + m.costUsd else cost = cjson.null end
+    end
+  end
+  usage.tokens, usage.messages, usage.costUsd, usage.updatedAt = sum, messages, cost, updated_at
+  redis.call('HSET', record, 'usage', cjson.encode(usage))
+  redis.call('EXPIRE', day, tonumber(day_ttl))
+  return true
 end
-return 1`;
+`;
 
 /**
  * Records a told message once per key, unless the thopter has ended.
@@ -122,6 +158,71 @@ redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1`;
 
 const toldField = (key: string) => `told:${key}`;
+
+/**
+ * Records a thopter's usage (USAGE_FUNCTION) and tells the record's listeners when it grew.
+ * KEYS: record hash, change channel, day, month and all-time hashes. ARGV: id, totals JSON, prices
+ * JSON, updatedAt, day hash lifetime in s. Returns 1 changed, 0 unchanged, -1 unknown.
+ */
+const WRITE_USAGE =
+  USAGE_FUNCTION +
+  `
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if not record_usage(KEYS[1], KEYS[3], KEYS[4], KEYS[5], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then return 0 end
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1`;
+
+/**
+ * Writes a session status unless the thopter has ended, and tells listeners only when what they
+ * show of it changed (state, agent, last activity, idle since): an unchanged status re-posted every
+ * few seconds by a quiet thopter wakes neither its lifecycle job nor the dashboards. With a token
+ * hash (an observer's post) it first checks that hash is one of the thopter's, so a post costs one
+ * round trip. A plain comparison is fine here: it compares sha256 digests, and learning how much of
+ * a digest matched tells nothing about a token.
+ * A turn count above the recorded one (the agent's Stop hook ran) records the turns and one event
+ * `turn-ended`, and tells the record's listeners (lifecycle jobs act on ended turns). The usage read
+ * with the status is recorded in the same script (USAGE_FUNCTION), so a listener woken by an ended
+ * turn already finds that turn's usage.
+ * KEYS: record hash, session channel, events list, record change channel, usage day, month and
+ * all-time hashes. ARGV: id, session JSON, its summary, updatedAt, token hash or '', turns ended or
+ * '', when the last ended, events kept, usage totals JSON or '', prices JSON, day hash lifetime in s.
+ * Returns 1 written, 0 ended, -1 unknown, -2 the token hash is not the thopter's.
+ */
+const WRITE_SESSION =
+  USAGE_FUNCTION +
+  `
+local told = false
+local h = redis.call('HMGET', KEYS[1], 'state', 'sessionSummary', 'tokenHash')
+if ARGV[5] ~= '' then
+  local known = false
+  for hash in string.gmatch(h[3] or '', '[^,]+') do
+    if hash == ARGV[5] then known = true end
+  end
+  if not known then return -2 end
+end
+if not h[1] then return -1 end
+if h[1] == 'destroyed' or h[1] == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'session', ARGV[2], 'sessionSummary', ARGV[3], 'updatedAt', ARGV[4])
+if h[2] ~= ARGV[3] then redis.call('PUBLISH', KEYS[2], ARGV[1]) end
+local seen = tonumber(ARGV[6])
+if seen then
+  local before = cjson.decode(redis.call('HGET', KEYS[1], 'turns') or '{"count":0}')
+  if seen > before.count then
+    redis.call('HSET', KEYS[1], 'turns', cjson.encode({count = seen, lastEndedAt = ARGV[7]}))
+    local message = 'the agent ended its turn ' .. seen .. ' and waits for input'
+    if seen > before.count + 1 then
+      message = 'the agent ended its turns ' .. (before.count + 1) .. ' to ' .. seen .. ' and waits for input'
+    end
+    redis.call('RPUSH', KEYS[3], cjson.encode({at = ARGV[7], type = 'turn-ended', message = message}))
+    redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
+    redis.call('PUBLISH', KEYS[4], ARGV[1])
+    told = true
+  end
+end
+if ARGV[9] ~= '' and record_usage(KEYS[1], KEYS[5], KEYS[6], KEYS[7], ARGV[9], ARGV[10], ARGV[4], ARGV[11]) and not told then
+  redis.call('PUBLISH', KEYS[4], ARGV[1])
+end
+return 1`;
 
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -292,6 +393,11 @@ export class ThopterStore {
     return this.update(id, { lastReport: JSON.stringify(report) }, false);
   }
 
+  /** Stalls reported; written only by the thopter's lifecycle job, while it runs. */
+  setStall(id: string, stall: StallRecord) {
+    return this.update(id, { stall: JSON.stringify(stall) });
+  }
+
   keep(id: string, reason: string, until: string) {
     return this.update(id, { state: 'kept', kept: JSON.stringify({ reason, until }) });
   }
@@ -339,12 +445,12 @@ export class ThopterStore {
    * Records a session status. With `token` (an observer's post) only if it is one of the thopter's
    * status tokens, checked in the same round trip. `ended`: the thopter has ended (or is unknown),
    * so the status is not recorded; `unauthorized`: the token is not the thopter's, or there is no
-   * such thopter (one answer for both).
+   * such thopter (one answer for both). `usage`: the transcripts' totals read with the status.
    */
   async setSession(
     id: string,
     session: SessionStatus,
-    opts: { token?: string } = {},
+    opts: { token?: string; usage?: { totals: UsageTotals; prices: PriceTable } } = {},
   ): Promise<'recorded' | 'ended' | 'unauthorized'> {
     const summary = JSON.stringify([
       session.state,
@@ -353,13 +459,17 @@ export class ThopterStore {
       session.idleSince ?? '',
     ]);
     // A turn that ended is recorded in the same round trip, once, whichever hub or post saw it first.
+    const keys = usageKeys(this.prefix, new Date());
     const r = await this.redis.eval(
       WRITE_SESSION,
-      4,
+      7,
       this.key(id),
       this.sessionChannel,
       this.eventsKey(id),
       this.changeChannel,
+      keys.day,
+      keys.month,
+      keys.all,
       id,
       JSON.stringify(session),
       summary,
@@ -368,8 +478,37 @@ export class ThopterStore {
       session.turns ? String(session.turns.count) : '',
       session.turns?.lastEndedAt ?? new Date().toISOString(),
       String(MAX_EVENTS),
+      opts.usage ? JSON.stringify(opts.usage.totals) : '',
+      opts.usage ? JSON.stringify(pricesFor(opts.usage.totals, opts.usage.prices)) : '{}',
+      String(USAGE_DAYS_KEPT * 86_400),
     );
     return r === 1 ? 'recorded' : r === -2 ? 'unauthorized' : 'ended';
+  }
+
+  /**
+   * Records the usage read from the thopter's transcripts (cumulative totals per model), and adds
+   * what grew to the day, month and all-time aggregates in the same script: a total written again
+   * (by another hub, after a restart) changes nothing. Recorded even after the thopter ended: the
+   * last read may come with its teardown. Returns whether anything grew.
+   */
+  async setUsage(id: string, totals: UsageTotals, prices: PriceTable, now = new Date()): Promise<boolean> {
+    const keys = usageKeys(this.prefix, now);
+    const r = await this.redis.eval(
+      WRITE_USAGE,
+      5,
+      this.key(id),
+      this.changeChannel,
+      keys.day,
+      keys.month,
+      keys.all,
+      id,
+      // An empty Lua table encodes as {} either way; a JSON object keeps models as keys.
+      JSON.stringify(totals),
+      JSON.stringify(pricesFor(totals, prices)),
+      now.toISOString(),
+      String(USAGE_DAYS_KEPT * 86_400),
+    );
+    return r === 1;
   }
 
   /**
@@ -453,6 +592,16 @@ export class ThopterStore {
   }
 }
 
+/** The prices of the models in `totals` that have one: what the usage script needs of the table. */
+function pricesFor(totals: UsageTotals, prices: PriceTable): PriceTable {
+  const priced: PriceTable = {};
+  for (const model of Object.keys(totals)) {
+    const price = priceOf(prices, model);
+    if (price) priced[model] = price;
+  }
+  return priced;
+}
+
 function parseRecord(h: Record<string, string>): ThopterRecord {
   const phases: ThopterRecord['phases'] = {};
   const told: ToldMessage[] = [];
@@ -476,9 +625,11 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     kept: json<{ reason: string; until: string }>(h.kept),
     turns: json<Turns>(h.turns),
     finish: json<FinishState>(h.finish),
+    usage: json<Usage>(h.usage),
     lastReport: json<{ key: string; url: string; at: string }>(h.lastReport),
     pullRequest: json<PullRequestRecord>(h.pullRequest),
     compare: json<BranchCompare>(h.compare),
+    stall: json<StallRecord>(h.stall),
     ...(told.length ? { told } : {}),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,

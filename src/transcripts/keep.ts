@@ -1,5 +1,6 @@
 import { messageOf } from '../errors.js';
 import type { ProcessorDeps } from '../processors/deps.js';
+import { UsageCounter } from '../usage/reader.js';
 import { readTranscripts, transcriptFiles } from './machine.js';
 
 /** A machine that does not answer in this time is not waited for: its teardown goes on. */
@@ -10,7 +11,7 @@ const KEEP_TIMEOUT_MS = 30_000;
  * still opens after it ended. Never fails the teardown: what could not be kept is an event.
  */
 export async function keepTranscripts(
-  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'transcripts' | 'log'>,
+  deps: Pick<ProcessorDeps, 'store' | 'provider' | 'transports' | 'transcripts' | 'log' | 'config'>,
   thopterId: string,
   machineId: string,
 ): Promise<void> {
@@ -28,6 +29,11 @@ export async function keepTranscripts(
       const t = await deps.transports.get(machineId);
       const texts = await readTranscripts(t, await transcriptFiles(t));
       if (texts.length) await deps.transcripts.keep(thopterId, texts);
+      // The usage of the agent's last moments, which no check may have read yet. A transcript
+      // kept only in part counts less than was recorded: the write keeps the larger count.
+      const counter = new UsageCounter();
+      for (const t of texts) for (const line of t.text.split('\n')) counter.addLine(line);
+      await deps.store.setUsage(thopterId, counter.snapshot(), deps.config.prices);
       return texts.length;
     };
     const kept = await Promise.race([copy(), timeout]);

@@ -23,7 +23,7 @@
  * Which requests take a step: only those that offer the model tools (the agent's own loop). Claude
  * Code may also ask small side questions without tools (a title, a summary); they get a short text
  * answer and do not move the script. Not modelled: `count_tokens`, batches, models, files,
- * thinking blocks, prompt caching (usage reports no cache tokens), rate-limit headers.
+ * thinking blocks, prompt caching (usage reports no cache tokens unless a step sets them), rate-limit headers.
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -40,6 +40,16 @@ export interface Step {
   tools?: ToolCall[];
   /** The answer is held until this resolves: the agent looks busy meanwhile. */
   after?: Promise<unknown>;
+  /** The usage the response reports, in the API's words; unset fields are estimated from the text (cache: 0). */
+  usage?: Partial<Usage>;
+}
+
+/** A response's `usage` object, as the Messages API reports it. */
+export interface Usage {
+  input_tokens: number;
+  output_tokens: number;
+  cache_creation_input_tokens: number;
+  cache_read_input_tokens: number;
 }
 
 /** A step, or one decided from the request (what the model "read" in its tool results). */
@@ -223,6 +233,7 @@ export class FakeAnthropic {
         output_tokens: outputTokens,
         cache_creation_input_tokens: 0,
         cache_read_input_tokens: 0,
+        ...step.usage,
       },
     };
     if (!body.stream) {
@@ -281,7 +292,8 @@ export class FakeAnthropic {
     send('message_delta', {
       type: 'message_delta',
       delta: { stop_reason: message.stop_reason, stop_sequence: null },
-      usage: { output_tokens: outputTokens },
+      // As the API does: message_start carried the input side, this the final output count.
+      usage: { output_tokens: message.usage.output_tokens },
     });
     send('message_stop', { type: 'message_stop' });
     res.end();

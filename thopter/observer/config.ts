@@ -21,6 +21,8 @@ export interface ObserverConfig {
   issueFile: string;
   /** OBSERVER_TURNS_FILE: where the agent's Stop hook marks its ended turns. Default /data/thopter/.thopter/turns.log. */
   turnsFile: string;
+  /** OBSERVER_TRANSCRIPTS_DIR: Claude Code's transcripts, for usage. Default /data/thopter/.claude/projects. */
+  transcriptsDir: string;
   /** OBSERVER_TMUX_SESSION: the session whose pane is watched. Default `thopter`. */
   tmuxSession: string;
   /**
@@ -83,6 +85,7 @@ const schema = z.object({
   OBSERVER_TOKEN_FILE: text('/data/thopter/.thopter/status-token'),
   OBSERVER_ISSUE_FILE: text('/data/thopter/workspace/issue.json'),
   OBSERVER_TURNS_FILE: text(`/data/thopter/${TURNS_FILE}`),
+  OBSERVER_TRANSCRIPTS_DIR: text('/data/thopter/.claude/projects'),
   OBSERVER_TMUX_SESSION: text('thopter').refine((s) => /^[\w-]+$/.test(s), {
     message: 'OBSERVER_TMUX_SESSION must be a plain session name (letters, digits, - and _)',
   }),
@@ -121,6 +124,7 @@ export function loadObserverConfig(env: Record<string, string | undefined>): Obs
     tokenFile: c.OBSERVER_TOKEN_FILE,
     issueFile: c.OBSERVER_ISSUE_FILE,
     turnsFile: c.OBSERVER_TURNS_FILE,
+    transcriptsDir: c.OBSERVER_TRANSCRIPTS_DIR,
     tmuxSession: c.OBSERVER_TMUX_SESSION,
     tmuxSocket: c.OBSERVER_TMUX_SOCKET,
     agentProcess: c.OBSERVER_AGENT_PROCESS,

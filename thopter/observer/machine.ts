@@ -2,6 +2,8 @@ import { execFile } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { parseTurns, type Turns } from '../../src/status/turns.js';
+import { TranscriptUsageReader } from '../../src/usage/reader.js';
+import type { UsageTotals } from '../../src/usage/tokens.js';
 import type { ObserverConfig } from './config.js';
 
 /** A tmux or pgrep call that takes longer than this is stuck; the next tick tries again. */
@@ -21,6 +23,8 @@ export interface Sensors {
   issue(): Promise<IssueContext | undefined>;
   /** The agent's ended turns, as its Stop hook marked them; undefined before the first. */
   turns?(): Promise<Turns | undefined>;
+  /** The usage in the agent's transcripts so far (cumulative), read incrementally. */
+  usage?(): Promise<UsageTotals>;
 }
 
 /** The fields of issue.json the status post carries. */
@@ -62,6 +66,7 @@ export function machineSensors(config: ObserverConfig, env: NodeJS.ProcessEnv = 
   const target = `=${config.tmuxSession}:`;
   const issueFile = new CachedFile(config.issueFile);
   const turnsFile = new CachedFile(config.turnsFile);
+  const transcripts = new TranscriptUsageReader(config.transcriptsDir);
   return {
     async capture() {
       const r = await run('tmux', [...socket, 'capture-pane', '-p', '-t', target], childEnv);
@@ -80,6 +85,7 @@ export function machineSensors(config: ObserverConfig, env: NodeJS.ProcessEnv = 
       const raw = await turnsFile.read();
       return raw === undefined ? undefined : parseTurns(raw);
     },
+    usage: () => transcripts.read(),
   };
 }
 

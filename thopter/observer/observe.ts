@@ -1,5 +1,11 @@
 import { nextActivity, type Activity } from '../../src/status/activity.js';
-import { MAX_SCREEN_BYTES, statusPostSchema, type StatusPost } from '../../src/status/schema.js';
+import {
+  MAX_SCREEN_BYTES,
+  MAX_USAGE_MODELS,
+  statusPostSchema,
+  type StatusPost,
+} from '../../src/status/schema.js';
+import type { UsageTotals } from '../../src/usage/tokens.js';
 import type { IssueContext, Sensors } from './machine.js';
 
 export interface ObserveDeps {
@@ -29,11 +35,13 @@ export interface Observation {
  * is that the agent's terminal ended, and what it said last.
  */
 export async function observeOnce(deps: ObserveDeps, previous: Activity | undefined): Promise<Observation> {
-  const [capture, running, issue, turns] = await Promise.all([
+  const [capture, running, issue, turns, usage] = await Promise.all([
     deps.sensors.capture(),
     deps.sensors.agentRunning(),
     deps.sensors.issue(),
     deps.sensors.turns?.(),
+    // A transcript that cannot be read costs the post its usage, not the post itself.
+    deps.sensors.usage?.().catch(() => undefined),
   ]);
   const now = (deps.now ?? (() => new Date()))();
   const base = {
@@ -41,6 +49,7 @@ export async function observeOnce(deps: ObserveDeps, previous: Activity | undefi
     claudeProcess: running ? ('running' as const) : ('notFound' as const),
     spawnedAt: deps.spawnedAt,
     ...(turns?.count ? { turnsEnded: turns.count, lastTurnEndedAt: turns.lastEndedAt } : {}),
+    ...(usage && Object.keys(usage).length ? { usage: limitModels(usage) } : {}),
   };
   if ('gone' in capture) {
     // The activity is kept: if the session comes back showing the same screen, nothing happened.
@@ -97,6 +106,15 @@ function withIssue(
   if (!bare.success) throw new Error(`status does not fit the hub's schema: ${bare.error.message}`);
   const where = full.error.issues[0]?.path.join('.') ?? '';
   return { post: bare.data, issueProblem: `${where}: ${full.error.issues[0]?.message ?? 'invalid'}` };
+}
+
+/** The hub takes at most MAX_USAGE_MODELS models in a post: those with the most messages. */
+function limitModels(usage: UsageTotals): UsageTotals {
+  const models = Object.entries(usage);
+  if (models.length <= MAX_USAGE_MODELS) return usage;
+  return Object.fromEntries(
+    models.sort(([, a], [, b]) => b.messages - a.messages).slice(0, MAX_USAGE_MODELS),
+  );
 }
 
 function shorten(s: string, max: number): string {

@@ -79,6 +79,7 @@ function card(r: Row, now: number): string {
   if (r.condition === 'queued') facts.push(r.queuePosition ? `#${r.queuePosition} in line` : 'queued');
   if (r.lastActivity) facts.push(`last activity ${ago(r.lastActivity, now)} ago`);
   if (r.idleSince) facts.push(`idle ${ago(r.idleSince, now)}`);
+  if (r.stalledSince) facts.push(`stalled: no progress for ${ago(r.stalledSince, now)}`);
   if (r.agentRunning !== null) facts.push(r.agentRunning ? 'agent running' : 'agent not running');
   if (r.kept) facts.push(`failed: ${esc(r.kept.reason)}`, `machine kept until ${esc(r.kept.until)}`);
   if (r.warnings) facts.push(`${r.warnings} warning${r.warnings > 1 ? 's' : ''}`);

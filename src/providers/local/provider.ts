@@ -3,6 +3,7 @@ import { appendFile, copyFile, mkdir, readdir, readFile, rm, stat, writeFile, ch
 import path from 'node:path';
 import type { Logger } from '../../log.js';
 import { parseTurns, TURNS_FILE } from '../../status/turns.js';
+import { TranscriptUsageReader } from '../../usage/reader.js';
 import {
   GOLDEN_NAME,
   SESSION,
@@ -49,6 +50,8 @@ export class LocalProvider implements Provider {
   readonly hubObserves = true;
   private readonly machinesDir: string;
   private readonly goldenDir: string;
+  /** One per machine: each remembers how far it read, so a snapshot reads only what the agent appended. */
+  private readonly usageReaders = new Map<string, TranscriptUsageReader>();
 
   constructor(
     dataDir: string,
@@ -177,6 +180,7 @@ export class LocalProvider implements Provider {
 
   async destroy(id: string): Promise<void> {
     const { dir, tmux, paths } = this.layout(id);
+    this.usageReaders.delete(id);
     if (!existsSync(dir)) return;
     const env = machineEnv(paths.home, tmux);
     // Ending the tmux server hangs up the shell; whatever the agent started that ignores SIGHUP
@@ -223,11 +227,22 @@ export class LocalProvider implements Provider {
     const panePid = Number(out.slice(0, newline));
     const screen = out.slice(newline + 1).replace(/\n$/, '');
     // The pane runs an interactive shell; the agent is whatever that shell is running.
-    const [agentRunning, turns] = await Promise.all([
+    const [agentRunning, turns, usage] = await Promise.all([
       panePid > 1 ? hasChildren(panePid) : false,
       readFile(path.join(paths.home, TURNS_FILE), 'utf8').then(parseTurns, () => undefined),
+      this.usage(id),
     ]);
-    return { screen, agentRunning, sessionAlive: true, ...(turns ? { turns } : {}) };
+    return { screen, agentRunning, sessionAlive: true, ...(turns ? { turns } : {}), usage };
+  }
+
+  /** The usage in the machine's transcripts so far, reading only what was appended since the last call. */
+  async usage(id: string) {
+    let reader = this.usageReaders.get(id);
+    if (!reader) {
+      reader = new TranscriptUsageReader(path.join(this.layout(id).paths.home, '.claude', 'projects'));
+      this.usageReaders.set(id, reader);
+    }
+    return reader.read();
   }
 
   async goldenClaudes(): Promise<string[]> {
