@@ -506,6 +506,11 @@ async function continueOnIssue(
       await reply('invalid', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
       return;
     }
+    // A continue spends like a launch: the same daily budgets hold it.
+    if (err instanceof ThopterError && err.code === 'over-budget') {
+      await reply('budget', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
+      return;
+    }
     throw err;
   }
   await deps.queues.enqueue('comment', {
