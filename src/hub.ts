@@ -146,6 +146,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
         announce,
         queuePullRequest,
         metrics,
+        thopterTokens: github,
       },
       { scanner, github: { store, queues, github, transcripts, publicUrl, log, config } },
       workerConnection,

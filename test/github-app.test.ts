@@ -5,7 +5,9 @@ import { after, before, describe, it } from 'node:test';
 import type { Hub } from '../src/hub.js';
 import { loadConfig, ConfigError } from '../src/config.js';
 import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { api, TestWorld, writeFixture } from './helpers/env.js';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { AGENT, api, TestWorld, writeFixture } from './helpers/env.js';
 import { GitHttpServer } from './helpers/git-http.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -31,6 +33,8 @@ let git: GitHttpServer;
 let hub: Hub;
 const logs: string[] = [];
 let installation: number;
+const PUSH_AGAIN = path.join(world.dir, 'push-again');
+const PUSHED_AGAIN = path.join(world.dir, 'pushed-again');
 
 before(async () => {
   await world.start();
@@ -56,8 +60,30 @@ before(async () => {
     gh.setPermission(name, 'alice', 'write');
   }
   installation = gh.installApp(APP_ID, 'acme', [WIDGET, SECRET]);
+  // The agent pushes its branch, then once more when the test says so (after its token was replaced).
+  const agent = writeFixture(
+    world.dir,
+    'agent-twice.sh',
+    `#!/usr/bin/env bash
+set -euo pipefail
+AGENT_STAY=0 bash ${AGENT}
+dir=$(find . -mindepth 2 -maxdepth 2 -name .git -type d | head -n 1 | xargs dirname)
+while [ ! -f ${PUSH_AGAIN} ]; do sleep 0.2; done
+cd "$dir"
+echo again >> THOPTER_WORK.md
+git commit -qam "thopter: more work"
+git push -q origin HEAD
+echo pushed-again > ${PUSHED_AGAIN}
+exec sleep 100000
+`,
+    0o755,
+  );
   hub = await world.hub(
     {
+      THOPTER_AGENT_COMMAND: `bash ${agent}`,
+      // Every token is replaced ten seconds after it was minted (they live an hour): the test moves
+      // the fake's clock past that hour, and the next replacement is what keeps pushes working.
+      GITHUB_APP_TOKEN_RENEW_BEFORE: '3590s',
       GITHUB_API_URL: gh.url,
       GITHUB_APP_ID: String(APP_ID),
       GITHUB_APP_PRIVATE_KEY: privateKey,
@@ -210,5 +236,117 @@ describe('App errors say what to do', () => {
       /installed nowhere: install it .*https:\/\/github.com\/apps\/lonely-app\/installations\/new/,
     );
     await world.stopHub(on);
+  });
+});
+
+/** Tokens minted for one repository alone: the thopters'. */
+const thopterTokens = () => gh.issuedTokens.filter((t) => t.repositories?.join() === WIDGET);
+
+describe("a thopter's own token", () => {
+  it('fails the launch with what to do when GitHub refuses the token (422)', async () => {
+    const refused = gh.fail('POST /app/installations/{id}/access_tokens', {
+      status: 422,
+      body: {
+        message:
+          'There is at least one repository that does not exist or is not accessible to the parent installation.',
+        documentation_url:
+          'https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app',
+        status: '422',
+      },
+    });
+    const issue = gh.addIssue(WIDGET, { title: 'Refused', body: '/thopter', user: 'alice' });
+    const t = await thopterOf(issue.number);
+    await waitFor('the thopter failed', async () => (await hub.store.state(t.id)) === 'failed');
+    assert.equal(refused.hits, 1);
+    const status = await waitFor('the status comment to show the failure', () =>
+      gh
+        .comments(WIDGET, issue.number)
+        .find((c) => c.user?.login === BOT && /\*\*failed\*\*/.test(c.body ?? '')),
+    );
+    assert.match(
+      status.body ?? '',
+      /GitHub refused a token for acme\/widget \(422: There is at least one repository.*add the repository to the installation's repository access/,
+    );
+  });
+
+  it('clones and pushes with a token for its one repository, replaced past the hour, revoked at teardown, never shown', async () => {
+    const issue = gh.addIssue(WIDGET, { title: 'Long work', body: 'Take your time.', user: 'bob' });
+    gh.addComment(WIDGET, issue.number, { user: 'alice', body: '/thopter' });
+    const t = await thopterOf(issue.number);
+    await waitFor('the thopter running', async () => (await hub.store.state(t.id)) === 'running');
+    const branch = (await hub.store.get(t.id))!.machine!.workBranch;
+    await waitFor('the work branch on origin', () =>
+      world.branches(path.join(world.dir, 'widget.git')).includes(branch),
+    );
+
+    // Narrow: one repository, contents and pull requests (metadata comes with every token).
+    const first = thopterTokens().at(-1)!;
+    assert.deepEqual(first.permissions, { metadata: 'read', contents: 'write', pull_requests: 'write' });
+    const live = () => thopterTokens().filter((x) => !x.revoked && gh.tokenWorks(x.token));
+    const [current] = await waitFor('one live token of the thopter', () =>
+      live().length === 1 ? live() : undefined,
+    );
+    const read = (repo: string) =>
+      fetch(`${gh.url}/repos/${repo}`, { headers: { authorization: `token ${current!.token}` } });
+    assert.equal((await read(WIDGET)).status, 200);
+    assert.equal((await read(SECRET)).status, 404, 'the thopter token reads another repository');
+    assert.equal(gh.gitAccess(current!.token, SECRET, false), false);
+    // It cannot comment on issues either: that is the hub's job.
+    const comment = await fetch(`${gh.url}/repos/${WIDGET}/issues/${issue.number}/comments`, {
+      method: 'POST',
+      headers: { authorization: `token ${current!.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ body: 'hi' }),
+    });
+    assert.equal(comment.status, 403);
+
+    // No token in the hub's processes' arguments while it runs.
+    const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
+    for (const x of gh.issuedTokens) assert.ok(!ps.includes(x.token), 'a token in a process argument');
+
+    // An hour later on GitHub's clock, every token minted so far is dead; the hub replaces the
+    // thopter's, and the agent's next push goes through with the new one.
+    gh.advanceClock(61 * 60_000);
+    assert.equal(gh.tokenWorks(current!.token), false);
+    const fresh = await waitFor('a token minted after the hour', () =>
+      live().find((x) => x.expiresAt > Date.now() + 90 * 60_000),
+    );
+    const record = (await hub.store.get(t.id))!;
+    assert.equal(Date.parse(record.gitToken!.expiresAt), fresh.expiresAt);
+    execFileSync('touch', [PUSH_AGAIN]);
+    await waitFor('the second push', () => existsSync(PUSHED_AGAIN));
+    const log = execFileSync(
+      'git',
+      ['-C', path.join(world.dir, 'widget.git'), 'log', '--format=%s', branch],
+      {
+        encoding: 'utf8',
+      },
+    );
+    assert.match(log, /thopter: more work/);
+    // The intake's own token was dead too: the hub got a new one and keeps commenting.
+    await waitFor('the status comment after the hour', () =>
+      gh.requests.some(
+        (r) =>
+          r.method === 'PATCH' &&
+          r.canonicalPath.startsWith(`/repos/${WIDGET}/issues/comments/`) &&
+          r.status === 200,
+      ),
+    );
+
+    // Teardown revokes the token it used (read from the machine), with the token itself.
+    const before = gh.requests.length;
+    await api(hub.url, 'DELETE', `/api/thopters/${t.id}`);
+    await waitFor('the thopter destroyed', async () => (await hub.store.state(t.id)) === 'destroyed');
+    const deletes = gh.requests
+      .slice(before)
+      .filter((r) => r.method === 'DELETE' && r.path === '/installation/token');
+    assert.ok(
+      deletes.some((r) => r.status === 204),
+      JSON.stringify(deletes),
+    );
+    assert.deepEqual(live(), [], 'a token of the thopter still works after its teardown');
+
+    // Never in the hub's log or in Redis (records, events, job data).
+    const everything = logs.join('') + (await world.redisText());
+    for (const x of gh.issuedTokens) assert.ok(!everything.includes(x.token), 'a token in the log or Redis');
   });
 });

@@ -15,6 +15,17 @@ export const THOPTER_TOKEN_PERMISSIONS = { contents: 'write', pull_requests: 'wr
 const installationSchema = z.object({ id: z.number(), account: z.object({ login: z.string() }).nullable() });
 const accessTokenSchema = z.object({ token: z.string(), expires_at: z.string() });
 
+/** Where thopters' git tokens come from (GitHubClients; optional so tests can build hubs without it). */
+export interface ThopterTokens {
+  /**
+   * A token for the thopter's clone and pushes, minted by the App for this repository alone;
+   * undefined when the repository has an agentCoderPAT, or is not the App's and `required` is false.
+   */
+  thopterToken(repository: string, required: boolean): Promise<MintedToken | undefined>;
+  /** Revokes a token minted by thopterToken. */
+  revokeThopterToken(token: string): Promise<void>;
+}
+
 /** A token for one thopter's repository; the token itself is never stored, only handed to the machine. */
 export interface MintedToken {
   token: string;

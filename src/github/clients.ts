@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../log.js';
 import { ThopterError } from '../errors.js';
-import { describeAppError, GitHubApp, type MintedToken } from './app.js';
+import { describeAppError, GitHubApp, type MintedToken, type ThopterTokens } from './app.js';
 import { GitHubClient } from './client.js';
 
 /** Where the App's own health (its key, its installations) is shown beside the repositories'. */
@@ -20,7 +20,7 @@ export interface RepositoryHealth {
  * access and repository access use separate tokens). A repository whose token fails is reported
  * (log, /ready) and skipped; the others keep working.
  */
-export class GitHubClients {
+export class GitHubClients implements ThopterTokens {
   private readonly clients = new Map<string, GitHubClient>();
   private readonly coders = new Map<string, GitHubClient>();
   /** With GITHUB_APP_ID: the repositories its installations reach, each with its installation. */
@@ -99,6 +99,10 @@ export class GitHubClients {
     return this.coders.get(repository) ?? this.installed.get(repository)?.client;
   }
 
+  async revokeThopterToken(token: string): Promise<void> {
+    await this.app?.revoke(token);
+  }
+
   /** Why GitHub access to `repository` failed, said for the token it uses; undefined for a PAT repository. */
   describeAppFailure(repository: string, err: unknown): string | undefined {
     if (!this.app || this.clients.has(repository) || !this.installed.has(repository)) return undefined;
@@ -139,14 +143,14 @@ export class GitHubClients {
     }
   }
 
-  /**
-   * A token for one thopter's clone and pushes. The repository's agentCoderPAT when it has one
-   * (undefined: the caller uses it as before); else one minted by the App for this repository alone.
-   */
-  async thopterToken(repository: string): Promise<MintedToken | undefined> {
+  /** See {@link ThopterTokens.thopterToken}. */
+  async thopterToken(repository: string, required: boolean): Promise<MintedToken | undefined> {
     if (this.config.repositories[repository]?.agentCoderPAT || !this.app) return undefined;
     const found = this.installed.get(repository);
     if (!found) {
+      // A PAT repository, or a launch by title and body of a repository the App does not reach:
+      // cloned as before (a public one needs no token).
+      if (!required || this.clients.has(repository)) return undefined;
       throw new ThopterError(
         'phase',
         `the GitHub App is not installed on ${repository}: add the repository to the App's installation (or give it an agentCoderPAT in GITHUB_INTEGRATION_JSON)`,

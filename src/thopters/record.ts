@@ -193,6 +193,11 @@ export interface ThopterRecord {
   compare?: BranchCompare;
   /** Why it ended (destroyed) or what failed (failed). */
   endReason?: string;
+  /**
+   * The GitHub App token on its machine (clone and pushes): when it expires and was minted. The
+   * token itself is only ever on the machine.
+   */
+  gitToken?: { expiresAt: string; mintedAt: string };
   createdAt: string;
   startedAt?: string;
   runningAt?: string;
