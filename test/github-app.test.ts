@@ -306,12 +306,16 @@ describe("a thopter's own token", () => {
     // An hour later on GitHub's clock, every token minted so far is dead; the hub replaces the
     // thopter's, and the agent's next push goes through with the new one.
     gh.advanceClock(61 * 60_000);
+    const atHour = gh.requests.length;
     assert.equal(gh.tokenWorks(current!.token), false);
     const fresh = await waitFor('a token minted after the hour', () =>
       live().find((x) => x.expiresAt > Date.now() + 90 * 60_000),
     );
-    const record = (await hub.store.get(t.id))!;
-    assert.equal(Date.parse(record.gitToken!.expiresAt), fresh.expiresAt);
+    // The record keeps when it expires (written just after the machine got it).
+    await waitFor(
+      "the new token's expiry on the record",
+      async () => Date.parse((await hub.store.get(t.id))!.gitToken!.expiresAt) === fresh.expiresAt,
+    );
     execFileSync('touch', [PUSH_AGAIN]);
     await waitFor('the second push', () => existsSync(PUSHED_AGAIN));
     const log = execFileSync(
@@ -324,12 +328,14 @@ describe("a thopter's own token", () => {
     assert.match(log, /thopter: more work/);
     // The intake's own token was dead too: the hub got a new one and keeps commenting.
     await waitFor('the status comment after the hour', () =>
-      gh.requests.some(
-        (r) =>
-          r.method === 'PATCH' &&
-          r.canonicalPath.startsWith(`/repos/${WIDGET}/issues/comments/`) &&
-          r.status === 200,
-      ),
+      gh.requests
+        .slice(atHour)
+        .some(
+          (r) =>
+            r.method === 'PATCH' &&
+            r.canonicalPath.startsWith(`/repos/${WIDGET}/issues/comments/`) &&
+            r.status === 200,
+        ),
     );
 
     // Teardown revokes the token it used (read from the machine), with the token itself.
@@ -344,6 +350,11 @@ describe("a thopter's own token", () => {
       JSON.stringify(deletes),
     );
     assert.deepEqual(live(), [], 'a token of the thopter still works after its teardown');
+    // The finish line's pull request is opened by the App's bot.
+    const pr = await waitFor('the pull request', () =>
+      gh.pullRequests(WIDGET).find((p) => p.head.ref === branch),
+    );
+    assert.equal(pr.user?.login, BOT);
 
     // Never in the hub's log or in Redis (records, events, job data).
     const everything = logs.join('') + (await world.redisText());

@@ -74,7 +74,9 @@ export class GitHubApp {
    * `exp` within 10 minutes of now. "Now" is GitHub's, as its last answer said: a hub whose clock is
    * off still gets tokens.
    */
-  private readonly createJwt = async (appId: string | number) => {
+  private readonly createJwt = async (appId: string | number, timeDifference?: number) => {
+    // @octokit/auth-app passes the drift it read from GitHub's refusal when it tries again.
+    if (timeDifference !== undefined) this.skewS = timeDifference;
     const now = Math.floor(Date.now() / 1000) + this.skewS;
     const iat = now - 60;
     const exp = now + 9 * 60;

@@ -45,7 +45,10 @@ export class GitHubClient {
     app?: {
       appId: string;
       installationId: number;
-      createJwt: (appId: string | number) => Promise<{ jwt: string; expiresAt: string }>;
+      createJwt: (
+        appId: string | number,
+        timeDifference?: number,
+      ) => Promise<{ jwt: string; expiresAt: string }>;
     };
     /** Who this client writes as, when GitHub cannot say (an App's bot: `GET /user` is 403 to it). */
     login?: () => Promise<string>;
