@@ -28,6 +28,9 @@ const { privateKey, publicKey } = generateKeyPairSync('rsa', {
   publicKeyEncoding: { type: 'spki', format: 'pem' },
 });
 const WEBHOOK_SECRET = 'whsec-for-the-app-test-0001';
+/** A repository watched with a PAT, beside the App. */
+const PAT_REPO = 'other/patrepo';
+const ISSUES_PAT = 'ghp_issues_token_beside_the_app_0001';
 let gh: FakeGitHub;
 let git: GitHttpServer;
 let hub: Hub;
@@ -60,6 +63,10 @@ before(async () => {
     gh.setPermission(name, 'alice', 'write');
   }
   installation = gh.installApp(APP_ID, 'acme', [WIDGET, SECRET]);
+  gh.addToken(ISSUES_PAT, 'pat-hub');
+  gh.addRepo(PAT_REPO, { cloneUrl: world.origin('patrepo') });
+  gh.setPermission(PAT_REPO, 'pat-hub', 'write');
+  gh.setPermission(PAT_REPO, 'alice', 'write');
   // The agent pushes its branch, then once more when the test says so (after its token was replaced).
   const agent = writeFixture(
     world.dir,
@@ -84,6 +91,13 @@ exec sleep 100000
       // Every token is replaced ten seconds after it was minted (they live an hour): the test moves
       // the fake's clock past that hour, and the next replacement is what keeps pushes working.
       GITHUB_APP_TOKEN_RENEW_BEFORE: '3590s',
+      // The App's repository keeps its settings here; the PAT repository works as before.
+      GITHUB_INTEGRATION_JSON: JSON.stringify({
+        repositories: {
+          [WIDGET]: { userName: 'Widget Agent', userEmail: 'agent@widget.test' },
+          [PAT_REPO]: { issuesPAT: ISSUES_PAT },
+        },
+      }),
       GITHUB_API_URL: gh.url,
       GITHUB_APP_ID: String(APP_ID),
       GITHUB_APP_PRIVATE_KEY: privateKey,
@@ -153,6 +167,19 @@ describe('intake as a GitHub App', () => {
       reads.every((r) => r.login === BOT),
       JSON.stringify(reads.map((r) => r.login)),
     );
+    await api(hub.url, 'DELETE', `/api/thopters/${t.id}`);
+    await waitFor('the thopter ended', async () =>
+      ['destroyed', 'failed'].includes((await hub.store.state(t.id))!),
+    );
+  });
+
+  it('keeps watching a PAT repository beside the App, with its PAT', async () => {
+    const issue = gh.addIssue(PAT_REPO, { title: 'PAT work', body: '/thopter', user: 'alice' });
+    const t = await thopterOf(issue.number, PAT_REPO);
+    const ack = await waitFor('the acknowledgement', () =>
+      gh.comments(PAT_REPO, issue.number).find((c) => c.body?.includes(t.id)),
+    );
+    assert.equal(ack.user?.login, 'pat-hub');
     await api(hub.url, 'DELETE', `/api/thopters/${t.id}`);
     await waitFor('the thopter ended', async () =>
       ['destroyed', 'failed'].includes((await hub.store.state(t.id))!),
@@ -269,6 +296,43 @@ describe("a thopter's own token", () => {
     );
   });
 
+  it('fails the launch with what to do when the App lacks a permission its thopters need (422)', async () => {
+    const keys = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      privateKeyEncoding: { type: 'pkcs1', format: 'pem' },
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+    });
+    // An App created without Contents permission: intake works, a thopter's token cannot be had.
+    gh.addApp({
+      id: 6161,
+      slug: 'no-contents',
+      publicKey: keys.publicKey,
+      permissions: { issues: 'write', pull_requests: 'write', metadata: 'read' },
+    });
+    gh.addRepo('beta/gadget', { private: true, cloneUrl: `${git.url}/widget.git` });
+    gh.setPermission('beta/gadget', 'alice', 'write');
+    gh.installApp(6161, 'beta', ['beta/gadget']);
+    const on = await world.hub({
+      GITHUB_API_URL: gh.url,
+      HUB_REDIS_PREFIX: 'nocontents',
+      DATA_DIR: path.join(world.dir, 'data-nocontents'),
+      GITHUB_ISSUES_POLLING_INTERVAL: '1',
+      GITHUB_APP_ID: '6161',
+      GITHUB_APP_PRIVATE_KEY: keys.privateKey,
+    });
+    const issue = gh.addIssue('beta/gadget', { title: 'Cannot push', body: '/thopter', user: 'alice' });
+    const status = await waitFor('the status comment to show the failure', () =>
+      gh
+        .comments('beta/gadget', issue.number)
+        .find((c) => c.user?.login === 'no-contents[bot]' && /\*\*failed\*\*/.test(c.body ?? '')),
+    );
+    assert.match(
+      status.body ?? '',
+      /GitHub refused a token for beta\/gadget \(422: The permissions requested are not granted to this installation.*Contents and Pull requests write permission/,
+    );
+    await world.stopHub(on);
+  });
+
   it('clones and pushes with a token for its one repository, replaced past the hour, revoked at teardown, never shown', async () => {
     const issue = gh.addIssue(WIDGET, { title: 'Long work', body: 'Take your time.', user: 'bob' });
     gh.addComment(WIDGET, issue.number, { user: 'alice', body: '/thopter' });
@@ -326,6 +390,15 @@ describe("a thopter's own token", () => {
       },
     );
     assert.match(log, /thopter: more work/);
+    // GITHUB_INTEGRATION_JSON's settings for the repository apply to the App's thopters too.
+    const author = execFileSync(
+      'git',
+      ['-C', path.join(world.dir, 'widget.git'), 'log', '-1', '--format=%an <%ae>', branch],
+      {
+        encoding: 'utf8',
+      },
+    ).trim();
+    assert.equal(author, 'Widget Agent <agent@widget.test>');
     // The intake's own token was dead too: the hub got a new one and keeps commenting.
     await waitFor('the status comment after the hour', () =>
       gh.requests

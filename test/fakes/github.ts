@@ -63,6 +63,22 @@
  *   `{base}...{head}` (branch or `owner:branch`), 404 when either is unknown, and counts against
  *   the merge base: `ahead_by`, `behind_by`, `status`, `commits`, `files` with additions and
  *   deletions.
+ * - GitHub Apps ("Generating a JSON Web Token (JWT) for a GitHub App", "Create an installation
+ *   access token for an app", "Revoke an installation access token"): a JWT in `Authorization:
+ *   Bearer` is checked with the App's public key (RS256, `iss` the App ID, `exp` in the future and
+ *   at most 10 minutes after `iat`, `iat` at most 60 s ahead of the fake's clock) and reaches only
+ *   the `/app` endpoints, which answer a token with 401 "A JSON web token could not be decoded".
+ *   `GET /app`, `GET /app/installations`, `POST /app/installations/{id}/access_tokens` with
+ *   `repositories` (names in the installation's account) and `permissions`: a repository outside
+ *   the installation is 422 "There is at least one repository that does not exist or is not
+ *   accessible to the parent installation.", a permission beyond the App's 422 "The permissions
+ *   requested are not granted to this installation.". Tokens (`ghs_…`, type Bot `{slug}[bot]`)
+ *   expire an hour later on the fake's clock ({@link FakeGitHub.advanceClock}; every answer's
+ *   `date` is that clock), reach only what their installation still reaches, write only with the
+ *   permission for it (403 "Resource not accessible by integration"), and stop working after
+ *   `DELETE /installation/token` (204). `GET /installation/repositories` lists what a token
+ *   reaches as `{total_count, repositories}`. {@link FakeGitHub.gitAccess} answers for a git
+ *   server (test/helpers/git-http.ts) with the same rules, `contents` deciding fetch and push.
  *
  * Choices where GitHub documents nothing: an exhausted token gets its rate-limit error even for a
  * conditional request; injected faults and 401s cost no rate limit; editing a comment leaves its
