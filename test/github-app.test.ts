@@ -432,5 +432,6 @@ describe("a thopter's own token", () => {
     // Never in the hub's log or in Redis (records, events, job data).
     const everything = logs.join('') + (await world.redisText());
     for (const x of gh.issuedTokens) assert.ok(!everything.includes(x.token), 'a token in the log or Redis');
+    assert.ok(!everything.includes(privateKey.split('\n')[1]!), "the App's key in the log or Redis");
   });
 });

@@ -160,7 +160,12 @@ export class GitHubApp {
       const parsed = accessTokenSchema.parse(data);
       return { token: parsed.token, expiresAt: parsed.expires_at };
     } catch (err) {
-      throw new ThopterError('phase', describeAppError(err, this.config, repository), false, { cause: err });
+      // GitHub's refusals stay refusals; a 5xx or a dropped connection is worth the phase's next attempt.
+      const status = (err as { status?: number }).status;
+      const refused = status !== undefined && status >= 400 && status < 500;
+      throw new ThopterError('phase', describeAppError(err, this.config, repository), !refused, {
+        cause: err,
+      });
     }
   }
 
