@@ -27,6 +27,10 @@ export async function replaceGitToken(t: Transport, tokens: ThopterTokens, token
   }
 }
 
+/** A replacement GitHub refused is asked again after this long, not at every check. */
+const RETRY_AFTER_FAILURE_MS = 60_000;
+const failedAt = new Map<string, number>();
+
 /**
  * Replaces a running thopter's GitHub App token once it is within GITHUB_APP_TOKEN_RENEW_BEFORE of
  * expiring (tokens live an hour), so the agent's pushes keep working for as long as it lives. Called
@@ -37,6 +41,7 @@ export async function renewGitTokenIfDue(deps: ProcessorDeps, record: ThopterRec
   const renewBeforeMs = config.github.app?.renewBeforeMs;
   if (!record.gitToken || !record.machine || !thopterTokens || renewBeforeMs === undefined) return;
   if (Date.parse(record.gitToken.expiresAt) - Date.now() > renewBeforeMs) return;
+  if (Date.now() - (failedAt.get(record.id) ?? 0) < RETRY_AFTER_FAILURE_MS) return;
   try {
     const minted = await thopterTokens.thopterToken(record.request.repository, true);
     if (!minted) return;
@@ -51,7 +56,9 @@ export async function renewGitTokenIfDue(deps: ProcessorDeps, record: ThopterRec
       `git token replaced; it expires at ${minted.expiresAt}`,
     );
     log.info({ expiresAt: minted.expiresAt }, 'git token replaced');
+    failedAt.delete(record.id);
   } catch (err) {
+    failedAt.set(record.id, Date.now());
     log.warn(
       { err: messageOf(err), expiresAt: record.gitToken.expiresAt },
       'the git token could not be replaced; trying again',
@@ -68,6 +75,7 @@ export async function revokeGitToken(
   deps: Pick<ProcessorDeps, 'thopterTokens' | 'transports' | 'log'>,
   record: ThopterRecord,
 ) {
+  failedAt.delete(record.id);
   if (!record.gitToken || !record.machine || !deps.thopterTokens) return;
   try {
     const t = await deps.transports.get(record.machine.id);
