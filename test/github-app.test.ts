@@ -186,6 +186,15 @@ describe('intake as a GitHub App', () => {
     );
   });
 
+  it('refuses an API launch on a repository the App is not installed on, saying so', async () => {
+    const res = await api(hub.url, 'POST', '/api/thopters', { repository: 'acme/nowhere', issueNumber: 1 });
+    assert.equal(res.status, 422);
+    assert.match(
+      res.body.error.message,
+      /nor among the GitHub App's installed repositories \(install the App on it\)/,
+    );
+  });
+
   it("never acts on the App's own comments", async () => {
     const issue = gh.addIssue(WIDGET, { title: 'Bot talk', body: 'Nothing here.', user: 'alice' });
     const bot = gh.addComment(WIDGET, issue.number, { user: BOT, body: '/thopter' });
