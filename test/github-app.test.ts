@@ -6,7 +6,7 @@ import type { Hub } from '../src/hub.js';
 import { loadConfig, ConfigError } from '../src/config.js';
 import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { AGENT, api, TestWorld, writeFixture } from './helpers/env.js';
 import { GitHttpServer } from './helpers/git-http.js';
 import { waitFor } from './helpers/wait.js';
@@ -372,6 +372,20 @@ describe("a thopter's own token", () => {
     });
     assert.equal(comment.status, 403);
 
+    // No token in the clone's git config: only the helper's path is there.
+    const gitConfigs = execFileSync(
+      'find',
+      [path.join(world.dir, 'data', 'thopters'), '-path', '*/.git/config'],
+      {
+        encoding: 'utf8',
+      },
+    )
+      .split('\n')
+      .filter(Boolean);
+    assert.ok(gitConfigs.length > 0);
+    const configText = gitConfigs.map((f) => readFileSync(f, 'utf8')).join('\n');
+    assert.match(configText, /helper = !.*git-credential/);
+    for (const x of gh.issuedTokens) assert.ok(!configText.includes(x.token), 'a token in git config');
     // No token in the hub's processes' arguments while it runs.
     const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
     for (const x of gh.issuedTokens) assert.ok(!ps.includes(x.token), 'a token in a process argument');
