@@ -1,3 +1,4 @@
+import { createPrivateKey } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -253,6 +254,20 @@ const fields = z.object({
   GITHUB_INCLUDE_PULL_REQUESTS: z.enum(['true', 'false']).default('false'),
   GITHUB_DESTROY_ON_CLOSE: z.enum(['true', 'false']).default('true'),
   GITHUB_QUEUE_REFRESH_INTERVAL: requiredDuration('60s'),
+  GITHUB_APP_ID: optionalText.refine(
+    (v) => v === undefined || /^\d+$/.test(v),
+    "must be the App's numeric ID, shown on its settings page (About: App ID)",
+  ),
+  GITHUB_APP_PRIVATE_KEY: optionalText,
+  GITHUB_APP_PRIVATE_KEY_FILE: existingFile,
+  GITHUB_APP_SLUG: optionalText.refine(
+    (v) => v === undefined || /^[a-z0-9][a-z0-9-]*$/.test(v),
+    "must be the App's slug, the last part of its public page https://github.com/apps/SLUG",
+  ),
+  GITHUB_APP_TOKEN_RENEW_BEFORE: requiredDuration('10m').refine(
+    (v) => v < 3_600_000,
+    'must be less than 1h, the life of an installation token',
+  ),
   HUB_LOCK_DURATION: requiredDuration('30s'),
   HUB_STALLED_INTERVAL: requiredDuration('15s'),
   HUB_PHASE_CONCURRENCY: int(20, 1, 1000),
@@ -324,7 +339,47 @@ const fields = z.object({
   }),
 });
 
+/**
+ * The App's private key, from GITHUB_APP_PRIVATE_KEY (with `\\n` for line breaks, as .env files
+ * hold it) or the file GITHUB_APP_PRIVATE_KEY_FILE names; a problem otherwise, which never quotes the key.
+ */
+function appPrivateKey(c: { GITHUB_APP_PRIVATE_KEY?: string; GITHUB_APP_PRIVATE_KEY_FILE?: string }) {
+  const pem =
+    c.GITHUB_APP_PRIVATE_KEY ??
+    (c.GITHUB_APP_PRIVATE_KEY_FILE && readFileSync(c.GITHUB_APP_PRIVATE_KEY_FILE, 'utf8'));
+  if (!pem)
+    return {
+      problem:
+        "is needed with GITHUB_APP_ID: set it to the App's private key (the .pem generated on its settings page), or GITHUB_APP_PRIVATE_KEY_FILE to that file's path",
+    };
+  const text = pem.replace(/\\n/g, '\n').trim() + '\n';
+  try {
+    const key = createPrivateKey(text);
+    if (key.asymmetricKeyType !== 'rsa') throw new Error('not RSA');
+  } catch {
+    return {
+      problem:
+        'is not a PEM private key (-----BEGIN RSA PRIVATE KEY----- ...): use the .pem file GitHub generated for the App (Settings > Developer settings > GitHub Apps > the App > Private keys), whole',
+    };
+  }
+  return { pem: text };
+}
+
 const schema = fields.superRefine((c, ctx) => {
+  const keyName =
+    c.GITHUB_APP_PRIVATE_KEY_FILE !== undefined && c.GITHUB_APP_PRIVATE_KEY === undefined
+      ? 'GITHUB_APP_PRIVATE_KEY_FILE'
+      : 'GITHUB_APP_PRIVATE_KEY';
+  if (c.GITHUB_APP_ID !== undefined) {
+    const key = appPrivateKey(c);
+    if (key.problem) ctx.addIssue({ code: 'custom', path: [keyName], message: key.problem });
+  } else if (c.GITHUB_APP_PRIVATE_KEY !== undefined || c.GITHUB_APP_PRIVATE_KEY_FILE !== undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['GITHUB_APP_ID'],
+      message: `is needed with ${keyName}: the App's numeric ID, shown on its settings page`,
+    });
+  }
   if (c.THOPTER_PROVIDER !== 'fly') return;
   const need = (name: keyof typeof c, message: string) => {
     if (c[name] === undefined) ctx.addIssue({ code: 'custom', path: [name], message });
@@ -421,6 +476,8 @@ export interface Config {
     destroyOnClose: boolean;
     /** ms between refreshes of queued thopters' comments (their place in line). */
     queueRefreshMs: number;
+    /** GITHUB_APP_ID and its key: intake with installation tokens, every installed repository watched. */
+    app: GitHubAppConfig | undefined;
   };
   lockDurationMs: number;
   stalledIntervalMs: number;
@@ -439,6 +496,16 @@ export interface Config {
    * with THOPTER_PRICES or THOPTER_PRICES_FILE applied over them.
    */
   prices: PriceTable;
+}
+
+export interface GitHubAppConfig {
+  id: string;
+  /** PEM, with real line breaks. */
+  privateKey: string;
+  /** GITHUB_APP_SLUG; asked of GitHub (`GET /app`) when unset. Its comments are `{slug}[bot]`'s. */
+  slug: string | undefined;
+  /** ms before its expiry a thopter's token is replaced (GITHUB_APP_TOKEN_RENEW_BEFORE, 10 min). */
+  renewBeforeMs: number;
 }
 
 export interface FlyConfig {
@@ -535,6 +602,15 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       includePullRequests: c.GITHUB_INCLUDE_PULL_REQUESTS === 'true',
       destroyOnClose: c.GITHUB_DESTROY_ON_CLOSE === 'true',
       queueRefreshMs: c.GITHUB_QUEUE_REFRESH_INTERVAL,
+      app:
+        c.GITHUB_APP_ID === undefined
+          ? undefined
+          : {
+              id: c.GITHUB_APP_ID,
+              privateKey: appPrivateKey(c).pem!,
+              slug: c.GITHUB_APP_SLUG,
+              renewBeforeMs: c.GITHUB_APP_TOKEN_RENEW_BEFORE,
+            },
     },
     lockDurationMs: c.HUB_LOCK_DURATION,
     stalledIntervalMs: c.HUB_STALLED_INTERVAL,

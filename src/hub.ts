@@ -28,6 +28,8 @@ import { labelOf } from './scanner/intake.js';
 import { Intake } from './scanner/pause.js';
 
 const RECONCILE_EVERY_MS = 10 * 60_000;
+/** How often the App's installations are listed again; `installation` webhooks do it at once. */
+const INSTALLATIONS_EVERY_MS = 10 * 60_000;
 
 export interface Hub {
   /** Where the API listens, e.g. http://127.0.0.1:8080. */
@@ -123,8 +125,10 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     const queuePullRequest = async (thopterId: string) => {
       const record = await store.get(thopterId);
       // Only a work branch (a machine was made) of a repository on GitHub (in
-      // GITHUB_INTEGRATION_JSON) can have one.
-      if (!record?.machine || !config.repositories[record.request.repository]) return;
+      // GITHUB_INTEGRATION_JSON, or reached by the GitHub App) can have one.
+      const { repository } = record?.request ?? {};
+      if (!record?.machine || !repository || !(config.repositories[repository] || github.for(repository)))
+        return;
       await queues.enqueue('pull-request', { thopterId, label: labelOf(record.request) });
     };
     await reconcile({ store, queues, provider, log });
@@ -143,12 +147,21 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
         announce,
         queuePullRequest,
         metrics,
+        thopterTokens: github,
       },
       { scanner, github: { store, queues, github, transcripts, publicUrl, log, config } },
       workerConnection,
     );
     onStop('handing active thopters back', () => workers.close());
-    if (github.repositories.length > 0) {
+    if (github.app) {
+      // Not fatal: a bad key or no installation is shown on /ready and in the log, and the next
+      // refresh (or an installation webhook) picks the repositories up once it is fixed.
+      await github.refreshInstallations();
+      const installations = setInterval(() => void github.refreshInstallations(), INSTALLATIONS_EVERY_MS);
+      installations.unref();
+      onStop('stopping the installation refresh', async () => clearInterval(installations));
+    }
+    if (github.repositories.length > 0 || github.app) {
       await queues.schedulePolling(config.github.pollIntervalS);
       log.info(
         { repositories: github.repositories, everySeconds: config.github.pollIntervalS },

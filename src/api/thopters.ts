@@ -87,7 +87,7 @@ async function readIssue(github: GitHubClients, repository: string, number: numb
     throw new HttpError(
       422,
       'bad-input',
-      `repository: ${repository} is not in GITHUB_INTEGRATION_JSON with an issuesPAT, so its issue cannot be read; give title and body instead`,
+      `repository: ${repository} is not in GITHUB_INTEGRATION_JSON with an issuesPAT${github.app ? " nor among the GitHub App's installed repositories (install the App on it)" : ''}, so its issue cannot be read; give title and body instead`,
       'repository',
     );
   }

@@ -1,3 +1,4 @@
+import { createAppAuth } from '@octokit/auth-app';
 import { retry } from '@octokit/plugin-retry';
 import { throttling } from '@octokit/plugin-throttling';
 import { Octokit } from '@octokit/rest';
@@ -40,7 +41,18 @@ export class GitHubClient {
 
   constructor(opts: {
     baseUrl: string;
-    token: string;
+    /** A PAT; or `app`, an installation of a GitHub App, whose tokens @octokit/auth-app renews. */
+    token?: string;
+    app?: {
+      appId: string;
+      installationId: number;
+      createJwt: (
+        appId: string | number,
+        timeDifference?: number,
+      ) => Promise<{ jwt: string; expiresAt: string }>;
+    };
+    /** Who this client writes as, when GitHub cannot say (an App's bot: `GET /user` is 403 to it). */
+    login?: () => Promise<string>;
     redis: Redis;
     prefix: string;
     log: Logger;
@@ -51,7 +63,7 @@ export class GitHubClient {
     const { redis, prefix, log } = opts;
     this.octokit = new ThrottledOctokit({
       baseUrl: opts.baseUrl.replace(/\/+$/, ''),
-      auth: opts.token,
+      ...(opts.app ? { authStrategy: createAppAuth, auth: opts.app } : { auth: opts.token }),
       userAgent: 'thopter-swarm',
       log: {
         debug: () => {},
@@ -100,6 +112,21 @@ export class GitHubClient {
       });
     }
 
+    if (opts.app) {
+      // A cached installation token GitHub no longer takes (revoked, or older than the cache
+      // thinks): get a new one once, then try again.
+      this.octokit.hook.wrap('request', async (request, options) => {
+        try {
+          return await request(options);
+        } catch (err) {
+          if ((err as { status?: number }).status !== 401 || /^\/app(\/|$)/.test(options.url)) throw err;
+          await this.octokit.auth({ type: 'installation', refresh: true });
+          return request(options);
+        }
+      });
+    }
+    this.loginOverride = opts.login;
+
     this.octokit.hook.wrap('request', async (request, options) => {
       if (options.method !== 'GET') return request(options);
       const { url } = this.octokit.request.endpoint.parse(options);
@@ -126,12 +153,20 @@ export class GitHubClient {
   }
 
   private self?: Promise<string | null>;
+  private readonly loginOverride?: () => Promise<string>;
 
   /**
    * The login this token writes as, asked once; null for a GitHub App's installation token, which
    * GitHub refuses `GET /user` (403) and whose comments are its bot's.
    */
   login(): Promise<string | null> {
+    if (this.loginOverride) {
+      this.self ??= this.loginOverride().catch((err: unknown) => {
+        this.self = undefined;
+        throw err;
+      });
+      return this.self;
+    }
     this.self ??= this.octokit.rest.users.getAuthenticated().then(
       ({ data }) => userSchema.parse(data).login,
       (err: unknown) => {

@@ -2,7 +2,12 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../log.js';
+import { ThopterError } from '../errors.js';
+import { describeAppError, GitHubApp, type MintedToken, type ThopterTokens } from './app.js';
 import { GitHubClient } from './client.js';
+
+/** Where the App's own health (its key, its installations) is shown beside the repositories'. */
+export const APP_HEALTH = 'GitHub App';
 
 export interface RepositoryHealth {
   ok: boolean;
@@ -15,9 +20,12 @@ export interface RepositoryHealth {
  * access and repository access use separate tokens). A repository whose token fails is reported
  * (log, /ready) and skipped; the others keep working.
  */
-export class GitHubClients {
+export class GitHubClients implements ThopterTokens {
   private readonly clients = new Map<string, GitHubClient>();
   private readonly coders = new Map<string, GitHubClient>();
+  /** With GITHUB_APP_ID: the repositories its installations reach, each with its installation. */
+  private installed = new Map<string, { installationId: number; client: GitHubClient }>();
+  readonly app: GitHubApp | undefined;
 
   constructor(
     private readonly config: Config,
@@ -25,6 +33,15 @@ export class GitHubClients {
     private readonly log: Logger,
     metrics?: Metrics,
   ) {
+    if (config.github.app) {
+      this.app = new GitHubApp(config.github.app, {
+        baseUrl: config.github.apiUrl,
+        redis,
+        prefix: config.redisPrefix,
+        log,
+        metrics,
+      });
+    }
     for (const [repo, settings] of Object.entries(config.repositories)) {
       if (settings.agentCoderPAT) {
         this.coders.set(
@@ -41,6 +58,8 @@ export class GitHubClients {
         );
       }
       if (!settings.issuesPAT) {
+        // With an App, a repository named for its settings alone is watched through the App.
+        if (this.app) continue;
         log.warn(
           { repository: repo },
           'no issuesPAT in GITHUB_INTEGRATION_JSON: this repository is not watched',
@@ -62,13 +81,14 @@ export class GitHubClients {
     }
   }
 
-  /** The watched repositories, as owner/repo. */
+  /** The watched repositories, as owner/repo: PAT repositories, then the App's. */
   get repositories(): string[] {
-    return [...this.clients.keys()];
+    return [...new Set([...this.clients.keys(), ...this.installed.keys()])];
   }
 
+  /** The repository's issuesPAT client, else its App installation's. */
   for(repository: string): GitHubClient | undefined {
-    return this.clients.get(repository);
+    return this.clients.get(repository) ?? this.installed.get(repository)?.client;
   }
 
   /**
@@ -76,7 +96,72 @@ export class GitHubClients {
    * work, so it is opened with the token the agent pushes with, not the hub's issue token.
    */
   coder(repository: string): GitHubClient | undefined {
-    return this.coders.get(repository);
+    return this.coders.get(repository) ?? this.installed.get(repository)?.client;
+  }
+
+  async revokeThopterToken(token: string): Promise<void> {
+    await this.app?.revoke(token);
+  }
+
+  /** Why GitHub access to `repository` failed, said for the token it uses; undefined for a PAT repository. */
+  describeAppFailure(repository: string, err: unknown): string | undefined {
+    if (!this.app || this.clients.has(repository) || !this.installed.has(repository)) return undefined;
+    return describeAppError(err, this.app.config, repository);
+  }
+
+  /**
+   * Lists the App's installations and the repositories each reaches (at start, periodically, and on
+   * `installation` / `installation_repositories` webhooks). A failure keeps the list it had and is
+   * reported (log, /ready) in words that say what to do.
+   */
+  async refreshInstallations(): Promise<void> {
+    const app = this.app;
+    if (!app) return;
+    try {
+      await app.botLogin();
+      const installations = await app.installations();
+      if (installations.length === 0) {
+        const slug = app.config.slug ?? (await app.botLogin()).replace(/\[bot\]$/, '');
+        throw new Error(
+          `the App is installed nowhere: install it on the repositories to watch (https://github.com/apps/${slug}/installations/new)`,
+        );
+      }
+      const installed = new Map<string, { installationId: number; client: GitHubClient }>();
+      for (const { id } of installations) {
+        for (const repository of await app.repositoriesOf(id)) {
+          installed.set(repository, { installationId: id, client: app.client(id) });
+        }
+      }
+      const added = [...installed.keys()].filter((r) => !this.installed.has(r));
+      const removed = [...this.installed.keys()].filter((r) => !installed.has(r));
+      this.installed = installed;
+      if (added.length || removed.length)
+        this.log.info({ added, removed, installations: installations.length }, 'GitHub App repositories');
+      await this.setHealth(APP_HEALTH);
+    } catch (err) {
+      await this.setHealth(APP_HEALTH, describeAppError(err, app.config));
+    }
+  }
+
+  /** See {@link ThopterTokens.thopterToken}. */
+  async thopterToken(repository: string, required: boolean): Promise<MintedToken | undefined> {
+    if (this.config.repositories[repository]?.agentCoderPAT || !this.app) return undefined;
+    const found = this.installed.get(repository);
+    if (!found) {
+      // A PAT repository, or a launch by title and body of a repository the App does not reach:
+      // cloned as before (a public one needs no token).
+      if (!required || this.clients.has(repository)) return undefined;
+      throw new ThopterError(
+        'phase',
+        `the GitHub App is not installed on ${repository}: add the repository to the App's installation (or give it an agentCoderPAT in GITHUB_INTEGRATION_JSON)`,
+      );
+    }
+    try {
+      return await this.app.mint(found.installationId, repository);
+    } catch (err) {
+      await this.setHealth(repository, (err as Error).message);
+      throw err;
+    }
   }
 
   private healthKey = (repo: string) => `${this.config.redisPrefix}:github:health:${repo}`;
@@ -92,6 +177,10 @@ export class GitHubClients {
 
   async health(): Promise<Record<string, RepositoryHealth | null>> {
     const out: Record<string, RepositoryHealth | null> = {};
+    if (this.app) {
+      const raw = await this.redis.get(this.healthKey(APP_HEALTH));
+      out[APP_HEALTH] = raw ? (JSON.parse(raw) as RepositoryHealth) : null;
+    }
     for (const repo of this.repositories) {
       const raw = await this.redis.get(this.healthKey(repo));
       out[repo] = raw ? (JSON.parse(raw) as RepositoryHealth) : null;

@@ -1,3 +1,4 @@
+import type { ThopterTokens } from '../github/app.js';
 import type { Metrics } from '../metrics.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
@@ -29,6 +30,8 @@ export interface ProcessorDeps {
    */
   queuePullRequest(thopterId: string): Promise<void>;
   metrics?: Metrics;
+  /** GitHub App tokens for thopters' clones and pushes (with GITHUB_APP_ID). */
+  thopterTokens?: ThopterTokens;
 }
 
 /** A transport unused this long is closed; the next phase on this hub opens a new one. */

@@ -175,7 +175,9 @@ async function openPullRequest(deps: GitHubProcessorDeps, data: JobTable['pull-r
   const head = record?.machine?.workBranch;
   if (!record || !head) return 'no work branch';
   const { repository } = record.request;
-  const settings = config.repositories[repository];
+  // A repository the GitHub App reaches needs no entry: the defaults apply.
+  const settings =
+    config.repositories[repository] ?? (deps.github.app && deps.github.for(repository) ? {} : undefined);
   if (!settings) return `${repository} is not in GITHUB_INTEGRATION_JSON`;
   const mode = settings.pullRequest ?? config.pullRequest;
   const coder = deps.github.coder(repository);

@@ -8,6 +8,7 @@ import { isFinal, type SessionStatus, type ThopterRecord } from '../thopters/rec
 import type { ProcessorDeps } from './deps.js';
 import { keepToBudget } from './budget.js';
 import { actOnAgentNews } from './finish.js';
+import { renewGitTokenIfDue } from './git-token.js';
 import { isHandoff } from './handoff.js';
 import { PHASES } from './phases/index.js';
 import { StallWatcher } from './stall.js';
@@ -260,6 +261,7 @@ async function supervise(
     const record = await store.get(id);
     if (!record || isFinal(record.state)) return 'ended';
     const verdict = await check(deps, record, log);
+    await renewGitTokenIfDue(deps, record, log);
     // The session just read may show the agent gone: the finish line reports that.
     const now = await store.get(id);
     if (now) await actOnAgentNews(deps, now, now.session, log);

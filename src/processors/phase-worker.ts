@@ -59,6 +59,7 @@ export function phaseProcessor(deps: ProcessorDeps): Processor<JobTable['phase']
       signal: abort.signal,
       firstRun: previous === undefined,
       transport: () => deps.transports.get(machineOf(thopter).id),
+      thopterTokens: deps.thopterTokens,
       machineLog: async (line) => {
         if (!thopter.machine) return;
         const t = await deps.transports.get(thopter.machine.id);

@@ -3,6 +3,7 @@ import { isFinal } from '../thopters/record.js';
 import { keepTranscripts } from '../transcripts/keep.js';
 import type { ProcessorDeps } from './deps.js';
 import { reportEnd } from './finish.js';
+import { revokeGitToken } from './git-token.js';
 import { save, skipSave } from './save.js';
 
 /**
@@ -23,6 +24,7 @@ export async function teardown(
     | 'announce'
     | 'config'
     | 'queuePullRequest'
+    | 'thopterTokens'
   >,
   thopterId: string,
   final: 'destroyed' | 'failed',
@@ -45,6 +47,9 @@ export async function teardown(
       await save(deps, record, reason);
     }
   }
+  // After the save (it pushes with the token), before the machine goes (the token is read from it).
+  if (record && record.machine && listed.some((m) => m.id === record.machine!.id))
+    await revokeGitToken(deps, record);
   // `stopping` means a machine is going away; a thopter that never had one ends at once.
   if (ids.size > 0 && (await store.setState(thopterId, 'stopping'))) await deps.announce(thopterId);
   if (record?.machine && ids.has(record.machine.id))

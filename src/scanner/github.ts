@@ -55,7 +55,10 @@ export async function scanAll(deps: ScannerDeps): Promise<void> {
         await scanRepository(deps, repository);
         await deps.github.setHealth(repository);
       } catch (err) {
-        await deps.github.setHealth(repository, describe(err));
+        await deps.github.setHealth(
+          repository,
+          deps.github.describeAppFailure(repository, err) ?? describe(err),
+        );
       }
     }
   };

@@ -16,6 +16,8 @@ const MAX_DELIVERY_BYTES = 1024 * 1024;
 const MAX_UNVERIFIED_READS = 16;
 
 const EVENTS = new Set(['issues', 'issue_comment']);
+/** A GitHub App's installation changed: the watched repositories are listed again. */
+const INSTALLATION_EVENTS = new Set(['installation', 'installation_repositories']);
 
 const deliverySchema = z.object({
   action: z.string(),
@@ -87,7 +89,7 @@ export function webhookRoutes(deps: ScannerDeps): Router {
         'X-GitHub-Event is missing: only GitHub deliveries are taken here',
       );
     }
-    if (!EVENTS.has(event)) {
+    if (!EVENTS.has(event) && !(INSTALLATION_EVENTS.has(event) && deps.github.app)) {
       ctx.status = 202;
       ctx.body = { ignored: `event ${event}` };
       return;
@@ -101,6 +103,13 @@ export function webhookRoutes(deps: ScannerDeps): Router {
       );
     }
     ctx.state.auth = 'github';
+    if (INSTALLATION_EVENTS.has(event)) {
+      // The payload is not trusted for the list: GitHub is asked, as for any other delivery.
+      await deps.github.refreshInstallations();
+      ctx.status = 202;
+      ctx.body = { accepted: event, repositories: deps.github.repositories.length };
+      return;
+    }
     let payload: z.infer<typeof deliverySchema>;
     try {
       payload = deliverySchema.parse(JSON.parse(raw.toString('utf8')));

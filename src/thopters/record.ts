@@ -241,6 +241,11 @@ export interface ThopterRecord {
   told?: ToldMessage[];
   /** Why it ended (destroyed) or what failed (failed). */
   endReason?: string;
+  /**
+   * The GitHub App token on its machine (clone and pushes): when it expires and was minted. The
+   * token itself is only ever on the machine.
+   */
+  gitToken?: { expiresAt: string; mintedAt: string };
   createdAt: string;
   startedAt?: string;
   runningAt?: string;

@@ -441,6 +441,11 @@ export class ThopterStore {
     return this.update(id, { compare: JSON.stringify(compare) }, false);
   }
 
+  /** When the GitHub App token on the thopter's machine expires (never the token). */
+  setGitToken(id: string, gitToken: NonNullable<ThopterRecord['gitToken']>) {
+    return this.update(id, { gitToken: JSON.stringify(gitToken) });
+  }
+
   /**
    * Records a session status. With `token` (an observer's post) only if it is one of the thopter's
    * status tokens, checked in the same round trip. `ended`: the thopter has ended (or is unknown),
@@ -631,6 +636,7 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     compare: json<BranchCompare>(h.compare),
     stall: json<StallRecord>(h.stall),
     ...(told.length ? { told } : {}),
+    gitToken: json<NonNullable<ThopterRecord['gitToken']>>(h.gitToken),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
     commentHash: h.commentHash,

@@ -63,6 +63,22 @@
  *   `{base}...{head}` (branch or `owner:branch`), 404 when either is unknown, and counts against
  *   the merge base: `ahead_by`, `behind_by`, `status`, `commits`, `files` with additions and
  *   deletions.
+ * - GitHub Apps ("Generating a JSON Web Token (JWT) for a GitHub App", "Create an installation
+ *   access token for an app", "Revoke an installation access token"): a JWT in `Authorization:
+ *   Bearer` is checked with the App's public key (RS256, `iss` the App ID, `exp` in the future and
+ *   at most 10 minutes after `iat`, `iat` at most 60 s ahead of the fake's clock) and reaches only
+ *   the `/app` endpoints, which answer a token with 401 "A JSON web token could not be decoded".
+ *   `GET /app`, `GET /app/installations`, `POST /app/installations/{id}/access_tokens` with
+ *   `repositories` (names in the installation's account) and `permissions`: a repository outside
+ *   the installation is 422 "There is at least one repository that does not exist or is not
+ *   accessible to the parent installation.", a permission beyond the App's 422 "The permissions
+ *   requested are not granted to this installation.". Tokens (`ghs_…`, type Bot `{slug}[bot]`)
+ *   expire an hour later on the fake's clock ({@link FakeGitHub.advanceClock}; every answer's
+ *   `date` is that clock), reach only what their installation still reaches, write only with the
+ *   permission for it (403 "Resource not accessible by integration"), and stop working after
+ *   `DELETE /installation/token` (204). `GET /installation/repositories` lists what a token
+ *   reaches as `{total_count, repositories}`. {@link FakeGitHub.gitAccess} answers for a git
+ *   server (test/helpers/git-http.ts) with the same rules, `contents` deciding fetch and push.
  *
  * Choices where GitHub documents nothing: an exhausted token gets its rate-limit error even for a
  * conditional request; injected faults and 401s cost no rate limit; editing a comment leaves its
@@ -75,7 +91,7 @@
  * for renamed repositories, token scopes beyond repository selection.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { createHash, createHmac, createVerify, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { isAbsolute } from 'node:path';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -405,6 +421,51 @@ interface TokenState {
   user: UserState;
   repositories: Set<string> | null;
   bucket: Bucket;
+  /** For an installation token: whose it is, what it may do, and until when (the fake's clock). */
+  installation?: {
+    state: InstallationState;
+    secret: string;
+    permissions: Record<string, string>;
+    expiresAt: number;
+  };
+}
+
+interface AppState {
+  id: number;
+  slug: string;
+  publicKey: KeyObject | string;
+  permissions: Record<string, 'read' | 'write'>;
+  bucket: Bucket;
+}
+
+interface InstallationState {
+  id: number;
+  app: AppState;
+  account: UserState;
+  /** `owner/repo`, lower case. */
+  repositories: Set<string>;
+}
+
+/** A GitHub App, for {@link FakeGitHub.addApp}. */
+export interface NewApp {
+  id: number;
+  slug: string;
+  /** The public half of the App's key (GitHub keeps only that); JWTs are checked with it. */
+  publicKey: KeyObject | string;
+  /** What the App may do (default: issues, pull_requests and contents write, metadata read). */
+  permissions?: Record<string, 'read' | 'write'>;
+}
+
+/** One installation access token the fake issued, for assertions (the token itself included). */
+export interface IssuedToken {
+  token: string;
+  installationId: number;
+  /** `owner/repo`, or null for every repository of the installation. */
+  repositories: string[] | null;
+  permissions: Record<string, string>;
+  /** Epoch ms on the fake's clock. */
+  expiresAt: number;
+  revoked: boolean;
 }
 
 interface Bucket {
@@ -542,6 +603,11 @@ export class FakeGitHub {
   private readonly tokens = new Map<string, TokenState>();
   private readonly anonymous: Bucket;
   private faults: Fault[] = [];
+  private readonly apps = new Map<number, AppState>();
+  private readonly installations = new Map<number, InstallationState>();
+  /** Every installation token issued, oldest first: what tests look at. */
+  readonly issuedTokens: IssuedToken[] = [];
+  private clockOffsetMs = 0;
   private readonly pending = new Set<() => void>();
   private closed = false;
   private nextId = {
@@ -553,7 +619,8 @@ export class FakeGitHub {
   };
 
   constructor(options: FakeGitHubOptions = {}) {
-    this.now = options.now ?? Date.now;
+    const base = options.now ?? Date.now;
+    this.now = () => base() + this.clockOffsetMs;
     this.opts = {
       rateLimit: options.rateLimit ?? 5000,
       anonymousRateLimit: options.anonymousRateLimit ?? 60,
@@ -772,6 +839,75 @@ export class FakeGitHub {
     return (target.reactions ?? []).map((r) => ({ login: r.user.login, content: r.content }));
   }
 
+  // ---- GitHub Apps ----------------------------------------------------------------------------
+
+  /** Registers a GitHub App: JWTs signed with its private key authenticate as it. */
+  addApp(app: NewApp): void {
+    this.apps.set(app.id, {
+      id: app.id,
+      slug: app.slug,
+      publicKey: app.publicKey,
+      permissions: app.permissions ?? {
+        issues: 'write',
+        pull_requests: 'write',
+        contents: 'write',
+        metadata: 'read',
+      },
+      bucket: { limit: this.opts.rateLimit, used: 0, reset: 0 },
+    });
+    this.user(`${app.slug}[bot]`, 'Bot');
+  }
+
+  /** Installs an App on an account for some of its repositories; returns the installation id. */
+  installApp(appId: number, account: string, repositories: string[]): number {
+    const app = this.apps.get(appId);
+    if (!app) throw new Error(`no App ${appId}: addApp it first`);
+    const id = 40_000_000 + this.installations.size + 1;
+    this.installations.set(id, {
+      id,
+      app,
+      account: this.user(account),
+      repositories: new Set(repositories.map((r) => r.toLowerCase())),
+    });
+    return id;
+  }
+
+  /** Changes which repositories an installation reaches (what the owner does in its settings). */
+  setInstallationRepositories(installationId: number, repositories: string[]): void {
+    const installation = this.installations.get(installationId);
+    if (!installation) throw new Error(`no installation ${installationId}`);
+    installation.repositories = new Set(repositories.map((r) => r.toLowerCase()));
+  }
+
+  /** Moves the fake's clock (timestamps, rate-limit windows, token and JWT expiry) forward. */
+  advanceClock(ms: number): void {
+    this.clockOffsetMs += ms;
+  }
+
+  /** Whether `token` authenticates now (not expired on the fake's clock, not revoked). */
+  tokenWorks(token: string): boolean {
+    return this.authenticate(`token ${token}`) !== 'bad';
+  }
+
+  /**
+   * Whether `token` may fetch (or, with `push`, push to) `fullName` over git: what GitHub's git
+   * server decides with the same token. An installation token needs its repository selected and
+   * `contents` (write to push); a user's token needs to see the repository (write to push).
+   */
+  gitAccess(token: string, fullName: string, push: boolean): boolean {
+    const auth = this.authenticate(`token ${token}`);
+    const repo = this.repos.get(fullName.toLowerCase());
+    if (auth === 'bad' || auth.kind !== 'token' || !repo) return false;
+    const { token: state } = auth;
+    if (!this.selected(state, repo)) return false;
+    if (state.installation) {
+      const contents = state.installation.permissions.contents;
+      return push ? contents === 'write' : contents === 'write' || contents === 'read';
+    }
+    const rank = ROLE_RANK[this.roleOf(repo, state.user)];
+    return push ? rank >= ROLE_RANK.write : this.canSee(auth, repo);
+  }
+
   // ---- rate limits, faults, the request log ---------------------------------------------------
 
   /** A token's primary rate limit now (no token: the anonymous one). */
@@ -916,6 +1052,31 @@ export class FakeGitHub {
       return;
     }
 
+    const jwt = this.appOf(req.headers.authorization);
+    if (jwt) {
+      // A JWT: the App itself, which may use only the /app endpoints.
+      const bucket = typeof jwt === 'string' ? this.anonymous : jwt.bucket;
+      this.refresh(bucket);
+      let reply: Reply;
+      if (fault?.status !== undefined && !lost) reply = faultReply(fault);
+      else if (typeof jwt === 'string') reply = errorReply(401, jwt);
+      else {
+        try {
+          const body = method === 'POST' ? parseJson(raw) : undefined;
+          record.body = body;
+          reply = this.routeApp(canonicalPath, method, jwt, body, requestUrl);
+        } catch (err) {
+          if (!(err instanceof HttpError)) throw err;
+          reply = err.reply;
+        }
+        bucket.used++;
+        record.cost = 1;
+      }
+      if (lost && fault?.status !== undefined) reply = faultReply(fault);
+      record.status = reply.status;
+      this.send(res, method, reply, bucket);
+      return;
+    }
     const auth = this.authenticate(req.headers.authorization);
     const caller: Caller | null = auth === 'bad' ? null : auth;
     if (caller?.kind === 'token') record.login = caller.token.user.login;
@@ -968,6 +1129,8 @@ export class FakeGitHub {
 
   private send(res: ServerResponse, method: string, reply: Reply, bucket: Bucket): void {
     const headers: Record<string, string> = {
+      // GitHub's clock: a client that signs JWTs learns its drift from here.
+      date: new Date(this.now()).toUTCString(),
       'cache-control': 'private, max-age=60, s-maxage=60',
       vary: 'Accept, Authorization, Cookie, X-GitHub-OTP',
       'x-github-media-type': 'github.v3; format=json',
@@ -1001,6 +1164,12 @@ export class FakeGitHub {
     const get = method === 'GET' || method === 'HEAD';
     if (path === '/user' && get) return this.getUser(ctx);
     if (path === '/rate_limit' && get) return this.getRateLimit(ctx);
+    if (path === '/installation/repositories' && get) return this.installationRepositories(ctx);
+    if (path === '/installation/token' && method === 'DELETE') return this.revokeInstallationToken(ctx);
+    if (path.startsWith('/app/') || path === '/app') {
+      // GitHub wants a JWT here; a token gets this.
+      return errorReply(401, 'A JSON web token could not be decoded', `${DOCS}/apps/apps`);
+    }
     const m = /^\/repos\/([^/]+)\/([^/]+)(\/.*)?$/.exec(path);
     if (!m) return errorReply(404, 'Not Found');
     const rest = m[3] ?? '';
@@ -1112,7 +1281,7 @@ export class FakeGitHub {
 
   private postComment(repo: RepoState, issue: IssueState, ctx: Ctx): Reply {
     const docs = `${DOCS}/issues/comments#create-an-issue-comment`;
-    const user = this.writer(ctx.caller, repo, docs);
+    const user = this.writer(ctx.caller, repo, docs, issue.pullRequest ? 'pull_requests' : 'issues');
     const body = commentBody(ctx.body, docs);
     const comment = this.createComment(repo, issue, user, body, toSecond(this.now()));
     const json = this.commentJson(comment);
@@ -1183,7 +1352,7 @@ export class FakeGitHub {
 
   private patchComment(repo: RepoState, comment: CommentState, ctx: Ctx): Reply {
     const docs = `${DOCS}/issues/comments#update-an-issue-comment`;
-    const user = this.writer(ctx.caller, repo, docs);
+    const user = this.writer(ctx.caller, repo, docs, comment.issue.pullRequest ? 'pull_requests' : 'issues');
     // Someone else's comment needs push access; GitHub hides what the caller may not change.
     if (user.id !== comment.user.id && ROLE_RANK[this.roleOf(repo, user)] < ROLE_RANK.write) {
       refuse(404, 'Not Found', docs);
@@ -1321,7 +1490,7 @@ export class FakeGitHub {
 
   private postPull(repo: RepoState, ctx: Ctx): Reply {
     const docs = `${DOCS}/pulls/pulls#create-a-pull-request`;
-    const user = this.writer(ctx.caller, repo, docs);
+    const user = this.writer(ctx.caller, repo, docs, 'pull_requests');
     const input = jsonObject(ctx.body);
     for (const field of ['title', 'head', 'base'] as const) {
       if (input[field] === undefined) refuse(422, `Invalid request.\n\n"${field}" wasn't supplied.`, docs);
@@ -1395,7 +1564,7 @@ export class FakeGitHub {
 
   private patchPull(repo: RepoState, pull: PullState, ctx: Ctx): Reply {
     const docs = `${DOCS}/pulls/pulls#update-a-pull-request`;
-    const user = this.writer(ctx.caller, repo, docs);
+    const user = this.writer(ctx.caller, repo, docs, 'pull_requests');
     const input = jsonObject(ctx.body);
     for (const field of ['title', 'body', 'state', 'base'] as const) {
       const v = input[field];
@@ -1537,6 +1706,177 @@ export class FakeGitHub {
     return errorReply(status, message, RATE_LIMIT_DOCS);
   }
 
+  // ---- GitHub App endpoints -------------------------------------------------------------------
+
+  /**
+   * The App a JWT in `Authorization: Bearer` authenticates, GitHub's 401 message when it is refused,
+   * or undefined for anything that is not a JWT. Checked as the docs say: RS256 signed with the
+   * App's key, `iss` its ID, `exp` in the future and at most 10 minutes after `iat` (GitHub
+   * rejects a longer one), `iat` not in the future (its clock allows 60 s of drift).
+   */
+  private appOf(header: string | undefined): AppState | string | undefined {
+    const m = /^bearer\s+(eyJ[\w-]*\.[\w-]+\.[\w-]*)\s*$/i.exec(header ?? '');
+    if (!m) return undefined;
+    const [head, payload, signature] = m[1]!.split('.') as [string, string, string];
+    let claims: { iat?: unknown; exp?: unknown; iss?: unknown };
+    let alg: unknown;
+    try {
+      alg = (JSON.parse(Buffer.from(head, 'base64url').toString('utf8')) as { alg?: unknown }).alg;
+      claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as typeof claims;
+    } catch {
+      return 'A JSON web token could not be decoded';
+    }
+    const app = this.apps.get(Number(claims.iss));
+    if (!app) return `Integration not found`;
+    if (alg !== 'RS256') return 'A JSON web token could not be decoded';
+    const valid = createVerify('RSA-SHA256')
+      .update(`${head}.${payload}`)
+      .verify(app.publicKey, Buffer.from(signature, 'base64url'));
+    if (!valid) return 'A JSON web token could not be decoded';
+    const nowS = Math.floor(this.now() / 1000);
+    if (typeof claims.iat !== 'number' || !Number.isInteger(claims.iat) || claims.iat > nowS + 60)
+      return "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued.";
+    if (typeof claims.exp !== 'number' || claims.exp <= nowS)
+      return "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires.";
+    if (claims.exp - claims.iat > 600 || claims.exp > nowS + 600)
+      return "'Expiration time' claim ('exp') is too far in the future.";
+    return app;
+  }
+
+  private routeApp(path: string, method: string, app: AppState, body: unknown, requestUrl: URL): Reply {
+    const docs = `${DOCS}/apps/apps`;
+    if (path === '/app' && method === 'GET') {
+      return this.ok({
+        id: app.id,
+        slug: app.slug,
+        name: app.slug,
+        owner: null,
+        permissions: app.permissions,
+        events: [],
+      });
+    }
+    if (path === '/app/installations' && method === 'GET') {
+      const mine = [...this.installations.values()].filter((i) => i.app === app);
+      const ctx = {
+        method,
+        query: requestUrl.searchParams,
+        requestUrl,
+        caller: { kind: 'anonymous' },
+        body,
+      } as Ctx;
+      return this.paginate(
+        mine.map((i) => ({
+          id: i.id,
+          app_id: app.id,
+          app_slug: app.slug,
+          account: this.userJson(i.account),
+          repository_selection: 'selected',
+          access_tokens_url: `${this.url}/app/installations/${i.id}/access_tokens`,
+          permissions: app.permissions,
+          events: [],
+          target_type: i.account.type,
+        })),
+        ctx,
+        '/app/installations',
+      );
+    }
+    const m = /^\/app\/installations\/(\d+)\/access_tokens$/.exec(path);
+    if (m && method === 'POST') {
+      const installation = this.installations.get(Number(m[1]));
+      const tokenDocs = `${docs}#create-an-installation-access-token-for-an-app`;
+      if (!installation || installation.app !== app) return errorReply(404, 'Not Found', tokenDocs);
+      const input = jsonObject(body);
+      const owner = installation.account.login.toLowerCase();
+      let repositories: string[] | null = null;
+      if (input.repositories !== undefined) {
+        if (!Array.isArray(input.repositories) || input.repositories.some((r) => typeof r !== 'string'))
+          return errorReply(
+            422,
+            "Invalid request.\n\nFor 'properties/repositories', it is not an array of strings.",
+            tokenDocs,
+          );
+        // Names, not owner/name: GitHub takes the names of the installation account's repositories.
+        repositories = (input.repositories as string[]).map((r) => `${owner}/${r.toLowerCase()}`);
+        if (repositories.some((r) => !installation.repositories.has(r) || !this.repos.has(r)))
+          return errorReply(
+            422,
+            'There is at least one repository that does not exist or is not accessible to the parent installation.',
+            tokenDocs,
+          );
+      }
+      let permissions: Record<string, string> = { ...app.permissions };
+      if (input.permissions !== undefined) {
+        const asked = jsonObject(input.permissions);
+        const rank = (v: unknown) => (v === 'write' ? 2 : v === 'read' ? 1 : 0);
+        if (Object.entries(asked).some(([k, v]) => rank(v) === 0 || rank(v) > rank(app.permissions[k])))
+          return errorReply(
+            422,
+            'The permissions requested are not granted to this installation.',
+            tokenDocs,
+          );
+        permissions = { metadata: 'read', ...(asked as Record<string, string>) };
+      }
+      const token = `ghs_${randomBytes(18).toString('base64url')}`;
+      const expiresAt = toSecond(this.now()) + 3_600_000;
+      const user = this.user(`${app.slug}[bot]`, 'Bot');
+      this.tokens.set(token, {
+        user,
+        repositories: repositories ? new Set(repositories) : null,
+        bucket: { limit: this.opts.rateLimit, used: 0, reset: 0 },
+        installation: { state: installation, secret: token, permissions, expiresAt },
+      });
+      this.issuedTokens.push({
+        token,
+        installationId: installation.id,
+        repositories,
+        permissions,
+        expiresAt,
+        revoked: false,
+      });
+      return {
+        status: 201,
+        body: {
+          token,
+          expires_at: iso(expiresAt),
+          permissions,
+          repository_selection: repositories ? 'selected' : 'all',
+          ...(repositories
+            ? { repositories: repositories.map((r) => this.repoJson(this.repos.get(r)!)) }
+            : {}),
+        },
+      };
+    }
+    return errorReply(404, 'Not Found', docs);
+  }
+
+  /** `GET /installation/repositories`: what an installation token reaches, `{total_count, repositories}`. */
+  private installationRepositories(ctx: Ctx): Reply {
+    const docs = `${DOCS}/apps/installations#list-repositories-accessible-to-the-app-installation`;
+    const token = ctx.caller.kind === 'token' ? ctx.caller.token : undefined;
+    if (!token?.installation)
+      return errorReply(403, 'This endpoint requires you to be authenticated as an installation.', docs);
+    const repos = [...this.repos.values()].filter((r) => this.selected(token, r));
+    const reply = this.paginate(
+      repos.map((r) => this.repoJson(r)),
+      ctx,
+      '/installation/repositories',
+    );
+    reply.body = { total_count: repos.length, repository_selection: 'selected', repositories: reply.body };
+    return reply;
+  }
+
+  /** `DELETE /installation/token`: the token that authenticates it stops working (204). */
+  private revokeInstallationToken(ctx: Ctx): Reply {
+    const docs = `${DOCS}/apps/installations#revoke-an-installation-access-token`;
+    const token = ctx.caller.kind === 'token' ? ctx.caller.token : undefined;
+    if (!token?.installation)
+      return errorReply(403, 'This endpoint requires you to be authenticated as an installation.', docs);
+    this.tokens.delete(token.installation.secret);
+    const issued = this.issuedTokens.find((t) => t.token === token.installation!.secret);
+    if (issued) issued.revoked = true;
+    return { status: 204 };
+  }
+
   // ---- who may do what ------------------------------------------------------------------------
 
   private authenticate(header: string | undefined): Caller | 'bad' {
@@ -1549,6 +1889,7 @@ export class FakeGitHub {
       secret = decoded.slice(decoded.indexOf(':') + 1);
     }
     const token = this.tokens.get(secret);
+    if (token?.installation && this.now() >= token.installation.expiresAt) return 'bad';
     return token ? { kind: 'token', token } : 'bad';
   }
 
@@ -1560,7 +1901,10 @@ export class FakeGitHub {
   }
 
   private selected(token: TokenState, repo: RepoState): boolean {
-    return !token.repositories || token.repositories.has(`${repo.owner.login}/${repo.name}`.toLowerCase());
+    const name = `${repo.owner.login}/${repo.name}`.toLowerCase();
+    // An installation token reaches only what its installation still does, whatever it was minted for.
+    if (token.installation && !token.installation.state.repositories.has(name)) return false;
+    return !token.repositories || token.repositories.has(name);
   }
 
   /** Whether the caller may know the repository exists. */
@@ -1572,10 +1916,11 @@ export class FakeGitHub {
   }
 
   /** The user a write acts as, or the error GitHub answers a caller who may not write. */
-  private writer(caller: Caller, repo: RepoState, docs: string): UserState {
+  private writer(caller: Caller, repo: RepoState, docs: string, permission?: string): UserState {
     if (caller.kind === 'anonymous') return refuse(401, 'Requires authentication', docs);
     const { user } = caller.token;
-    if (!this.selected(caller.token, repo)) {
+    const granted = caller.token.installation?.permissions;
+    if (!this.selected(caller.token, repo) || (granted && permission && granted[permission] !== 'write')) {
       const by = user.type === 'Bot' ? 'integration' : 'personal access token';
       return refuse(403, `Resource not accessible by ${by}`, docs);
     }

@@ -17,8 +17,12 @@ export class GitHttpServer {
   constructor(
     /** The folder holding bare repositories: `{root}/acme/widget.git` is `{url}/acme/widget.git`. */
     private readonly root: string,
-    /** undefined: anyone may clone and push. */
-    private readonly token: string | undefined,
+    /**
+     * undefined: anyone may clone and push. A function decides per request, given the token, the
+     * repository path (`/acme/widget.git`) and whether it is a push (e.g. the fake GitHub's gitAccess).
+     */
+    private readonly token:
+      string | undefined | ((token: string, repoPath: string, push: boolean) => boolean),
   ) {}
 
   async start(): Promise<this> {
@@ -28,17 +32,22 @@ export class GitHttpServer {
     return this;
   }
 
-  private authorized(req: IncomingMessage): boolean {
+  private authorized(req: IncomingMessage, url: URL): boolean {
     if (this.token === undefined) return true;
     const m = /^Basic (.+)$/.exec(req.headers.authorization ?? '');
     if (!m) return false;
     const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
-    return decoded.slice(decoded.indexOf(':') + 1) === this.token;
+    const given = decoded.slice(decoded.indexOf(':') + 1);
+    if (typeof this.token === 'string') return given === this.token;
+    const repoPath = /^(.*?\.git)(\/|$)/.exec(url.pathname)?.[1] ?? url.pathname;
+    const push =
+      url.pathname.endsWith('/git-receive-pack') || url.searchParams.get('service') === 'git-receive-pack';
+    return this.token(given, repoPath, push);
   }
 
   private handle(req: IncomingMessage, res: ServerResponse) {
     const url = new URL(req.url ?? '/', this.url);
-    const authorized = this.authorized(req);
+    const authorized = this.authorized(req, url);
     this.requests.push({ method: req.method ?? '', path: url.pathname, authorized });
     if (!authorized) {
       // What GitHub answers a private repository without credentials: git then asks its helper.

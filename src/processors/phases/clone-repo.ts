@@ -2,6 +2,7 @@ import path from 'node:path';
 import { ThopterError } from '../../errors.js';
 import { shellQuote } from '../../providers/shell.js';
 import type { Transport } from '../../providers/types.js';
+import { gitTokenFile, replaceGitToken } from '../git-token.js';
 import { gitIdentity, type Phase } from './phase.js';
 import { machineOf } from './wait-ready.js';
 
@@ -24,7 +25,7 @@ export const cloneRepo: Phase = {
   optional: false,
   attempts: 3,
   backoffMs: 3000,
-  async run({ thopter, config, transport, machineLog, signal, firstRun }) {
+  async run({ thopter, config, transport, machineLog, signal, firstRun, thopterTokens, store, log }) {
     const { request } = thopter;
     const { workBranch } = machineOf(thopter);
     const t = await transport();
@@ -44,16 +45,30 @@ export const cloneRepo: Phase = {
     // for the agent, two processes fewer, and a golden claude's ~/.gitconfig stays as it was.
     const { userName, userEmail } = gitIdentity(settings);
     const options = ['-c', `user.name=${userName}`, '-c', `user.email=${userEmail}`];
-    const token = settings?.agentCoderPAT;
-    if (token && /^https?:\/\//.test(request.cloneUrl)) {
+    const overHttp = /^https?:\/\//.test(request.cloneUrl);
+    // With the GitHub App, a token for this repository alone, contents and pull requests only.
+    // Failing to get one fails the phase in words that say what to do: there is no other token.
+    const minted = overHttp
+      ? await thopterTokens?.thopterToken(request.repository, request.source === 'github')
+      : undefined;
+    const token = settings?.agentCoderPAT ?? minted?.token;
+    if (token && overHttp) {
       const dir = path.join(t.paths.home, '.thopter');
-      await t.writeFile(path.join(dir, 'git-token'), token + '\n', 0o600);
+      // A retry's earlier token is revoked as this one replaces it.
+      if (minted && thopterTokens) await replaceGitToken(t, thopterTokens, minted.token, log);
+      else await t.writeFile(gitTokenFile(t), token + '\n', 0o600);
       await t.writeFile(path.join(dir, 'git-credential'), CREDENTIAL_HELPER, 0o700);
       // The empty value first drops any helper a golden claude's ~/.gitconfig names (a `store`
       // helper would write the token to ~/.git-credentials); both land in the clone's config, so
       // the agent's pushes use the same helper.
       const helper = `!${shellQuote(path.join(dir, 'git-credential'))}`;
       options.push('-c', 'credential.helper=', '-c', `credential.helper=${helper}`);
+    }
+    if (minted) {
+      await store.setGitToken(thopter.id, {
+        expiresAt: minted.expiresAt,
+        mintedAt: new Date().toISOString(),
+      });
     }
     await git(['clone', ...options, '--', request.cloneUrl, repoDir], 15 * 60_000);
     if (request.continues) {

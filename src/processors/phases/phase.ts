@@ -1,4 +1,5 @@
 import type { Config } from '../../config.js';
+import type { ThopterTokens } from '../../github/app.js';
 import type { Logger } from '../../log.js';
 import type { Provider, Transport } from '../../providers/types.js';
 import type { ThopterRecord } from '../../thopters/record.js';
@@ -26,6 +27,8 @@ export interface PhaseContext {
   transport(): Promise<Transport>;
   /** Appends a line to the machine's provisioning log (seed: /thopter/log). */
   machineLog(line: string): Promise<void>;
+  /** Mints the thopter's git token when the repository is the GitHub App's. */
+  thopterTokens?: ThopterTokens;
 }
 
 export interface PhaseResult {
