@@ -144,6 +144,8 @@ describe('usage metering with the real claude', () => {
       () => gh.comments(REPO, issue).find((c) => /^<!-- thopter-report:.*:turn-1 -->/.test(c.body ?? '')),
       { timeoutMs: 180_000 },
     );
+    // What the model was asked, for a failure's message: a retried request would take a step more.
+    const steps = () => JSON.stringify(model.requests.map((r) => r.step ?? null));
     id = /thopter-report:(thopter-[a-f0-9]+):turn-1/.exec(report.body ?? '')![1]!;
     const want = sum(turnOne);
     const cost = costOf(want);
@@ -153,6 +155,7 @@ describe('usage metering with the real claude', () => {
       new RegExp(
         `Used 4\\.3k input, 640 output, 17\\.2k cache read, 800 cache write tokens \\(${MODEL}\\), about \\$${cost.toFixed(2).replace('.', '\\.')}\\.`,
       ),
+      `${report.body}\nsteps: ${steps()}`,
     );
 
     const view = (await api(hub.url, 'GET', `/api/thopters/${id}`)).body;
@@ -164,8 +167,8 @@ describe('usage metering with the real claude', () => {
       .filter((f) => f.endsWith('.jsonl'))
       .flatMap((f) => readFileSync(f, 'utf8').split('\n'))
       .filter((l) => l.includes('"usage"') && JSON.parse(l).type === 'assistant');
-    assert.equal(usageLines.length, 5, 'two messages of two blocks and one of one');
-    assert.deepEqual(view.usage.tokens, want);
+    assert.equal(usageLines.length, 5, `two messages of two blocks and one of one: ${usageLines.join('\n')}`);
+    assert.deepEqual(view.usage.tokens, want, `steps: ${steps()}`);
     assert.equal(view.usage.messages, 3);
     assert.deepEqual(Object.keys(view.usage.byModel), [MODEL]);
     assert.ok(close(view.usage.costUsd, cost), `${view.usage.costUsd} vs ${cost}`);
