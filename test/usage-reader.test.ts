@@ -54,14 +54,16 @@ describe('the usage reader', () => {
     });
   });
 
-  it('adds what a later line of the same message counts beyond the first, and skips synthetic replies', () => {
+  it('adds what a later line of the same message counts beyond the first, skips synthetic replies, and renames a model name unfit for a label', () => {
     const c = new UsageCounter();
     c.addLine(line('msg_1', 'claude-opus-5-5', { input: 100, output: 1 }).trimEnd());
     c.addLine(line('msg_1', 'claude-opus-5-5', { input: 100, output: 30 }).trimEnd());
     c.addLine(line('msg_2', '<synthetic>', {}).trimEnd());
     c.addLine('{not json');
+    c.addLine(line('msg_3', 'evil\tmodel', { input: 2 }).trimEnd());
     assert.deepEqual(c.snapshot(), {
       'claude-opus-5-5': { input: 100, output: 30, cacheRead: 0, cacheCreation: 0, messages: 1 },
+      'unnamed-model': { input: 2, output: 0, cacheRead: 0, cacheCreation: 0, messages: 1 },
     });
   });
 

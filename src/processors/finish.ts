@@ -36,6 +36,16 @@ export async function actOnAgentNews(
       : false;
   if (ended <= finish.reported && !exited) return;
   const said = await lastMessage(deps, record.machine.id, log);
+  // The report quotes the transcript as it stands now: its usage is read as far. (Claude Code may
+  // write its transcript a moment after the turn ended, later than the check that saw the turn.)
+  if (deps.provider.usage) {
+    try {
+      const totals = await deps.provider.usage(record.machine.id);
+      await deps.store.setUsage(record.id, totals, deps.config.prices);
+    } catch (err) {
+      log.warn({ err: messageOf(err) }, "the agent's usage could not be read");
+    }
+  }
   const next: FinishState = {
     ...finish,
     reported: Math.max(ended, finish.reported),

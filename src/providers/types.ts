@@ -156,6 +156,11 @@ export interface Provider {
   transport(id: string): Promise<Transport>;
   /** Reads the terminal session, over `via` when the caller has a transport open already. */
   snapshot(id: string, via?: Transport): Promise<SessionSnapshot>;
+  /**
+   * The usage in the machine's transcripts so far, for a provider whose hub reads them itself
+   * (local); absent where the machine's observer posts it (Fly).
+   */
+  usage?(id: string): Promise<UsageTotals>;
   /** Names of the golden claudes that exist. */
   goldenClaudes(): Promise<string[]>;
   goldenClaude(name: string): Promise<GoldenClaude | null>;

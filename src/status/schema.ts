@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MODEL_NAME } from '../usage/tokens.js';
 
 /** The largest screen dump accepted: a 200×50 pane is 10 kB; this leaves room for wide terminals. */
 export const MAX_SCREEN_BYTES = 64 * 1024;
@@ -28,7 +29,7 @@ export const statusPostSchema = z
     /** The usage in the agent's transcripts since it started, by model (cumulative, not a delta). */
     usage: z
       .record(
-        z.string().regex(/^[\w.:@[\]-]{1,200}$/, 'must be a model name'),
+        z.string().regex(MODEL_NAME, 'must be a model name'),
         z
           .object({
             input: tokenCount,

@@ -1,6 +1,6 @@
 import { open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { TOKEN_KINDS, type TokenCounts, type UsageTotals } from './tokens.js';
+import { MODEL_NAME, TOKEN_KINDS, type TokenCounts, type UsageTotals } from './tokens.js';
 
 /**
  * How many of the latest message ids keep the usage they were counted with. Claude Code writes a
@@ -40,8 +40,11 @@ export class UsageCounter {
     const message = (entry as { message?: unknown } | null)?.message as
       { id?: unknown; model?: unknown; usage?: Record<string, unknown> } | undefined;
     if ((entry as { type?: unknown }).type !== 'assistant' || !message) return;
-    const { id, model, usage } = message;
-    if (typeof id !== 'string' || typeof model !== 'string' || !usage || model === SYNTHETIC_MODEL) return;
+    const { id, usage } = message;
+    if (typeof id !== 'string' || typeof message.model !== 'string' || !usage) return;
+    if (message.model === SYNTHETIC_MODEL) return;
+    // Counted all the same, under a name that has no price: its cost shows as unknown.
+    const model = MODEL_NAME.test(message.model) ? message.model : 'unnamed-model';
     const tokens: TokenCounts = {
       input: count(usage.input_tokens),
       output: count(usage.output_tokens),

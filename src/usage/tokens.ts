@@ -3,6 +3,9 @@ export const TOKEN_KINDS = ['input', 'output', 'cacheRead', 'cacheCreation'] as 
 export type TokenKind = (typeof TOKEN_KINDS)[number];
 export type TokenCounts = Record<TokenKind, number>;
 
+/** What a model name may hold: it becomes a Redis hash field and a Prometheus label, tab-separated. */
+export const MODEL_NAME = /^[\w.:@[\]-]{1,200}$/;
+
 export const noTokens = (): TokenCounts => ({ input: 0, output: 0, cacheRead: 0, cacheCreation: 0 });
 
 /** What one model did for a thopter so far: its tokens and how many messages (API responses). */
