@@ -9,6 +9,12 @@ import type { ProcessorDeps } from './deps.js';
 
 /** Reading the last message must not hold the supervision: past this, the report goes without it. */
 const READ_TIMEOUT_MS = 15_000;
+/**
+ * Claude Code may append a turn's last transcript entries a moment after its Stop hook ran: a turn
+ * whose last message reads as the one before is read again at the next checks for this long before
+ * it counts as a turn that said nothing new.
+ */
+const TRANSCRIPT_LAG_MS = 30_000;
 
 /**
  * The finish line, as the thopter's lifecycle job sees it (design.md, "Closing the loop"): when the
@@ -36,6 +42,10 @@ export async function actOnAgentNews(
       : false;
   if (ended <= finish.reported && !exited) return;
   const said = await lastMessage(deps, record.machine.id, log);
+  if (!exited && said !== undefined && said.text === finish.lastMessage?.text && turnIsFresh(record)) {
+    log.debug({ turns: ended }, "the turn's last message is not in the transcript yet; reading again");
+    return;
+  }
   // The report quotes the transcript as it stands now: its usage is read as far. (Claude Code may
   // write its transcript a moment after the turn ended, later than the check that saw the turn.)
   if (deps.provider.usage) {
@@ -77,6 +87,14 @@ export async function actOnAgentNews(
   if (!news || record.request.source !== 'github') return;
   await deps.queues.enqueue('report', { thopterId: record.id, label: labelOf(record.request), key });
   log.info({ key }, 'reporting on the issue');
+}
+
+/** Whether the last turn ended so recently that its transcript may still be written. */
+function turnIsFresh(record: ThopterRecord): boolean {
+  const at = record.turns?.lastEndedAt;
+  const age = at === undefined ? NaN : Date.now() - Date.parse(at);
+  // A machine clock ahead of the hub's (a negative age) is not waited for.
+  return age >= 0 && age < TRANSCRIPT_LAG_MS;
 }
 
 /** The agent's last message, from the transcript on its machine; undefined if it cannot be read. */
