@@ -7,6 +7,7 @@ import { githubProcessor, type GitHubProcessorDeps } from './github.js';
 import { HANDOFF } from './handoff.js';
 import { lifecycleProcessor } from './lifecycle.js';
 import { phaseProcessor } from './phase-worker.js';
+import { tellProcessor } from './tell.js';
 
 export { TransportPool, type ProcessorDeps } from './deps.js';
 
@@ -16,6 +17,7 @@ export interface HubWorkers {
   destroy: Worker;
   scan: Worker;
   github: Worker;
+  tell: Worker;
   /**
    * Hands active jobs back at once (a teardown under way finishes first), then closes every worker.
    * Gives up when Redis has been unreachable for HANDBACK_GIVE_UP_MS.
@@ -95,8 +97,10 @@ export function startWorkers(
   // One poll at a time across hubs is the queue's global concurrency; this hub runs one too.
   const scan = new Worker('scan', async () => scanAll(intake.scanner), { ...common, concurrency: 1 });
   const github = new Worker('github', githubProcessor(intake.github), { ...common, concurrency: 5 });
+  // A paste takes a moment; several thopters are told at once.
+  const tell = new Worker('tell', tellProcessor(deps), { ...common, concurrency: 5 });
 
-  for (const [name, worker] of Object.entries({ lifecycle, phases, destroy, scan, github })) {
+  for (const [name, worker] of Object.entries({ lifecycle, phases, destroy, scan, github, tell })) {
     worker.on('error', (err) => log.warn({ worker: name, err: err.message }, 'worker error'));
     // Losing a lock means another hub may now run the job too: stop ours.
     worker.on('lockRenewalFailed', (jobIds: string[]) => {
@@ -111,6 +115,7 @@ export function startWorkers(
     destroy,
     scan,
     github,
+    tell,
     async close() {
       shutdown.abort(HANDOFF);
       // (a teardown under way finishes first: it does not listen to the signal)
@@ -120,6 +125,7 @@ export function startWorkers(
         destroy.close(),
         scan.close(),
         github.close(),
+        tell.close(),
       ]);
       if (await unreachableFor(connection, HANDBACK_GIVE_UP_MS, closing)) {
         log.warn(

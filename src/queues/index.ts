@@ -8,6 +8,7 @@ import {
   destroyDedupId,
   pullRequestDedupId,
   lifecycleJobId,
+  tellJobId,
   SCAN_SCHEDULER_ID,
   phaseJobId,
   PRIORITY,
@@ -70,6 +71,15 @@ const JOB_DEFAULTS: { [N in JobName]: JobsOptions } = {
     removeOnComplete: { age: DAY_S, count: 1000 },
     removeOnFail: { age: 7 * DAY_S },
   },
+  tell: {
+    priority: PRIORITY.tell,
+    // Retried only while nothing was pasted (processors/tell.ts): a retry never pastes twice.
+    attempts: 6,
+    backoff: { type: 'exponential', delay: 1000 },
+    // Kept a month: the job id is what makes a second add of the same message a no-op.
+    removeOnComplete: { age: 30 * DAY_S },
+    removeOnFail: { age: 30 * DAY_S },
+  },
   destroy: {
     priority: PRIORITY.destroy,
     attempts: 5,
@@ -113,6 +123,10 @@ function identityOf(name: Exclude<JobName, 'phase'>, data: JobTable[Exclude<JobN
       const { thopterId, key } = data as JobTable['report'];
       return { jobId: `report.${thopterId}.${key}` };
     }
+    case 'tell': {
+      const { thopterId, key } = data as JobTable['tell'];
+      return { jobId: tellJobId(thopterId, createHash('sha256').update(key).digest('hex').slice(0, 24)) };
+    }
     case 'scan':
       return {};
   }
@@ -139,6 +153,7 @@ export class HubQueues {
       destroy: make('destroy'),
       scan: make('scan'),
       github: make('github'),
+      tell: make('tell'),
     };
     this.flows = new FlowProducer({ connection, prefix });
     this.flows.on('error', (err) => log.warn({ err: err.message }, 'flow producer error'));

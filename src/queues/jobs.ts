@@ -26,6 +26,11 @@ export interface JobTable {
   reply: { repository: string; issueNumber: number; key: string; body: string; label: string };
   /** A report on the thopter's issue: a turn ended (`turn-N`), the agent exited (`exit`), it ended (`end`). */
   report: { thopterId: string; label: string; key: ReportKey };
+  /**
+   * Paste one told message into the thopter's session. `key` names the message on the record
+   * (processors/tell.ts); its text is never in job data.
+   */
+  tell: { thopterId: string; label: string; key: string };
 }
 
 export type JobName = keyof JobTable;
@@ -39,6 +44,8 @@ export const QUEUE_OF = {
   reply: 'github',
   report: 'github',
   'pull-request': 'github',
+  // Its own queue: a message must not wait behind clones, teardowns or GitHub's rate limits.
+  tell: 'tell',
 } as const satisfies Record<JobName, string>;
 
 export type QueueName = (typeof QUEUE_OF)[JobName];
@@ -51,6 +58,7 @@ export const PRIORITY = {
   destroy: 1,
   scan: 1,
   github: 10,
+  tell: 1,
   max: 2_097_151,
 } as const;
 
@@ -60,5 +68,7 @@ export const phaseJobId = (thopterId: string, phase: PhaseName) => `${thopterId}
 export const destroyDedupId = (thopterId: string) => `destroy.${thopterId}`;
 export const commentDedupId = (thopterId: string) => `comment.${thopterId}`;
 export const pullRequestDedupId = (thopterId: string) => `pull-request.${thopterId}`;
+/** One job per told message, ever: `key` is hashed (it holds ':' and '#'). */
+export const tellJobId = (thopterId: string, keyHash: string) => `tell.${thopterId}.${keyHash}`;
 /** The poll's job scheduler: one for every hub, so n hubs poll once. */
 export const SCAN_SCHEDULER_ID = 'poll';

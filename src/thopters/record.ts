@@ -166,6 +166,29 @@ export interface BranchCompare {
   comparedAt: string;
 }
 
+/**
+ * A message for a live thopter's agent (`/thopter tell`, a review asking for changes, a budget
+ * warning), recorded once per `key` and delivered once by a `tell` job (processors/tell.ts).
+ * `delivering`: the paste has begun; a retry never pastes again (see there), so a message that
+ * stays `delivering` may or may not have arrived.
+ */
+export interface ToldMessage {
+  /** What makes it be told once: the command (`github:owner/repo#42@comment:123`), `budget-90`. */
+  key: string;
+  text: string;
+  /** The GitHub login of who said it; absent when the hub itself says it (a budget warning). */
+  from?: string;
+  /** Where it was written (the comment's URL): the report that answers it links there. */
+  url?: string;
+  at: string;
+  state: 'queued' | 'delivering' | 'delivered' | 'undelivered';
+  deliveredAt?: string;
+  /** For `undelivered`: why, for people. */
+  reason?: string;
+  /** The report that answers it (`turn-N`), once the lifecycle job queued it. */
+  answeredIn?: string;
+}
+
 export interface ThopterRecord {
   id: string;
   state: ThopterState;
@@ -191,6 +214,8 @@ export interface ThopterRecord {
   pullRequest?: PullRequestRecord;
   /** The work branch against the default branch, as of the last pull-request job. */
   compare?: BranchCompare;
+  /** Messages told to its agent, oldest first (processors/tell.ts). */
+  told?: ToldMessage[];
   /** Why it ended (destroyed) or what failed (failed). */
   endReason?: string;
   createdAt: string;

@@ -15,6 +15,7 @@ import {
   type ThopterEvent,
   type ThopterRecord,
   type ThopterState,
+  type ToldMessage,
 } from './record.js';
 
 const MAX_EVENTS = 200;
@@ -94,6 +95,33 @@ if seen then
   end
 end
 return 1`;
+
+/**
+ * Records a told message once per key, unless the thopter has ended.
+ * KEYS: record hash, change channel. ARGV: id, field, message JSON, updatedAt.
+ * Returns 1 recorded, 2 recorded before, 0 ended, -1 unknown.
+ */
+const ADD_TOLD = `
+local s = redis.call('HGET', KEYS[1], 'state')
+if not s then return -1 end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 2 end
+if s == 'destroyed' or s == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3], 'updatedAt', ARGV[4])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1`;
+
+/**
+ * Replaces a told message only if it is still exactly as the caller read it: of two hubs that
+ * move the same message on, one wins. KEYS: record hash, change channel. ARGV: id, field, the
+ * JSON read, the new JSON, updatedAt. Returns 1 replaced, 0 changed meanwhile.
+ */
+const MOVE_TOLD = `
+if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4], 'updatedAt', ARGV[5])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1`;
+
+const toldField = (key: string) => `told:${key}`;
 
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -366,6 +394,50 @@ export class ThopterStore {
     return this.update(id, { state, endReason: reason, endedAt: new Date().toISOString() });
   }
 
+  /**
+   * Records a message for the thopter's agent, once per `message.key`, unless it has ended.
+   * `exists`: that key was recorded before (then nothing changes).
+   */
+  async addTold(id: string, message: ToldMessage): Promise<'recorded' | 'exists' | 'ended' | 'unknown'> {
+    const r = await this.redis.eval(
+      ADD_TOLD,
+      2,
+      this.key(id),
+      this.changeChannel,
+      id,
+      toldField(message.key),
+      JSON.stringify(message),
+      new Date().toISOString(),
+    );
+    return r === 1 ? 'recorded' : r === 2 ? 'exists' : r === 0 ? 'ended' : 'unknown';
+  }
+
+  async told(id: string, key: string): Promise<ToldMessage | null> {
+    const raw = await this.redis.hget(this.key(id), toldField(key));
+    return raw ? (JSON.parse(raw) as ToldMessage) : null;
+  }
+
+  /**
+   * Moves a told message on (`queued` → `delivering` → `delivered`), only if it is still `from`
+   * as read: returns the message written, or null when another hub moved it first. Written even
+   * after the thopter ended: why a message was not delivered is kept.
+   */
+  async moveTold(id: string, from: ToldMessage, to: Partial<ToldMessage>): Promise<ToldMessage | null> {
+    const next: ToldMessage = { ...from, ...to, key: from.key };
+    const r = await this.redis.eval(
+      MOVE_TOLD,
+      2,
+      this.key(id),
+      this.changeChannel,
+      id,
+      toldField(from.key),
+      JSON.stringify(from),
+      JSON.stringify(next),
+      new Date().toISOString(),
+    );
+    return r === 1 ? next : null;
+  }
+
   async addEvent(id: string, type: string, message: string): Promise<void> {
     const event: ThopterEvent = { at: new Date().toISOString(), type, message };
     await this.redis
@@ -383,9 +455,12 @@ export class ThopterStore {
 
 function parseRecord(h: Record<string, string>): ThopterRecord {
   const phases: ThopterRecord['phases'] = {};
+  const told: ToldMessage[] = [];
   for (const [k, v] of Object.entries(h)) {
     if (k.startsWith('phase:')) phases[k.slice('phase:'.length) as PhaseName] = JSON.parse(v) as PhaseRecord;
+    if (k.startsWith('told:')) told.push(JSON.parse(v) as ToldMessage);
   }
+  told.sort((a, b) => a.at.localeCompare(b.at));
   const json = <T>(v: string | undefined): T | undefined =>
     v === undefined ? undefined : (JSON.parse(v) as T);
   const state = h.state as ThopterState;
@@ -404,6 +479,7 @@ function parseRecord(h: Record<string, string>): ThopterRecord {
     lastReport: json<{ key: string; url: string; at: string }>(h.lastReport),
     pullRequest: json<PullRequestRecord>(h.pullRequest),
     compare: json<BranchCompare>(h.compare),
+    ...(told.length ? { told } : {}),
     endReason: h.endReason,
     commentId: h.commentId ? Number(h.commentId) : undefined,
     commentHash: h.commentHash,

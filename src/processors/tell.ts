@@ -1,0 +1,223 @@
+import { createHash } from 'node:crypto';
+import { UnrecoverableError, type Job, type Processor } from 'bullmq';
+import { messageOf, ThopterError } from '../errors.js';
+import { SESSION } from '../providers/types.js';
+import type { JobTable } from '../queues/jobs.js';
+import { labelOf } from '../scanner/intake.js';
+import type { ThopterRecord, ToldMessage } from '../thopters/record.js';
+import type { ProcessorDeps } from './deps.js';
+
+/** A message longer than this is refused: it is a paste into a terminal, not a file transfer. */
+export const MAX_TELL_CHARS = 20_000;
+/** One tmux call on the machine; past this the connection is taken as broken. */
+const TMUX_TIMEOUT_MS = 15_000;
+
+export interface TellInput {
+  /**
+   * Makes the message be told once, whoever calls and however often: the command that asked
+   * (`github:owner/repo#42@comment:123`), a review (`review:owner/repo#7:55`), `budget-90`.
+   */
+  key: string;
+  /** What the agent reads, as one message: several lines stay one message. */
+  text: string;
+  /** The GitHub login of who says it (no `@`); absent when the hub itself speaks. */
+  from?: string;
+  /** Where it was written (the comment's URL): the report that answers it links there. */
+  url?: string;
+}
+
+/**
+ * `told`: recorded and its delivery queued (or, for a key told before, queued already: nothing
+ * changes); `ended`: the thopter has ended, nothing is recorded; `unknown`: no such thopter.
+ */
+export type TellOutcome = 'told' | 'ended' | 'unknown';
+
+/**
+ * The one way to say something to a live thopter's agent. Records the message on the thopter
+ * (once per `input.key`: a second call with the same key, from any hub, changes nothing) and queues
+ * the `tell` job that pastes it into the agent's session. Whether it arrived is on the record
+ * (`told`, processors/tell.ts) and in the thopter's events; the next turn's report answers it.
+ * Throws ThopterError `bad-input` for an empty or oversized text.
+ */
+export async function tellAgent(
+  deps: Pick<ProcessorDeps, 'store' | 'queues'>,
+  thopterId: string,
+  input: TellInput,
+): Promise<TellOutcome> {
+  const text = input.text.trim();
+  if (!text) throw new ThopterError('bad-input', 'the message is empty: write what the agent should read');
+  if (text.length > MAX_TELL_CHARS) {
+    throw new ThopterError(
+      'bad-input',
+      `the message has ${text.length} characters, more than ${MAX_TELL_CHARS}: shorten it, or put the long part in a file the agent can read`,
+    );
+  }
+  const message: ToldMessage = {
+    key: input.key,
+    text,
+    ...(input.from ? { from: input.from } : {}),
+    ...(input.url ? { url: input.url } : {}),
+    at: new Date().toISOString(),
+    state: 'queued',
+  };
+  const recorded = await deps.store.addTold(thopterId, message);
+  if (recorded === 'ended' || recorded === 'unknown') return recorded;
+  const record = await deps.store.get(thopterId);
+  if (recorded === 'recorded') {
+    await deps.store.addEvent(thopterId, 'told', `${whoSaid(message)}: ${preview(text)}`);
+  }
+  // Queued again for a key recorded before: a crash may have come between the record and the
+  // job. The job id derives from the key, so this is a no-op when the job exists.
+  const label = record ? labelOf(record.request) : thopterId;
+  await deps.queues.enqueue('tell', { thopterId, label, key: input.key });
+  return 'told';
+}
+
+/** "@alice" or "the hub": who a told message is from, in events and reports. */
+export const whoSaid = (m: Pick<ToldMessage, 'from'>) => (m.from ? `@${m.from}` : 'the hub');
+
+function preview(text: string): string {
+  const first = text.split('\n')[0]!;
+  const lines = text.split('\n').length;
+  const shown = first.length > 80 ? `${first.slice(0, 80)}…` : first;
+  return lines > 1 ? `“${shown}” (${lines} lines)` : `“${shown}”`;
+}
+
+/**
+ * Delivers one told message: a bracketed paste into the thopter's tmux session, then Enter, so the
+ * agent reads the whole text as one message. Through the transport with argv arrays and the text on
+ * stdin: it is never parsed by a shell, never a process argument, and works alike on every provider.
+ *
+ * At most once: a message pasted twice is a bug, one lost is reported. Everything before the paste
+ * (looking at the session, loading the text into a tmux buffer) changes nothing the agent sees, and
+ * is retried. The message is marked `delivering` before the paste; a paste that fails, or a run that
+ * finds the message `delivering` (a hub died mid-paste), marks it `undelivered` with why, and never
+ * pastes again.
+ */
+export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], string> {
+  return async (job: Job<JobTable['tell']>) => {
+    const { thopterId, key, label } = job.data;
+    const { store } = deps;
+    const log = deps.log.child({ thopter: thopterId, issue: label, jobId: job.id });
+    const message = await store.told(thopterId, key);
+    if (!message) return 'no such message';
+    if (message.state === 'delivering') {
+      await undeliverable(
+        deps,
+        thopterId,
+        message,
+        'the hub stopped while pasting it: it may or may not have reached the agent',
+      );
+      return 'interrupted';
+    }
+    if (message.state !== 'queued') return `already ${message.state}`;
+
+    const record = await store.get(thopterId);
+    const why = record ? notReady(record) : 'the thopter is gone';
+    if (why || !record?.machine) {
+      await undeliverable(deps, thopterId, message, why ?? 'the thopter has no machine');
+      return 'not delivered';
+    }
+    const machineId = record.machine.id;
+    try {
+      const t = await deps.transports.get(machineId);
+      const now = await deps.provider.snapshot(machineId, t);
+      // Pasted into a shell, the text would run as commands: only a running agent reads it.
+      if (!now.sessionAlive || !now.agentRunning) {
+        const gone = now.sessionAlive
+          ? 'the agent is not running in its terminal (it exited)'
+          : 'its terminal session is gone';
+        await undeliverable(deps, thopterId, message, gone);
+        return 'not delivered';
+      }
+      const buffer = `tell-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+      const loaded = await t.exec(['tmux', 'load-buffer', '-b', buffer, '-'], {
+        input: message.text,
+        timeoutMs: TMUX_TIMEOUT_MS,
+      });
+      if (loaded.exitCode !== 0) {
+        throw new ThopterError('machine', `tmux could not load the message: ${loaded.stderr.trim()}`, true);
+      }
+      const claimed = await store.moveTold(thopterId, message, { state: 'delivering' });
+      if (!claimed) return 'another hub is delivering it';
+      return await paste(deps, thopterId, claimed, buffer, t, log);
+    } catch (err) {
+      const retryable = !(err instanceof ThopterError) || err.retryable;
+      if (retryable && job.attemptsMade + 1 < (job.opts.attempts ?? 1)) throw err;
+      // Nothing was pasted: the last attempt says why on the record.
+      await undeliverable(deps, thopterId, message, `the hub could not reach its session: ${messageOf(err)}`);
+      throw new UnrecoverableError(messageOf(err));
+    }
+  };
+}
+
+/** The paste itself, after which nothing is retried. */
+async function paste(
+  deps: ProcessorDeps,
+  thopterId: string,
+  message: ToldMessage,
+  buffer: string,
+  t: Awaited<ReturnType<ProcessorDeps['transports']['get']>>,
+  log: ProcessorDeps['log'],
+): Promise<string> {
+  let failure: string | undefined;
+  try {
+    // -p: bracketed paste, so the agent's prompt takes the lines as one input, not one per line;
+    // -d: the buffer goes with it. One tmux call: `;` as an argument of its own separates commands.
+    const r = await t.exec(
+      [
+        'tmux',
+        'paste-buffer',
+        '-p',
+        '-d',
+        '-b',
+        buffer,
+        '-t',
+        SESSION,
+        ';',
+        'send-keys',
+        '-t',
+        SESSION,
+        'Enter',
+      ],
+      { timeoutMs: TMUX_TIMEOUT_MS },
+    );
+    if (r.exitCode !== 0) failure = `tmux refused the paste: ${r.stderr.trim()}`;
+  } catch (err) {
+    failure = `the paste may or may not have reached the agent: ${messageOf(err)}`;
+  }
+  if (failure) {
+    await undeliverable(deps, thopterId, message, failure);
+    log.warn({ reason: failure }, 'message not delivered');
+    return 'not delivered';
+  }
+  const delivered = new Date().toISOString();
+  await deps.store.moveTold(thopterId, message, { state: 'delivered', deliveredAt: delivered });
+  await deps.store.addEvent(thopterId, 'tell-delivered', `${whoSaid(message)}'s message reached the agent`);
+  log.info('message delivered');
+  return 'delivered';
+}
+
+/** Why a thopter cannot be told anything now, or undefined when it can. */
+function notReady(record: ThopterRecord): string | undefined {
+  if (record.state === 'running')
+    return record.destroyRequested ? 'the thopter is being torn down' : undefined;
+  if (record.state === 'queued' || record.state === 'provisioning')
+    return `the thopter is ${record.state}: its agent is not started yet`;
+  return `the thopter is ${record.state}`;
+}
+
+async function undeliverable(
+  deps: Pick<ProcessorDeps, 'store'>,
+  thopterId: string,
+  message: ToldMessage,
+  reason: string,
+): Promise<void> {
+  const moved = await deps.store.moveTold(thopterId, message, { state: 'undelivered', reason });
+  if (moved)
+    await deps.store.addEvent(
+      thopterId,
+      'tell-undelivered',
+      `${whoSaid(message)}'s message did not reach the agent: ${reason}`,
+    );
+}
