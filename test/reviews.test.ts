@@ -1,0 +1,183 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
+import type { Hub } from '../src/hub.js';
+import { bash, FakeAnthropic, userTexts } from './fakes/anthropic.js';
+import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
+import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import { TestWorld, api } from './helpers/env.js';
+import { waitFor } from './helpers/wait.js';
+
+// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
+process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
+
+/**
+ * A thopter's pull request is a place to talk to it: commands in comments, reviews and review
+ * comments act on that thopter (found by the pull request's head branch), and a review that
+ * requests changes reaches its agent. Real Redis, git, tmux and `claude`; GitHub and the Messages
+ * API are the fakes.
+ */
+const world = new TestWorld();
+const REPO = 'acme/widget';
+const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub_reviews';
+const CODER_TOKEN = 'ghp_coder_token_for_the_agent_reviews';
+const ALICE_TOKEN = 'ghp_alice_token_who_may_write_0001';
+const RITA_TOKEN = 'ghp_rita_token_who_may_only_read_02';
+const SECRET = 'webhook-secret-for-reviews-3f9a1c';
+let gh: FakeGitHub;
+let model: FakeAnthropic;
+let hub: Hub;
+let origin: string;
+
+/** The agent's scripted turns: read the prompt, then commit a twenty-line file and push it. */
+const firstTurn = [
+  { tools: [bash('cat prompt.md', 'Read the instructions')] },
+  (req: Parameters<typeof userTexts>[0]) => {
+    const branch = /thopter\/\d+--[a-f0-9]+/.exec(userTexts(req).join('\n'))?.[0];
+    if (!branch) return { text: 'prompt.md names no work branch.' };
+    return {
+      tools: [
+        bash(
+          `cd widget && seq 1 20 > NUMBERS.md && git add NUMBERS.md && git commit -qm 'Count to twenty' && git push -q origin ${branch}`,
+          'Commit and push',
+        ),
+      ],
+    };
+  },
+  { text: 'I added NUMBERS.md and pushed it.' },
+];
+
+before(async () => {
+  await world.start();
+  origin = world.origin('widget');
+  gh = await startFakeGitHub();
+  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
+  gh.addToken(CODER_TOKEN, 'thopter-coder');
+  gh.addToken(ALICE_TOKEN, 'alice');
+  gh.addToken(RITA_TOKEN, 'rita');
+  gh.addRepo(REPO, { cloneUrl: origin });
+  for (const login of ['thopter-hub', 'thopter-coder', 'alice']) gh.setPermission(REPO, login, 'write');
+  gh.setPermission(REPO, 'rita', 'read');
+  model = await new FakeAnthropic({ apiKey: TEST_API_KEY, script: [] }).start();
+  hub = await world.hub({
+    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
+    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
+    GITHUB_API_URL: gh.url,
+    GITHUB_INTEGRATION_JSON: JSON.stringify({
+      repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN, agentCoderPAT: CODER_TOKEN } },
+    }),
+    GITHUB_ISSUES_POLLING_INTERVAL: '1',
+    GITHUB_WEBHOOK_SECRET: SECRET,
+    HUB_PUBLIC_URL: 'https://hub.example.test',
+  });
+  await makeGoldenClaude(hub.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+});
+after(async () => {
+  await model?.close();
+  await gh?.close();
+  await world.close();
+});
+
+/** A call to the fake GitHub as one of its users. */
+async function asUser(token: string, method: string, route: string, body?: unknown) {
+  const res = await fetch(`${gh.url}${route}`, {
+    method,
+    headers: { authorization: `token ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+const review = (token: string, number: number, body: Record<string, unknown>) =>
+  asUser(token, 'POST', `/repos/${REPO}/pulls/${number}/reviews`, body);
+
+/** The hub's replies on a pull request (or issue), by their text. */
+const replies = (number: number) =>
+  gh
+    .comments(REPO, number)
+    .filter((c) => c.user?.login === 'thopter-hub' && /^<!-- thopter-reply:/.test(c.body ?? ''))
+    .map((c) => c.body ?? '');
+
+/** A thopter launched for a new issue, running with its work branch pushed. */
+async function launch(title: string) {
+  const issue = gh.addIssue(REPO, { title, body: 'Please.', user: 'alice' });
+  const res = await api(hub.url, 'POST', '/api/thopters', {
+    repository: REPO,
+    issueNumber: issue.number,
+    gc: 'default',
+  });
+  assert.equal(res.status, 202, JSON.stringify(res.body));
+  const id = res.body.id as string;
+  const branch = await waitFor(
+    'the work branch on origin',
+    async () => {
+      const b = (await hub.store.get(id))?.machine?.workBranch;
+      return b && world.branches(origin).includes(b) ? b : undefined;
+    },
+    { timeoutMs: 180_000 },
+  );
+  return { id, branch, issue: issue.number };
+}
+
+describe('a review that requests changes reaches the agent', () => {
+  it('as one message with the body and each comment’s file and line, once though poll and webhook both see it', async () => {
+    model.push(...firstTurn, { text: 'I will change lines 3 and 12.' });
+    const t = await launch('Count to twenty');
+    // The turn ended: the hub opens the work branch's pull request (and indexes it).
+    const pr = await waitFor(
+      'the pull request',
+      () => gh.pullRequests(REPO).find((p) => p.head.ref === t.branch),
+      { timeoutMs: 120_000 },
+    );
+    const steps = model.stepsTaken;
+    const res = await review(ALICE_TOKEN, pr.number, {
+      event: 'REQUEST_CHANGES',
+      body: 'Close, but not quite.',
+      comments: [
+        { path: 'NUMBERS.md', line: 3, body: 'Three should be spelled out.' },
+        { path: 'NUMBERS.md', line: 12, body: 'Twelve too.' },
+      ],
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    // The webhook arrives while polling also reads the pull request, and GitHub redelivers it.
+    const event = gh.pullRequestReviewEvent(REPO, pr.number, res.body.id);
+    for (let i = 0; i < 2; i++) {
+      const delivered = await deliverWebhook(`${hub.url}/github/webhook`, { ...event, secret: SECRET });
+      assert.ok([200, 202].includes(delivered.status), await delivered.text());
+    }
+
+    const expected = [
+      `@alice reviewed pull request #${pr.number} and requested changes:`,
+      '',
+      'Close, but not quite.',
+      '',
+      'On the code:',
+      '- `NUMBERS.md` line 3: Three should be spelled out.',
+      '- `NUMBERS.md` line 12: Twelve too.',
+    ].join('\n');
+    await waitFor('the model to answer the review', () => model.stepsTaken > steps, { timeoutMs: 120_000 });
+    const seen = userTexts(model.requests.at(-1)!.body).filter((text) => text.includes('requested changes'));
+    assert.equal(seen.length, 1, JSON.stringify(seen));
+    // Claude Code wraps a long bracketed paste in <pasted_content>: the message is inside, whole.
+    assert.ok(seen[0]!.includes(expected), seen[0]);
+
+    // Told once, said once on the pull request, however many polls and deliveries saw it.
+    await waitFor('the reply on the pull request', () => replies(pr.number).length > 0);
+    const polls = () =>
+      gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/pulls/${pr.number}/reviews`).length;
+    const before = polls();
+    await waitFor('two more polls of the reviews', () => polls() >= before + 2);
+    const told = (await hub.store.get(t.id))!.told ?? [];
+    assert.equal(told.length, 1);
+    assert.equal(told[0]!.from, 'alice');
+    assert.equal(told[0]!.state, 'delivered');
+    const said = replies(pr.number);
+    assert.equal(said.length, 1, JSON.stringify(said));
+    assert.ok(said[0]!.includes(`@alice: sent to thopter \`${t.id}\`'s agent.`), said[0]);
+    assert.equal(
+      userTexts(model.requests.at(-1)!.body).filter((text) => text.includes('requested changes')).length,
+      1,
+    );
+  });
+});
