@@ -181,3 +181,73 @@ describe('a review that requests changes reaches the agent', () => {
     );
   });
 });
+
+describe('commands on a thopter’s pull request act on that thopter', () => {
+  let a: Awaited<ReturnType<typeof launch>> & { pr: number };
+  let b: Awaited<ReturnType<typeof launch>> & { pr: number };
+
+  before(async () => {
+    const withPullRequest = async (title: string) => {
+      model.push(...firstTurn);
+      const t = await launch(title);
+      const pr = await waitFor(
+        'the pull request',
+        () => gh.pullRequests(REPO).find((p) => p.head.ref === t.branch),
+        { timeoutMs: 120_000 },
+      );
+      return { ...t, pr: pr.number };
+    };
+    a = await withPullRequest('First');
+    b = await withPullRequest('Second');
+  });
+
+  it('`/thopter kill` in a review comment destroys the pull request’s thopter, not another issue’s', async () => {
+    // The index is gone (Redis emptied, or a pull request the hub did not open): the head branch
+    // still names the thopter.
+    await world.client.del(`tw:pull-request:${REPO}#${a.pr}`);
+    const res = await review(ALICE_TOKEN, a.pr, {
+      event: 'COMMENT',
+      body: 'This one is done.',
+      comments: [{ path: 'NUMBERS.md', line: 1, body: '/thopter kill' }],
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    await waitFor('the thopter destroyed', async () => (await hub.store.state(a.id)) === 'destroyed', {
+      timeoutMs: 120_000,
+    });
+    await waitFor('the reply on the pull request', () =>
+      replies(a.pr).some((r) => r.includes(`@alice: destroying \`${a.id}\`.`)),
+    );
+    assert.match((await hub.store.get(a.id))!.endReason ?? '', new RegExp(`alice on pull request #${a.pr}`));
+    const other = (await hub.store.get(b.id))!;
+    assert.equal(other.state, 'running');
+    assert.equal(other.destroyRequested, undefined);
+  });
+
+  it('a read-only user’s review is not told and their command is refused, once; a writer’s `tell` on the pull request arrives', async () => {
+    const res = await review(RITA_TOKEN, b.pr, {
+      event: 'REQUEST_CHANGES',
+      body: 'Please redo all of it.',
+      comments: [{ path: 'NUMBERS.md', line: 2, body: '/thopter kill' }],
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    await waitFor('the refusal on the pull request', () =>
+      replies(b.pr).some((r) => r.includes('@rita, thank you for asking, but only people with write access')),
+    );
+    const polls = () =>
+      gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/pulls/${b.pr}/reviews`).length;
+    const seen = polls();
+    await waitFor('two more polls of the reviews', () => polls() >= seen + 2);
+    assert.equal(replies(b.pr).length, 1, JSON.stringify(replies(b.pr)));
+    const record = (await hub.store.get(b.id))!;
+    assert.equal(record.state, 'running');
+    assert.deepEqual(record.told ?? [], []);
+
+    model.push({ text: 'Words it is.' });
+    const steps = model.stepsTaken;
+    gh.addComment(REPO, b.pr, { user: 'alice', body: '/thopter tell Use words, not digits.' });
+    await waitFor('the model to answer', () => model.stepsTaken > steps, { timeoutMs: 120_000 });
+    const texts = userTexts(model.requests.at(-1)!.body);
+    assert.equal(texts.filter((t) => t.includes('Use words, not digits.')).length, 1);
+    assert.ok(!texts.some((t) => t.includes('redo all of it')), 'the read-only review was not told');
+  });
+});
