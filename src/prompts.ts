@@ -10,6 +10,9 @@ export interface PromptVariables {
   issueNumber: string;
   workBranch: string;
   machineId: string;
+  /** For `/thopter continue`: the ended thopter carried on, and what the command asked (quoted). */
+  continuedThopter?: string;
+  continueText?: string;
 }
 
 /**
@@ -46,6 +49,6 @@ export class Prompts {
 /** Replaces `{{name}}` for the known variables; anything else in braces is left as written. */
 export function renderTemplate(template: string, vars: PromptVariables): string {
   return template.replace(/\{\{\s*(\w+)\s*\}\}/g, (whole, key: string) =>
-    Object.hasOwn(vars, key) ? vars[key as keyof PromptVariables] : whole,
+    Object.hasOwn(vars, key) ? (vars[key as keyof PromptVariables] ?? whole) : whole,
   );
 }

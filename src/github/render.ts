@@ -34,6 +34,11 @@ export function renderStatus(
     `**Thopter** \`${record.id}\` for ${who}: ${headline(record, opts.queuePosition)}`,
     '',
   ];
+  if (request.continues) {
+    lines.push(
+      `Continues \`${request.continues.thopterId}\` on its branch \`${request.continues.workBranch}\`.`,
+    );
+  }
   if (record.machine) lines.push(`Work branch: \`${record.machine.workBranch}\``);
   const phases = PHASES.filter((p) => record.phases[p.name]).map((p) => {
     const ph = record.phases[p.name]!;

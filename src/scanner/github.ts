@@ -5,12 +5,14 @@ import type { GitHubClients } from '../github/clients.js';
 import { ackMarker, replyMarker, statusShowsEnd } from '../github/render.js';
 import { isBot, type GitHubComment, type GitHubIssue, type GitHubUser } from '../github/schemas.js';
 import type { Logger } from '../log.js';
+import { tellAgent } from '../processors/tell.js';
 import type { Prompts } from '../prompts.js';
 import type { Provider } from '../providers/types.js';
 import type { HubQueues } from '../queues/index.js';
 import { isFinal, type IssueComment, type ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
+import { agentWaits, CONTINUE_PROMPT, continuationOf, continueTarget, threadForAgent } from './continue.js';
 import { acceptLaunch, thopterIdFor } from './intake.js';
 import type { Intake } from './pause.js';
 import { mayAct } from './permission.js';
@@ -232,7 +234,11 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
     );
     return void (await handled());
   }
-  if (command.kind === 'tell' || command.kind === 'continue') {
+  if (command.kind === 'continue') {
+    await continueOnIssue(deps, d, { key, text: command.text, id: command.id, reply, who });
+    return void (await handled());
+  }
+  if (command.kind === 'tell') {
     // Built next (issue 14): until then the command is logged as not handled and left unanswered.
     throw new Error(`\`${command.kind}\` is not built yet`);
   }
@@ -276,7 +282,16 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
 }
 
 /** Replies that end a command: once one is on the issue, the command was handled. */
-const FINAL_REPLIES = ['refused', 'invalid', 'kill', 'paused', 'lost'];
+const FINAL_REPLIES = [
+  'refused',
+  'invalid',
+  'kill',
+  'paused',
+  'lost',
+  'continue-none',
+  'continue-busy',
+  'continue-told',
+];
 
 /**
  * The hub's acknowledgement of a command, `'replied'` when the hub answered it with a final
@@ -297,6 +312,114 @@ async function answeredOnIssue(
     return isAck ? c : 'replied';
   }
   return null;
+}
+
+/**
+ * `/thopter continue [--id ID] [TEXT]`: a new thopter on the work branch of the issue's last ended
+ * thopter (or the one `--id` names). Its id derives from the command like a launch's, so a command
+ * detected again finds it and adds nothing. A live thopter is not doubled: the reply points to it.
+ */
+async function continueOnIssue(
+  deps: ScannerDeps,
+  d: Detected,
+  c: {
+    /** The command's key (repository, issue, instance): the new thopter's id derives from it. */
+    key: string;
+    text: string | undefined;
+    id: string | undefined;
+    reply: (suffix: string, body: string) => Promise<unknown>;
+    who: string;
+  },
+): Promise<void> {
+  const { reply, who } = c;
+  const target = continueTarget(await deps.store.list({ limit: 5000 }), d.repository, d.issue.number, c.id);
+  if (target.kind === 'none') {
+    await reply(
+      'continue-none',
+      `${who}: there is nothing to continue: ${target.why}. Write \`/thopter\` to start a new thopter.`,
+    );
+    return;
+  }
+  if (target.kind === 'live' && c.text && agentWaits(target.thopter)) {
+    // Its agent waits for an answer: the text is one, said as a `tell` (once per command key).
+    const url = d.comments.find((comment) => `comment:${comment.id}` === d.instance)?.html_url;
+    const told = await tellAgent(deps, target.thopter.id, {
+      key: `github:${c.key}`,
+      text: c.text,
+      from: d.author.login,
+      ...(url ? { url } : {}),
+    }).catch((err: unknown) => {
+      if (err instanceof ThopterError && err.code === 'bad-input') return err;
+      throw err;
+    });
+    if (told instanceof ThopterError) {
+      await reply('invalid', `${who}: ${told.message}.`);
+    } else if (told === 'told') {
+      await reply(
+        'continue-told',
+        `${who}: thopter \`${target.thopter.id}\` is still on this issue and its agent waits for an answer, so your text went to it as a \`/thopter tell\`; its next report answers it.`,
+      );
+    } else {
+      await reply(
+        'continue-busy',
+        `${who}: thopter \`${target.thopter.id}\` ended just now, before your text reached it. Write \`/thopter continue\` again to carry on its work.`,
+      );
+    }
+    return;
+  }
+  if (target.kind === 'live') {
+    await reply(
+      'continue-busy',
+      `${who}: thopter \`${target.thopter.id}\` is still working on this issue, so \`continue\` starts no other. Write \`/thopter tell TEXT\` to talk to its agent, or \`/thopter kill\` first to end it.`,
+    );
+    return;
+  }
+  if ((await deps.intake.state()).paused) {
+    await reply(
+      'paused',
+      `${who}: the hub is paused and accepts no new thopters right now. Write \`/thopter continue\` again once it is resumed.`,
+    );
+    return;
+  }
+  const client = deps.github.for(d.repository)!;
+  const repo = await client.repository(d.repository);
+  const ended = target.thopter;
+  const thread = await threadForAgent(d.comments, (comment) => client.wrote(comment));
+  // PROMPTS_DIR replaced by the operator may have no continue.md: the ended thopter's prompt
+  // still works, with the new comments marked in issue.md.
+  const prompt = (await deps.prompts.resolve(CONTINUE_PROMPT)) ?? ended.request.prompt;
+  try {
+    await acceptLaunch(deps, {
+      source: 'github',
+      repository: d.repository,
+      cloneUrl: repo.clone_url,
+      instance: d.instance,
+      issue: {
+        number: d.issue.number,
+        title: d.issue.title,
+        body: d.issue.body ?? '',
+        url: d.issue.html_url,
+        author: d.issue.user?.login,
+        mentionAuthor: d.author.login,
+        comments: toIssueComments(thread),
+      },
+      gc: ended.request.gc,
+      prompt,
+      requestedBy: d.author.login,
+      dedupeKey: `github:${c.key}`,
+      continues: continuationOf(ended, c.text),
+    });
+  } catch (err) {
+    if (err instanceof ThopterError && err.code === 'bad-input') {
+      await reply('invalid', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
+      return;
+    }
+    throw err;
+  }
+  await deps.queues.enqueue('comment', {
+    thopterId: thopterIdFor(`github:${c.key}`),
+    label: `${d.repository}#${d.issue.number}`,
+  });
 }
 
 /**

@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Prompts } from '../prompts.js';
 import type { Provider, ProviderName } from '../providers/types.js';
 import { PRIORITY, type HubQueues } from '../queues/index.js';
-import type { IssueContext, Request, ThopterRecord } from '../thopters/record.js';
+import type { Continuation, IssueContext, Request, ThopterRecord } from '../thopters/record.js';
 import type { ThopterStore } from '../thopters/store.js';
 
 export interface IntakeDeps {
@@ -43,6 +43,8 @@ export interface LaunchInput {
    * another request is refused rather than answered with the first thopter.
    */
   requestHash?: string;
+  /** `/thopter continue`: the ended thopter whose work branch the new one carries on. */
+  continues?: Continuation;
 }
 
 export interface Accepted {
@@ -213,6 +215,7 @@ export async function acceptLaunch(deps: IntakeDeps, input: LaunchInput): Promis
     requestedBy: input.requestedBy,
     ...(input.instance ? { instance: input.instance } : {}),
     ...(input.requestHash ? { requestHash: input.requestHash } : {}),
+    ...(input.continues ? { continues: input.continues } : {}),
     createdAt: new Date().toISOString(),
   };
   const { created, record } = await store.create(request);

@@ -51,7 +51,19 @@ export interface Request {
   instance?: string;
   /** For an API launch with an Idempotency-Key: a hash of its canonical body. */
   requestHash?: string;
+  /** For `/thopter continue`: the ended thopter whose work branch this one carries on. */
+  continues?: Continuation;
   createdAt: string;
+}
+
+/** What a continuing thopter picks up: the ended thopter, its work branch, and what was asked. */
+export interface Continuation {
+  thopterId: string;
+  workBranch: string;
+  /** When the continued thopter started: the issue's comments after it are new to the agent. */
+  since: string;
+  /** The text of the `continue` command, when it had some. */
+  text?: string;
 }
 
 export interface MachineRecord {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { ThopterError } from '../../errors.js';
 import { shellQuote } from '../../providers/shell.js';
+import type { Transport } from '../../providers/types.js';
 import { gitIdentity, type Phase } from './phase.js';
 import { machineOf } from './wait-ready.js';
 
@@ -55,8 +56,59 @@ export const cloneRepo: Phase = {
       options.push('-c', 'credential.helper=', '-c', `credential.helper=${helper}`);
     }
     await git(['clone', ...options, '--', request.cloneUrl, repoDir], 15 * 60_000);
+    if (request.continues) {
+      await checkOutContinued(t, repoDir, workBranch, request.continues.thopterId, signal);
+      await machineLog(`cloned ${request.repository} into ${repoDir} on the existing branch ${workBranch}`);
+      return {
+        summary: `cloned ${request.repository} on ${workBranch}, continuing ${request.continues.thopterId}`,
+      };
+    }
     await git(['-C', repoDir, 'checkout', '-B', workBranch]);
     await machineLog(`cloned ${request.repository} into ${repoDir} on branch ${workBranch}`);
     return { summary: `cloned ${request.repository} on ${workBranch}` };
   },
 };
+
+/**
+ * Puts a continuing thopter's clone on the ended thopter's work branch as origin has it, so the
+ * earlier commits are there and the agent's pushes go on top of them. A branch origin no longer
+ * has fails the thopter rather than starting fresh from the default branch: the agent was asked
+ * to carry on work it would not find, and its first push would start a second history.
+ */
+async function checkOutContinued(
+  t: Transport,
+  repoDir: string,
+  workBranch: string,
+  continued: string,
+  signal: AbortSignal,
+): Promise<void> {
+  const git = (args: string[]) =>
+    t.exec(['git', '-C', repoDir, ...args], {
+      signal,
+      timeoutMs: 5 * 60_000,
+      env: { GIT_TERMINAL_PROMPT: '0' },
+    });
+  const remote = `refs/remotes/origin/${workBranch}`;
+  // A full clone brings every branch; a clone narrowed by the golden claude's git config may not.
+  if ((await git(['rev-parse', '--verify', '--quiet', remote])).exitCode !== 0) {
+    const fetched = await git(['fetch', 'origin', `+refs/heads/${workBranch}:${remote}`]);
+    if (fetched.exitCode !== 0) {
+      const gone = /couldn't find remote ref|not our ref/i.test(fetched.stderr);
+      throw new ThopterError(
+        'phase',
+        gone
+          ? `the work branch ${workBranch} of ${continued} is no longer on origin (deleted or renamed?): nothing to continue; write \`/thopter\` to start afresh`
+          : `git fetch of ${workBranch} failed: ${fetched.stderr.trim().slice(-800)}`,
+        !gone,
+      );
+    }
+  }
+  const r = await git(['checkout', '-B', workBranch, remote]);
+  if (r.exitCode !== 0) {
+    throw new ThopterError(
+      'phase',
+      `git checkout of ${workBranch} failed: ${r.stderr.trim().slice(-800)}`,
+      true,
+    );
+  }
+}

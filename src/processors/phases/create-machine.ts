@@ -17,7 +17,8 @@ export const createMachine: Phase = {
     const machine = await store.claimMachine(thopter.id, {
       id,
       provider: provider.name,
-      workBranch: workBranch(thopter.request.issue.number, id),
+      // A continuing thopter carries on the ended one's branch, so its pull request goes on too.
+      workBranch: thopter.request.continues?.workBranch ?? workBranch(thopter.request.issue.number, id),
       state: 'creating',
       createdAt: new Date().toISOString(),
     });

@@ -22,6 +22,14 @@ export const writeContext: Phase = {
         issueNumber: request.issue.number === undefined ? '' : String(request.issue.number),
         workBranch: machine.workBranch,
         machineId: machine.id,
+        ...(request.continues
+          ? {
+              continuedThopter: request.continues.thopterId,
+              continueText: request.continues.text
+                ? quote(request.continues.text)
+                : '(nothing more was said: the new comments in `./issue.md` say what is wanted)',
+            }
+          : {}),
       });
     } catch (err) {
       throw new ThopterError('phase', `prompt "${request.prompt}" cannot be read: ${String(err)}`, false);
@@ -58,10 +66,32 @@ export function issueMarkdown({ request }: ThopterRecord): string {
     '## Conversation Thread',
   ];
   if (issue.comments.length === 0) lines.push('(no comments)');
+  // For a continuing thopter, what came after the continued one started is what its agent has
+  // not seen: those comments go under their own heading.
+  const since = request.continues ? Date.parse(request.continues.since) : Infinity;
+  let marked = false;
   for (const c of issue.comments) {
+    if (!marked && Date.parse(c.createdAt) > since) {
+      marked = true;
+      lines.push(
+        '',
+        `## New since the last run (${request.continues!.thopterId} started ${request.continues!.since})`,
+      );
+    }
     lines.push('', `### ${c.author} — ${c.createdAt}`, '', c.body);
   }
+  if (request.continues?.text) {
+    lines.push('', '## What is asked now', '', request.continues.text);
+  }
   return lines.join('\n') + '\n';
+}
+
+/** Markdown's quote of a text of several lines. */
+function quote(text: string): string {
+  return text
+    .split('\n')
+    .map((l) => `> ${l}`.trimEnd())
+    .join('\n');
 }
 
 /** Seed phase 4, step 15: the structured context the observer reads. */
@@ -81,5 +111,6 @@ export function issueJson({ id, request, machine }: ThopterRecord) {
       mentionAuthor: request.issue.mentionAuthor ?? '',
       comments: request.issue.comments,
     },
+    ...(request.continues ? { continues: request.continues } : {}),
   };
 }

@@ -1,0 +1,287 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
+import type { Hub } from '../src/hub.js';
+import { thopterIdFor } from '../src/scanner/intake.js';
+import type { ThopterRecord } from '../src/thopters/record.js';
+import { bash, FakeAnthropic, userTexts, type MessageRequest } from './fakes/anthropic.js';
+import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
+import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import { TestWorld } from './helpers/env.js';
+import { waitFor } from './helpers/wait.js';
+
+// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
+process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
+
+const world = new TestWorld();
+const REPO = 'acme/widget';
+const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
+const CODER_TOKEN = 'ghp_coder_token_for_the_agent';
+let gh: FakeGitHub;
+let model: FakeAnthropic;
+let hub: Hub;
+let origin: string;
+
+const branchIn = (req: MessageRequest) => /thopter\/\d+--[a-f0-9]+/.exec(userTexts(req).join('\n'))?.[0];
+const git = (args: string[]) =>
+  execFileSync('git', ['-C', origin, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }).trim();
+const hubComments = (issue: number, marker: RegExp) =>
+  gh.comments(REPO, issue).filter((c) => marker.test(c.body ?? ''));
+const record = async (id: string, pred: (t: ThopterRecord) => boolean, what: string) =>
+  waitFor(
+    what,
+    async () => {
+      const t = await hub.store.get(id);
+      return t && pred(t) ? t : undefined;
+    },
+    { timeoutMs: 180_000 },
+  );
+/** The id the hub gives the thopter of a command in a comment: repository + issue + instance. */
+const idOf = (issue: number, commentId: number) =>
+  thopterIdFor(`github:${REPO}#${issue}@comment:${commentId}`);
+
+before(async () => {
+  await world.start();
+  origin = world.origin('widget');
+  gh = await startFakeGitHub();
+  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
+  gh.addToken(CODER_TOKEN, 'thopter-coder');
+  gh.addRepo(REPO, { cloneUrl: origin });
+  gh.setPermission(REPO, 'thopter-hub', 'write');
+  gh.setPermission(REPO, 'alice', 'write');
+  gh.setPermission(REPO, 'thopter-coder', 'write');
+  gh.setPermission(REPO, 'rita', 'read');
+  model = await new FakeAnthropic({
+    apiKey: TEST_API_KEY,
+    script: [
+      // The first thopter: commits a greeting and pushes it.
+      { tools: [bash('cat prompt.md', 'Read the instructions')] },
+      (req) => {
+        const branch = branchIn(req);
+        if (!branch) return { text: 'prompt.md names no work branch.' };
+        return {
+          tools: [
+            bash(
+              `cd widget && echo hello > GREETING.md && git add GREETING.md && git commit -qm 'Add a greeting' && git push -q origin ${branch}`,
+              'Commit and push',
+            ),
+          ],
+        };
+      },
+      { text: 'I added GREETING.md and pushed it.' },
+      // The continuing thopter: reads its prompt, then adds to the earlier commit's file.
+      { tools: [bash('cat prompt.md', 'Read the instructions')] },
+      (req) => {
+        const branch = branchIn(req);
+        if (!branch) return { text: 'prompt.md names no work branch.' };
+        return {
+          tools: [
+            bash(
+              `cd widget && grep -q hello GREETING.md && echo 'and X' >> GREETING.md && git commit -qam 'Also fix X' && git push -q origin ${branch}`,
+              'Carry on, commit and push',
+            ),
+          ],
+        };
+      },
+      { text: 'I fixed X on top of the greeting.' },
+      // What a continue says to that thopter while its agent waits reaches it as a tell.
+      { text: 'Noted: the one more thing is done too.' },
+    ],
+  }).start();
+  hub = await world.hub({
+    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
+    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
+    GITHUB_API_URL: gh.url,
+    GITHUB_INTEGRATION_JSON: JSON.stringify({
+      repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN, agentCoderPAT: CODER_TOKEN } },
+    }),
+    GITHUB_ISSUES_POLLING_INTERVAL: '1',
+    HUB_PUBLIC_URL: 'https://hub.example.test',
+  });
+  await makeGoldenClaude(hub.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+});
+after(async () => {
+  await model?.close();
+  await gh?.close();
+  await world.close();
+});
+
+describe('/thopter continue', () => {
+  let issue: number;
+  let first: ThopterRecord;
+  let branch: string;
+  let prNumber: number;
+  let second: ThopterRecord;
+  let continueComment: number;
+
+  it('starts from an ended thopter: its work pushed, its pull request open', async () => {
+    issue = gh.addIssue(REPO, { title: 'Add a greeting', body: 'Please.', user: 'alice' }).number;
+    const launch = gh.addComment(REPO, issue, { user: 'alice', body: '/thopter --gc default' });
+    const id = idOf(issue, launch.id);
+    first = await record(id, (t) => !!t.pullRequest, 'the first thopter’s pull request');
+    branch = first.machine!.workBranch;
+    prNumber = first.pullRequest!.number;
+    assert.equal(git(['log', '--format=%s', branch]).split('\n')[0], 'Add a greeting');
+
+    gh.addComment(REPO, issue, { user: 'alice', body: 'Nice. X is still broken in the footer, though.' });
+    gh.addComment(REPO, issue, { user: 'alice', body: '/thopter kill' });
+    first = await record(id, (t) => t.state === 'destroyed', 'the first thopter ended');
+    await waitFor('the end report', () => hubComments(issue, /^<!-- thopter-report:.*:end -->/).length > 0);
+  });
+
+  it('starts a new thopter on the same branch, with the earlier commit, the new comments marked and the text', async () => {
+    continueComment = gh.addComment(REPO, issue, {
+      user: 'alice',
+      body: '/thopter continue please also fix X\nIt is in the footer.',
+    }).id;
+    const id = idOf(issue, continueComment);
+    second = await record(id, (t) => t.state === 'running', 'the continuing thopter running');
+    assert.equal(second.machine!.workBranch, branch);
+    assert.deepEqual(second.request.continues, {
+      thopterId: first.id,
+      workBranch: branch,
+      since: first.startedAt,
+      text: 'please also fix X\nIt is in the footer.',
+    });
+
+    // The acknowledgement says what it continues.
+    const ack = await waitFor('the acknowledgement', () =>
+      hubComments(issue, new RegExp(`^<!-- thopter-ack:comment:${continueComment} -->`)).find((c) =>
+        /Work branch/.test(c.body ?? ''),
+      ),
+    );
+    assert.match(ack.body ?? '', new RegExp(`Continues \`${first.id}\` on its branch \`${branch}\``));
+
+    const workspace = path.join(world.dir, 'data', 'thopters', second.machine!.id, 'home', 'workspace');
+    const issueMd = readFileSync(path.join(workspace, 'issue.md'), 'utf8');
+    const at = (s: string) => {
+      const i = issueMd.indexOf(s);
+      assert.ok(i >= 0, `issue.md has ${JSON.stringify(s)}:\n${issueMd}`);
+      return i;
+    };
+    const newMark = at('## New since the last run');
+    // Before the mark: what the first thopter had seen. After it: its report and what people said since.
+    assert.ok(at('/thopter --gc default') < newMark);
+    assert.ok(at('I added GREETING.md and pushed it.') > newMark);
+    assert.ok(at('X is still broken in the footer') > newMark);
+    assert.ok(at('/thopter continue please also fix X') > newMark);
+    assert.ok(at('## What is asked now\n\nplease also fix X\nIt is in the footer.') > newMark);
+    // The hub's bookkeeping (acknowledgements, replies) is not conversation.
+    assert.doesNotMatch(issueMd, /thopter-ack:|thopter-reply:/);
+
+    const prompt = readFileSync(path.join(workspace, 'prompt.md'), 'utf8');
+    assert.match(
+      prompt,
+      new RegExp(`An earlier thopter, \`${first.id}\`, worked on this issue on the branch \`${branch}\``),
+    );
+    assert.match(prompt, /^> please also fix X\n> It is in the footer\.$/m);
+  });
+
+  it('pushes on top of the earlier commit into the same pull request', async () => {
+    const report = await waitFor(
+      'the continuing thopter’s first report',
+      () => hubComments(issue, new RegExp(`^<!-- thopter-report:${second.id}:turn-1 -->`))[0],
+      { timeoutMs: 180_000 },
+    );
+    assert.deepEqual(git(['log', '--format=%s', branch]).split('\n').slice(0, 2), [
+      'Also fix X',
+      'Add a greeting',
+    ]);
+    assert.equal(git(['show', `${branch}:GREETING.md`]), 'hello\nand X');
+    const prs = gh.pullRequests(REPO);
+    assert.equal(prs.length, 1, 'one pull request for the branch');
+    assert.equal(prs[0]!.number, prNumber);
+    assert.equal(prs[0]!.head.sha, git(['rev-parse', branch]));
+    const adopted = await record(second.id, (t) => !!t.pullRequest, 'the pull request adopted');
+    assert.equal(adopted.pullRequest!.number, prNumber);
+    assert.match(report.body ?? '', new RegExp(`Pull request: \\[#${prNumber}\\]`));
+    assert.match(report.body ?? '', /2 commits ahead of `main`/);
+  });
+
+  it('acts on a continue detected again only once', async () => {
+    const polls = () => gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/issues`).length;
+    const seen = polls();
+    await waitFor('three polls more', () => polls() >= seen + 3);
+    const mine = (await hub.store.list()).filter((t) => t.request.issue.number === issue);
+    assert.deepEqual(mine.map((t) => t.id).sort(), [first.id, second.id].sort());
+    assert.equal(
+      hubComments(issue, new RegExp(`^<!-- thopter-ack:comment:${continueComment} -->`)).length,
+      1,
+    );
+  });
+
+  it('tells the text to a live thopter whose agent waits, instead of starting another', async () => {
+    const c = gh.addComment(REPO, issue, { user: 'alice', body: '/thopter continue one more thing\nplease' });
+    const reply = await waitFor('the reply', () =>
+      hubComments(issue, /^<!-- thopter-reply:/).find((r) => /went to it as a/.test(r.body ?? '')),
+    );
+    assert.match(reply.body ?? '', new RegExp(`@alice: thopter \`${second.id}\` is still on this issue`));
+    await waitFor('the agent to read the text as one message', () =>
+      model.requests.some((r) => userTexts(r.body).some((t) => t.includes('one more thing\nplease'))),
+    );
+    await waitFor('the report that answers it', () =>
+      hubComments(issue, new RegExp(`^<!-- thopter-report:${second.id}:turn-2 -->`)).find((r) =>
+        /the one more thing is done too/.test(r.body ?? ''),
+      ),
+    );
+    assert.equal(await hub.store.get(idOf(issue, c.id)), null);
+  });
+
+  it('answers a continue with no text while a thopter is live with how to tell it', async () => {
+    const c = gh.addComment(REPO, issue, { user: 'alice', body: '/thopter continue' });
+    const reply = await waitFor('the reply', () =>
+      hubComments(issue, /^<!-- thopter-reply:/).find((r) =>
+        /is still working on this issue/.test(r.body ?? ''),
+      ),
+    );
+    assert.match(reply.body ?? '', new RegExp(`@alice: thopter \`${second.id}\` is still working`));
+    assert.match(reply.body ?? '', /\/thopter tell TEXT/);
+    assert.equal(await hub.store.get(idOf(issue, c.id)), null);
+  });
+
+  it('answers a continue on an issue where no thopter ran with how to start one', async () => {
+    const fresh = gh.addIssue(REPO, { title: 'Nothing yet', body: 'Hm.', user: 'alice' }).number;
+    const c = gh.addComment(REPO, fresh, { user: 'alice', body: '/thopter continue' });
+    const reply = await waitFor('the reply', () => hubComments(fresh, /^<!-- thopter-reply:/)[0]);
+    assert.match(
+      reply.body ?? '',
+      /@alice: there is nothing to continue: no thopter has run on this issue yet\. Write `\/thopter` to start a new thopter\./,
+    );
+    assert.equal(await hub.store.get(idOf(fresh, c.id)), null);
+  });
+
+  it('refuses a read-only user’s continue', async () => {
+    const c = gh.addComment(REPO, issue, { user: 'rita', body: '/thopter continue do it my way' });
+    const reply = await waitFor('the refusal', () =>
+      hubComments(issue, /^<!-- thopter-reply:/).find((r) => /@rita/.test(r.body ?? '')),
+    );
+    assert.match(reply.body ?? '', /only people with write access to acme\/widget can run thopters here/);
+    assert.equal(await hub.store.get(idOf(issue, c.id)), null);
+  });
+
+  it('fails at clone, saying so, when origin no longer has the branch', async () => {
+    gh.addComment(REPO, issue, { user: 'alice', body: '/thopter kill' });
+    await record(second.id, (t) => t.state === 'destroyed', 'the continuing thopter ended');
+    git(['branch', '-D', branch]);
+    const c = gh.addComment(REPO, issue, { user: 'alice', body: '/thopter continue' });
+    const third = await record(idOf(issue, c.id), (t) => t.state === 'failed', 'the third thopter failed');
+    // The newest ended thopter is the continuing one: the same branch again.
+    assert.equal(third.request.continues?.thopterId, second.id);
+    assert.match(
+      third.endReason ?? '',
+      new RegExp(`the work branch ${branch} of ${second.id} is no longer on origin`),
+    );
+    assert.equal(third.phases['clone-repo']?.outcome, 'failed');
+    await waitFor('the status comment to show the failure', () =>
+      hubComments(issue, new RegExp(`^<!-- thopter-ack:comment:${c.id} -->`)).some((a) =>
+        /\*\*failed\*\*: .*is no longer on origin/.test(a.body ?? ''),
+      ),
+    );
+  });
+});
