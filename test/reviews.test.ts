@@ -223,6 +223,30 @@ describe('commands on a thopter’s pull request act on that thopter', () => {
     assert.equal(other.destroyRequested, undefined);
   });
 
+  it('`/thopter continue` on the pull request of an ended thopter starts a new one on its work branch', async () => {
+    gh.addComment(REPO, a.pr, { user: 'alice', body: '/thopter continue Carry on from here.' });
+    const next = await waitFor(
+      'the continuing thopter running, its first turn over',
+      async () =>
+        (await hub.store.list()).find(
+          (t) =>
+            t.request.continues?.thopterId === a.id && t.state === 'running' && (t.turns?.count ?? 0) >= 1,
+        ),
+      { timeoutMs: 180_000 },
+    );
+    assert.equal(next.machine!.workBranch, a.branch);
+    assert.equal(next.request.issue.number, a.issue);
+    assert.equal(next.request.continues!.text, 'Carry on from here.');
+    // Its status comment is on the thopter's issue, like any continue's.
+    await waitFor('the status comment on the issue', () =>
+      gh.comments(REPO, a.issue).some((c) => (c.body ?? '').includes(`\`${next.id}\``)),
+    );
+    assert.equal((await api(hub.url, 'DELETE', `/api/thopters/${next.id}`)).status, 202);
+    await waitFor('it destroyed', async () => (await hub.store.state(next.id)) === 'destroyed', {
+      timeoutMs: 120_000,
+    });
+  });
+
   it('a read-only user’s review is not told and their command is refused, once; a writer’s `tell` on the pull request arrives', async () => {
     const res = await review(RITA_TOKEN, b.pr, {
       event: 'REQUEST_CHANGES',

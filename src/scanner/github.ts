@@ -77,7 +77,7 @@ export async function scanRepository(deps: ScannerDeps, repository: string): Pro
       // and commands act on that thopter.
       const thopter = await thopterOfPullRequest(deps, repository, issue.number);
       if (thopter) {
-        await actOnPullRequest(deps, { repository, number: issue.number, thopter });
+        await actOnPullRequest(deps, { repository, number: issue.number, thopter }, continueOnIssue);
         continue;
       }
     }
@@ -134,7 +134,7 @@ export async function actOnIssue(
   }
 }
 
-interface Detected {
+export interface Detected {
   repository: string;
   issue: GitHubIssue;
   comments: GitHubComment[];
@@ -319,7 +319,7 @@ async function answeredOnIssue(
  * thopter (or the one `--id` names). Its id derives from the command like a launch's, so a command
  * detected again finds it and adds nothing. A live thopter is not doubled: the reply points to it.
  */
-async function continueOnIssue(
+export async function continueOnIssue(
   deps: ScannerDeps,
   d: Detected,
   c: {

@@ -10,7 +10,7 @@ import {
 import { tellAgent } from '../processors/tell.js';
 import { isFinal, type ThopterRecord } from '../thopters/record.js';
 import { COMMAND_USAGE, findCommand, type FoundCommand } from './command.js';
-import type { ScannerDeps } from './github.js';
+import type { continueOnIssue, ScannerDeps } from './github.js';
 import { labelOf } from './intake.js';
 import { mayAct } from './permission.js';
 
@@ -82,7 +82,12 @@ export interface PullRequestNews {
  * comments; conditional requests, so an unchanged pull request costs no rate limit) and acts on
  * each command and each review that requests changes.
  */
-export async function actOnPullRequest(deps: ScannerDeps, news: PullRequestNews): Promise<void> {
+export async function actOnPullRequest(
+  deps: ScannerDeps,
+  news: PullRequestNews,
+  /** `/thopter continue`'s handler (scanner/github.ts, which calls this module: passed in, not imported). */
+  continueOn: typeof continueOnIssue,
+): Promise<void> {
   const { repository, number } = news;
   const client = deps.github.for(repository);
   if (!client) return;
@@ -125,7 +130,7 @@ export async function actOnPullRequest(deps: ScannerDeps, news: PullRequestNews)
     if (!found && !changesRequested) continue;
     try {
       await once(deps, news, source.instance, comments, () =>
-        found ? actOnCommand(deps, news, source, found) : tellReview(deps, news, source),
+        found ? actOnCommand(deps, news, source, found, continueOn) : tellReview(deps, news, source),
       );
     } catch (err) {
       deps.log.error(
@@ -191,6 +196,7 @@ async function actOnCommand(
   news: PullRequestNews,
   source: Source,
   found: FoundCommand,
+  continueOn: typeof continueOnIssue,
 ): Promise<void> {
   const reply = replier(deps, news, source.instance);
   const who = `@${source.author!.login}`;
@@ -210,10 +216,36 @@ async function actOnCommand(
     );
     return;
   }
-  if (command.kind === 'launch' || command.kind === 'continue') {
+  const number = thopter.request.issue.number;
+  if (command.kind === 'launch' || (command.kind === 'continue' && number === undefined)) {
     await reply(
       'not-here',
-      `${who}: this pull request is thopter \`${thopter.id}\`'s work: here \`/thopter tell TEXT\` and \`/thopter kill\` act on it. Start new thopters from an issue.`,
+      `${who}: this pull request is thopter \`${thopter.id}\`'s work: here \`/thopter tell TEXT\`, \`/thopter continue [TEXT]\` and \`/thopter kill\` act on it. Start new thopters from an issue.`,
+    );
+    return;
+  }
+  if (command.kind === 'continue') {
+    // Continued as on the thopter's issue (its thread goes to the new thopter, its status comment
+    // goes there), from this pull request's thopter unless `--id` names another.
+    const client = deps.github.for(news.repository)!;
+    const instance = `pull:${news.number}:${source.instance}`;
+    await continueOn(
+      deps,
+      {
+        repository: news.repository,
+        issue: await client.issue(news.repository, number!),
+        comments: await client.comments(news.repository, number!),
+        instance,
+        author: source.author!,
+        found,
+      },
+      {
+        key: `${news.repository}#${number}@${instance}`,
+        text: command.text,
+        id: command.id ?? thopter.id,
+        reply,
+        who,
+      },
     );
     return;
   }

@@ -3,7 +3,7 @@ import { Router } from '@koa/router';
 import { z } from 'zod';
 import { HttpError, ReadGate } from '../api/http.js';
 import { commentSchema, isBot, issueSchema, userSchema } from '../github/schemas.js';
-import { actOnIssue, destroyIssueThopters, type ScannerDeps } from './github.js';
+import { actOnIssue, continueOnIssue, destroyIssueThopters, type ScannerDeps } from './github.js';
 import { actOnPullRequest, thopterOfPullRequest, type PullRequestNews } from './pull-requests.js';
 
 /**
@@ -257,7 +257,7 @@ async function actOnPullRequestDelivery(
     // As polling does: a closed pull request is not acted on.
     const pull = await deps.github.for(news.repository)!.issue(news.repository, news.number);
     if (pull.state === 'closed') return { status: 202, body: { ignored: 'the pull request is closed' } };
-    await actOnPullRequest(deps, news);
+    await actOnPullRequest(deps, news, continueOnIssue);
   } catch (err) {
     // Not acted on: a redelivery of it must be (polling is the safety net if Redis is away).
     await delivery.release().catch(() => {});
