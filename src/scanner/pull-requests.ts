@@ -28,6 +28,9 @@ const CLAIM_S = 600;
 /** Replies that end an instance: once one of the hub's is on the pull request, it was handled. */
 const FINAL_REPLIES = ['refused', 'invalid', 'not-here', 'kill', 'ended', 'told'];
 
+/** How long a pull request is remembered as not a thopter's (its updates within this cost nothing). */
+const NOT_OURS_S = 7 * 86_400;
+
 /** The prefix of every work branch (processors/phases/phase.ts `workBranch`). */
 const WORK_BRANCH_PREFIX = 'thopter/';
 
@@ -45,16 +48,31 @@ export async function thopterOfPullRequest(
   const indexed = await deps.store.pullRequestThopter(repository, number);
   const record = indexed ? await deps.store.get(indexed) : null;
   if (record && !isFinal(record.state)) return record;
+  const ours = (await deps.store.list({ limit: 5000 })).filter(
+    (t) => t.request.repository === repository && t.machine?.workBranch,
+  );
+  // No thopter ever worked on this repository: no pull request of it is one's, and GitHub is not asked.
+  if (!record && ours.length === 0) return null;
   let head = record?.machine?.workBranch;
   if (!head) {
     const client = deps.github.for(repository);
     if (!client) return null;
-    head = (await client.pullRequest(repository, number)).head.ref;
-    if (!head.startsWith(WORK_BRANCH_PREFIX)) return null;
+    // A pull request's head branch never changes: one from another branch is remembered as not
+    // a thopter's, so polls that see it change do not ask GitHub again.
+    const notOurs = `${deps.config.redisPrefix}:pull-request:not-ours:${repository}#${number}`;
+    if (await deps.redis.exists(notOurs)) return null;
+    try {
+      head = (await client.pullRequest(repository, number)).head.ref;
+    } catch (err) {
+      if ((err as { status?: number }).status !== 404) throw err;
+      head = ''; // deleted (or never one): nothing to act on
+    }
+    if (!head.startsWith(WORK_BRANCH_PREFIX)) {
+      await deps.redis.set(notOurs, '1', 'EX', NOT_OURS_S);
+      return null;
+    }
   }
-  const onBranch = (await deps.store.list({ limit: 5000 })).filter(
-    (t) => t.request.repository === repository && t.machine?.workBranch === head,
-  );
+  const onBranch = ours.filter((t) => t.machine!.workBranch === head);
   return onBranch.find((t) => !isFinal(t.state)) ?? record ?? onBranch[0] ?? null;
 }
 
