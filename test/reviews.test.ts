@@ -274,4 +274,47 @@ describe('commands on a thopter’s pull request act on that thopter', () => {
     assert.equal(texts.filter((t) => t.includes('Use words, not digits.')).length, 1);
     assert.ok(!texts.some((t) => t.includes('redo all of it')), 'the read-only review was not told');
   });
+
+  it('the fake GitHub refuses reviews as GitHub documents, and changes nothing', async () => {
+    const before = (await asUser(ALICE_TOKEN, 'GET', `/repos/${REPO}/pulls/${b.pr}/reviews`)).body.length;
+    const refused = async (token: string, body: Record<string, unknown>, error: RegExp) => {
+      const res = await review(token, b.pr, body);
+      assert.equal(res.status, 422, JSON.stringify(res.body));
+      assert.match(JSON.stringify(res.body), error);
+    };
+    await refused(ALICE_TOKEN, { event: 'REQUEST_CHANGES' }, /Body is required when using REQUEST_CHANGES/);
+    await refused(ALICE_TOKEN, { event: 'COMMENT', body: ' ' }, /Body is required when using COMMENT/);
+    await refused(ALICE_TOKEN, { event: 'MERGE', body: 'x' }, /is not a member of/);
+    // The hub's coder token opened the pull request: it may not approve it or ask itself for changes.
+    await refused(CODER_TOKEN, { event: 'APPROVE' }, /Can not approve your own pull request/);
+    await refused(
+      CODER_TOKEN,
+      { event: 'REQUEST_CHANGES', body: 'x' },
+      /Can not request changes on your own/,
+    );
+    await refused(
+      ALICE_TOKEN,
+      { event: 'COMMENT', body: 'x', comments: [{ path: 'NOPE.md', line: 1, body: 'y' }] },
+      /Path could not be resolved/,
+    );
+    await refused(
+      ALICE_TOKEN,
+      { event: 'COMMENT', body: 'x', comments: [{ path: 'NUMBERS.md', line: 99, body: 'y' }] },
+      /Line could not be resolved/,
+    );
+    const after = await asUser(ALICE_TOKEN, 'GET', `/repos/${REPO}/pulls/${b.pr}/reviews`);
+    assert.equal(after.body.length, before);
+    // A review with no event stays PENDING: its author sees it, nobody else does.
+    const pending = await review(ALICE_TOKEN, b.pr, { body: 'draft' });
+    assert.equal(pending.body.state, 'PENDING');
+    assert.equal(pending.body.submitted_at, undefined);
+    assert.equal(
+      (await asUser(ALICE_TOKEN, 'GET', `/repos/${REPO}/pulls/${b.pr}/reviews`)).body.length,
+      before + 1,
+    );
+    assert.equal(
+      (await asUser(RITA_TOKEN, 'GET', `/repos/${REPO}/pulls/${b.pr}/reviews`)).body.length,
+      before,
+    );
+  });
 });
