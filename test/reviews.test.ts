@@ -317,4 +317,39 @@ describe('commands on a thopter’s pull request act on that thopter', () => {
       before,
     );
   });
+
+  it('answers review deliveries it cannot use with a clear status and acts on nothing', async () => {
+    const url = `${hub.url}/github/webhook`;
+    const bad = await deliverWebhook(url, {
+      event: 'pull_request_review',
+      payload: { action: 'submitted', repository: { full_name: REPO } },
+      secret: SECRET,
+    });
+    assert.equal(bad.status, 400);
+    assert.match(await bad.text(), /not a pull_request_review delivery GitHub sends/);
+    const forged = await deliverWebhook(url, {
+      ...gh.pullRequestReviewEvent(
+        REPO,
+        b.pr,
+        (await review(ALICE_TOKEN, b.pr, { event: 'APPROVE' })).body.id,
+      ),
+      secret: 'not-the-secret',
+    });
+    assert.equal(forged.status, 401);
+    // A pull request no thopter works on: nothing to do, said so.
+    const other = gh.addIssue(REPO, { title: 'Someone else’s', user: 'alice', pullRequest: true });
+    const ignored = await deliverWebhook(url, {
+      event: 'pull_request_review',
+      payload: {
+        action: 'submitted',
+        review: { id: 1, user: { login: 'alice', id: 5, type: 'User' }, state: 'changes_requested' },
+        pull_request: { number: other.number },
+        repository: { full_name: REPO },
+      },
+      secret: SECRET,
+    });
+    assert.equal(ignored.status, 202);
+    assert.deepEqual(await ignored.json(), { ignored: "not a thopter's pull request" });
+    assert.equal((await hub.store.get(b.id))!.told?.length, 1, 'only alice’s tell');
+  });
 });
