@@ -268,11 +268,21 @@ describe('commands on a thopter’s pull request act on that thopter', () => {
 
     model.push({ text: 'Words it is.' });
     const steps = model.stepsTaken;
-    gh.addComment(REPO, b.pr, { user: 'alice', body: '/thopter tell Use words, not digits.' });
+    const comment = gh.addComment(REPO, b.pr, {
+      user: 'alice',
+      body: '/thopter tell Use words, not digits.',
+    });
+    // Its webhook too (an issue_comment on a pull request): told once all the same.
+    const delivered = await deliverWebhook(`${hub.url}/github/webhook`, {
+      ...gh.issueCommentEvent(REPO, comment.id, 'created'),
+      secret: SECRET,
+    });
+    assert.equal(delivered.status, 202, await delivered.text());
     await waitFor('the model to answer', () => model.stepsTaken > steps, { timeoutMs: 120_000 });
     const texts = userTexts(model.requests.at(-1)!.body);
     assert.equal(texts.filter((t) => t.includes('Use words, not digits.')).length, 1);
     assert.ok(!texts.some((t) => t.includes('redo all of it')), 'the read-only review was not told');
+    assert.equal((await hub.store.get(b.id))!.told?.length, 1);
   });
 
   it('the fake GitHub refuses reviews as GitHub documents, and changes nothing', async () => {

@@ -26,7 +26,11 @@ import { mayAct } from './permission.js';
 const CLAIM_S = 600;
 
 /** Replies that end an instance: once one of the hub's is on the pull request, it was handled. */
-const FINAL_REPLIES = ['refused', 'invalid', 'not-here', 'kill', 'ended', 'told'];
+const FINAL_REPLIES = [
+  ...['refused', 'invalid', 'not-here', 'kill', 'ended', 'told'],
+  // `/thopter continue`'s (scanner/github.ts).
+  ...['continue-none', 'continue-busy', 'continue-told', 'paused'],
+];
 
 /** How long a pull request is remembered as not a thopter's (its updates within this cost nothing). */
 const NOT_OURS_S = 7 * 86_400;
