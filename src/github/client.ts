@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Logger } from '../log.js';
+import { reviewCommentSchema, reviewSchema, type GitHubReview, type GitHubReviewComment } from './schemas.js';
 import {
   commentSchema,
   compareSchema,
@@ -226,6 +227,36 @@ export class GitHubClient {
       per_page: 100,
     });
     return z.array(commentSchema).parse(data);
+  }
+
+  async pullRequest(fullName: string, number: number): Promise<GitHubPullRequest> {
+    const [owner, repo] = split(fullName);
+    const { data } = await this.octokit.rest.pulls.get({ owner, repo, pull_number: number });
+    return pullRequestSchema.parse(data);
+  }
+
+  /** Every review of a pull request, oldest first, every page. */
+  async reviews(fullName: string, number: number): Promise<GitHubReview[]> {
+    const [owner, repo] = split(fullName);
+    const data = await this.octokit.paginate(this.octokit.rest.pulls.listReviews, {
+      owner,
+      repo,
+      pull_number: number,
+      per_page: 100,
+    });
+    return z.array(reviewSchema).parse(data);
+  }
+
+  /** Every review comment of a pull request, oldest first, every page. */
+  async reviewComments(fullName: string, number: number): Promise<GitHubReviewComment[]> {
+    const [owner, repo] = split(fullName);
+    const data = await this.octokit.paginate(this.octokit.rest.pulls.listReviewComments, {
+      owner,
+      repo,
+      pull_number: number,
+      per_page: 100,
+    });
+    return z.array(reviewCommentSchema).parse(data);
   }
 
   /** `admin`, `write`, `read` or `none` (maintainers read as `write`, triage as `read`). */

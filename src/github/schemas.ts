@@ -53,6 +53,33 @@ export const pullRequestSchema = z.object({
   base: z.object({ ref: z.string() }),
 });
 
+/** A pull request review. `state` is the REST API's upper case: `CHANGES_REQUESTED`, `APPROVED`… */
+export const reviewSchema = z.object({
+  id: z.number(),
+  user: userSchema.nullable(),
+  body: z.string().nullable().default(null),
+  state: z.string(),
+  html_url: z.string().optional(),
+  submitted_at: z.string().optional(),
+});
+
+/** A review comment: a comment on a line (or, without `line`, the whole file) of a pull request's diff. */
+export const reviewCommentSchema = z.object({
+  id: z.number(),
+  pull_request_review_id: z.number().nullable(),
+  user: userSchema.nullable(),
+  body: z.string().nullable().default(null),
+  path: z.string(),
+  line: z.number().nullable().optional(),
+  original_line: z.number().nullable().optional(),
+  html_url: z.string().optional(),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+
+export type GitHubReview = z.infer<typeof reviewSchema>;
+export type GitHubReviewComment = z.infer<typeof reviewCommentSchema>;
+
 /** `GET /repos/{owner}/{repo}/compare/{base}...{head}`: what the head has that the base lacks. */
 export const compareSchema = z.object({
   status: z.string(),

@@ -22,6 +22,8 @@ import {
 } from './continue.js';
 import { acceptLaunch, thopterIdFor } from './intake.js';
 import type { Intake } from './pause.js';
+import { mayAct } from './permission.js';
+import { actOnPullRequest, thopterOfPullRequest } from './pull-requests.js';
 
 export interface ScannerDeps {
   config: Config;
@@ -35,9 +37,6 @@ export interface ScannerDeps {
   log: Logger;
 }
 
-/** Users with these permissions may launch and kill (maintainers read as `write`). */
-const ALLOWED = new Set(['admin', 'write']);
-const PERMISSION_CACHE_S = 300;
 /** Seed: each poll looks back a minute further than the last change it saw. */
 const OVERLAP_MS = 60_000;
 
@@ -83,6 +82,15 @@ export async function scanRepository(deps: ScannerDeps, repository: string): Pro
   const closed = new Set<number>();
   for (const issue of await client.issuesSince(repository, since)) {
     if (issue.updated_at > newest) newest = issue.updated_at;
+    if (issue.pull_request !== undefined && issue.state === 'open') {
+      // A thopter's pull request is read whatever GITHUB_INCLUDE_PULL_REQUESTS says: its reviews
+      // and commands act on that thopter.
+      const thopter = await thopterOfPullRequest(deps, repository, issue.number);
+      if (thopter) {
+        await actOnPullRequest(deps, { repository, number: issue.number, thopter }, continueOnIssue);
+        continue;
+      }
+    }
     if (issue.pull_request !== undefined && !config.github.includePullRequests) continue;
     // A closed issue launches nothing; when it closed, its thopters end (as the webhook does).
     if (issue.state === 'closed') {
@@ -136,7 +144,7 @@ export async function actOnIssue(
   }
 }
 
-interface Detected {
+export interface Detected {
   repository: string;
   issue: GitHubIssue;
   comments: GitHubComment[];
@@ -410,7 +418,7 @@ async function answeredOnIssue(
  * thopter (or the one `--id` names). Its id derives from the command like a launch's, so a command
  * detected again finds it and adds nothing. A live thopter is not doubled: the reply points to it.
  */
-async function continueOnIssue(
+export async function continueOnIssue(
   deps: ScannerDeps,
   d: Detected,
   c: {
@@ -569,29 +577,6 @@ export function toIssueComments(comments: GitHubComment[]): IssueComment[] {
     createdAt: c.created_at,
     updatedAt: c.updated_at,
   }));
-}
-
-async function mayAct(deps: ScannerDeps, repository: string, login: string): Promise<boolean> {
-  const cacheKey = `${deps.config.redisPrefix}:github:permission:${repository}:${login}`;
-  let permission = await deps.redis.get(cacheKey);
-  if (!permission) {
-    try {
-      permission = await deps.github.for(repository)!.permission(repository, login);
-    } catch (err) {
-      const status = (err as { status?: number }).status;
-      if (status === 403) {
-        throw new Error(
-          `the issuesPAT of ${repository} may not read collaborators' permissions: its user needs push access to the repository`,
-          { cause: err },
-        );
-      }
-      // GitHub answers 404 for someone who is not a collaborator at all.
-      if (status !== 404) throw err;
-      permission = 'none';
-    }
-    await deps.redis.set(cacheKey, permission, 'EX', PERMISSION_CACHE_S);
-  }
-  return ALLOWED.has(permission);
 }
 
 function describe(err: unknown): string {

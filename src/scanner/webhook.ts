@@ -2,8 +2,9 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Router } from '@koa/router';
 import { z } from 'zod';
 import { HttpError, ReadGate } from '../api/http.js';
-import { commentSchema, isBot, issueSchema } from '../github/schemas.js';
-import { actOnIssue, destroyIssueThopters, type ScannerDeps } from './github.js';
+import { commentSchema, isBot, issueSchema, userSchema } from '../github/schemas.js';
+import { actOnIssue, continueOnIssue, destroyIssueThopters, type ScannerDeps } from './github.js';
+import { actOnPullRequest, thopterOfPullRequest, type PullRequestNews } from './pull-requests.js';
 
 /**
  * GitHub caps deliveries at 25 MB, but issue and comment events are small: an issue body and a
@@ -15,7 +16,17 @@ const MAX_DELIVERY_BYTES = 1024 * 1024;
 /** Deliveries read at once before their signature can be checked (each up to MAX_DELIVERY_BYTES). */
 const MAX_UNVERIFIED_READS = 16;
 
-const EVENTS = new Set(['issues', 'issue_comment']);
+/** Reviews and review comments matter only on a thopter's pull request (scanner/pull-requests.ts). */
+const PULL_REQUEST_EVENTS = new Set(['pull_request_review', 'pull_request_review_comment']);
+const EVENTS = new Set(['issues', 'issue_comment', ...PULL_REQUEST_EVENTS]);
+
+const pullRequestDeliverySchema = z.object({
+  action: z.string(),
+  repository: z.object({ full_name: z.string() }),
+  pull_request: z.object({ number: z.number() }),
+  review: z.object({ id: z.number(), user: userSchema.nullable() }).optional(),
+  comment: z.object({ id: z.number(), user: userSchema.nullable() }).optional(),
+});
 /** A GitHub App's installation changed: the watched repositories are listed again. */
 const INSTALLATION_EVENTS = new Set(['installation', 'installation_repositories']);
 
@@ -110,6 +121,12 @@ export function webhookRoutes(deps: ScannerDeps): Router {
       ctx.body = { accepted: event, repositories: deps.github.repositories.length };
       return;
     }
+    if (PULL_REQUEST_EVENTS.has(event)) {
+      const answer = await reviewDelivery(deps, event, raw, ctx.get('x-github-delivery'));
+      ctx.status = answer.status;
+      ctx.body = answer.body;
+      return;
+    }
     let payload: z.infer<typeof deliverySchema>;
     try {
       payload = deliverySchema.parse(JSON.parse(raw.toString('utf8')));
@@ -124,6 +141,28 @@ export function webhookRoutes(deps: ScannerDeps): Router {
       return;
     }
     const { action } = payload;
+    if (payload.issue.pull_request !== undefined && event === 'issue_comment' && payload.comment) {
+      // A comment on a thopter's pull request acts on that thopter, whatever
+      // GITHUB_INCLUDE_PULL_REQUESTS says.
+      const thopter = await thopterOfPullRequest(deps, repository, payload.issue.number);
+      if (thopter) {
+        const news = {
+          repository,
+          number: payload.issue.number,
+          thopter,
+          only: `comment:${payload.comment.id}`,
+        };
+        const answer = await actOnPullRequestDelivery(
+          deps,
+          news,
+          ctx.get('x-github-delivery'),
+          `${event}.${action}`,
+        );
+        ctx.status = answer.status;
+        ctx.body = answer.body;
+        return;
+      }
+    }
     if (payload.issue.pull_request !== undefined && !deps.config.github.includePullRequests) {
       ctx.status = 202;
       ctx.body = { ignored: 'pull request' };
@@ -175,4 +214,63 @@ export function webhookRoutes(deps: ScannerDeps): Router {
     ctx.body = ignored ? { ignored } : { accepted: `${event}.${action}` };
   });
   return router;
+}
+
+type Answer = { status: number; body: Record<string, string> };
+
+/**
+ * `pull_request_review` (submitted) and `pull_request_review_comment` (created): on a thopter's
+ * pull request, the review or comment is read again from GitHub and acted on as a poll would.
+ */
+async function reviewDelivery(
+  deps: ScannerDeps,
+  event: string,
+  raw: Buffer,
+  deliveryId: string,
+): Promise<Answer> {
+  let payload: z.infer<typeof pullRequestDeliverySchema>;
+  try {
+    payload = pullRequestDeliverySchema.parse(JSON.parse(raw.toString('utf8')));
+  } catch {
+    throw new HttpError(400, 'bad-input', `this is not a ${event} delivery GitHub sends`);
+  }
+  const repository = payload.repository.full_name;
+  if (!deps.github.for(repository)) return { status: 202, body: { ignored: `${repository} is not watched` } };
+  const wanted = event === 'pull_request_review' ? ['submitted', 'edited'] : ['created', 'edited'];
+  const about = event === 'pull_request_review' ? payload.review : payload.comment;
+  if (!wanted.includes(payload.action) || !about) {
+    return { status: 202, body: { ignored: `${event}.${payload.action}` } };
+  }
+  if (isBot(about.user)) return { status: 202, body: { ignored: 'written by a bot' } };
+  const number = payload.pull_request.number;
+  const thopter = await thopterOfPullRequest(deps, repository, number);
+  if (!thopter) return { status: 202, body: { ignored: "not a thopter's pull request" } };
+  const only = `${event === 'pull_request_review' ? 'review' : 'review-comment'}:${about.id}`;
+  return actOnPullRequestDelivery(
+    deps,
+    { repository, number, thopter, only },
+    deliveryId,
+    `${event}.${payload.action}`,
+  );
+}
+
+async function actOnPullRequestDelivery(
+  deps: ScannerDeps,
+  news: PullRequestNews,
+  deliveryId: string,
+  what = 'issue_comment',
+): Promise<Answer> {
+  const delivery = await claimDelivery(deps, deliveryId);
+  if (!delivery) return { status: 200, body: { ignored: `delivery ${deliveryId} was received before` } };
+  try {
+    // As polling does: a closed pull request is not acted on.
+    const pull = await deps.github.for(news.repository)!.issue(news.repository, news.number);
+    if (pull.state === 'closed') return { status: 202, body: { ignored: 'the pull request is closed' } };
+    await actOnPullRequest(deps, news, continueOnIssue);
+  } catch (err) {
+    // Not acted on: a redelivery of it must be (polling is the safety net if Redis is away).
+    await delivery.release().catch(() => {});
+    throw err;
+  }
+  return { status: 202, body: { accepted: what } };
 }

@@ -432,9 +432,25 @@ export class ThopterStore {
   }
 
   /** Recorded even after the thopter ended: its work branch outlives its machine. */
-  setPullRequest(id: string, pullRequest: PullRequestRecord) {
-    return this.update(id, { pullRequest: JSON.stringify(pullRequest) }, false);
+  async setPullRequest(id: string, pullRequest: PullRequestRecord) {
+    const written = await this.update(id, { pullRequest: JSON.stringify(pullRequest) }, false);
+    // Indexed by repository and number, so a review or command on the pull request finds its
+    // thopter without asking GitHub for the pull request's head branch.
+    const request = await this.redis.hget(this.key(id), 'request');
+    if (written && request) {
+      const { repository } = JSON.parse(request) as Request;
+      await this.redis.set(this.pullRequestKey(repository, pullRequest.number), id);
+    }
+    return written;
   }
+
+  /** The thopter whose pull request this is, as the pull-request job recorded it (the latest one). */
+  pullRequestThopter(repository: string, number: number): Promise<string | null> {
+    return this.redis.get(this.pullRequestKey(repository, number));
+  }
+
+  private pullRequestKey = (repository: string, number: number) =>
+    `${this.prefix}:pull-request:${repository}#${number}`;
 
   /** Recorded even after the thopter ended, like the pull request. */
   setCompare(id: string, compare: BranchCompare) {

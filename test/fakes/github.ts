@@ -79,6 +79,16 @@
  *   `DELETE /installation/token` (204). `GET /installation/repositories` lists what a token
  *   reaches as `{total_count, repositories}`. {@link FakeGitHub.gitAccess} answers for a git
  *   server (test/helpers/git-http.ts) with the same rules, `contents` deciding fetch and push.
+ * - Pull request reviews ("REST API endpoints for pull request reviews", "… for pull request review
+ *   comments"): create takes `event` APPROVE, REQUEST_CHANGES or COMMENT (none leaves the review
+ *   PENDING, seen only by its author), `body` (required for REQUEST_CHANGES and COMMENT: 422
+ *   otherwise), and `comments` [{path, line, body}] on the head's version of the file (422 "Path
+ *   could not be resolved" / "Line could not be resolved"); approving or requesting changes on
+ *   one's own pull request is 422. Reviews list in chronological order; review comments list per
+ *   pull request, per review and per repository (`GET /pulls/comments`) with `since`, `sort`
+ *   created|updated and `direction` (ignored without `sort`). A submitted review bumps the pull
+ *   request's `updated_at`. `pull_request_review` (submitted) and `pull_request_review_comment`
+ *   (created) webhooks carry review or comment, pull_request, repository and sender.
  *
  * Choices where GitHub documents nothing: an exhausted token gets its rate-limit error even for a
  * conditional request; injected faults and 401s cost no rate limit; editing a comment leaves its
@@ -183,6 +193,12 @@ export type GitHubRepository = Pick<
   | 'pushed_at'
 > &
   Partial<Pick<FullRepository, 'permissions'>>;
+/** A pull request review, as `GET /repos/{owner}/{repo}/pulls/{n}/reviews` lists it. */
+export type GitHubReview = Rest['pulls']['getReview']['response']['data'];
+/** A review comment (a comment on a line of a pull request's diff), as the pulls comments endpoints list it. */
+export type GitHubReviewComment = Rest['pulls']['getReviewComment']['response']['data'];
+/** `event` of "Create a review for a pull request"; none leaves the review PENDING. */
+export type ReviewEvent = 'APPROVE' | 'REQUEST_CHANGES' | 'COMMENT';
 
 /** A repository role, as set by {@link FakeGitHub.setPermission} and reported in `role_name`. */
 export type RepositoryRole = 'admin' | 'maintain' | 'write' | 'triage' | 'read' | 'none';
@@ -370,6 +386,33 @@ interface PullState {
   head: string;
   base: string;
   draft: boolean;
+  /** Oldest first, PENDING ones included (only their author sees those). */
+  reviews: ReviewState[];
+  reviewComments: ReviewCommentState[];
+}
+
+interface ReviewState {
+  id: number;
+  user: UserState;
+  body: string;
+  state: 'PENDING' | 'APPROVED' | 'CHANGES_REQUESTED' | 'COMMENTED';
+  /** Null while PENDING. */
+  submittedAt: number | null;
+  commitId: string;
+}
+
+interface ReviewCommentState {
+  id: number;
+  reviewId: number;
+  pull: PullState;
+  repo: RepoState;
+  user: UserState;
+  body: string;
+  path: string;
+  line: number;
+  commitId: string;
+  createdAt: number;
+  updatedAt: number;
 }
 
 interface IssueState {
@@ -600,6 +643,7 @@ export class FakeGitHub {
   private readonly repos = new Map<string, RepoState>();
   private readonly reposById = new Map<number, RepoState>();
   private readonly commentsById = new Map<number, CommentState>();
+  private readonly reviewCommentsById = new Map<number, ReviewCommentState>();
   private readonly tokens = new Map<string, TokenState>();
   private readonly anonymous: Bucket;
   private faults: Fault[] = [];
@@ -616,6 +660,8 @@ export class FakeGitHub {
     issue: 1_000_001,
     comment: 2_000_000_001,
     reaction: 3_000_001,
+    review: 80_000_001,
+    reviewComment: 3_000_000_001,
   };
 
   constructor(options: FakeGitHubOptions = {}) {
@@ -1013,6 +1059,46 @@ export class FakeGitHub {
     return { event: 'issue_comment', payload };
   }
 
+  /**
+   * A `pull_request_review` webhook (action `submitted`) for a review as it is now. Webhooks write
+   * the review's state in lower case (`changes_requested`), where the REST API writes
+   * `CHANGES_REQUESTED`.
+   */
+  pullRequestReviewEvent(fullName: string, number: number, reviewId: number): WebhookEvent {
+    const repo = this.repoOrThrow(fullName);
+    const pull = repo.pulls.get(number);
+    const review = pull?.reviews.find((v) => v.id === reviewId);
+    if (!pull || !review) throw new Error(`${fullName}#${number} has no review ${reviewId}`);
+    const json = this.reviewJson(repo, pull, review);
+    return {
+      event: 'pull_request_review',
+      payload: {
+        action: 'submitted',
+        review: { ...json, state: json.state.toLowerCase() },
+        pull_request: this.pullJson(repo, pull),
+        repository: this.repoJson(repo),
+        sender: this.userJson(review.user),
+      },
+    };
+  }
+
+  /** A `pull_request_review_comment` webhook (action `created`) for a review comment as it is now. */
+  pullRequestReviewCommentEvent(fullName: string, commentId: number): WebhookEvent {
+    const repo = this.repoOrThrow(fullName);
+    const comment = this.reviewCommentsById.get(commentId);
+    if (!comment || comment.repo !== repo) throw new Error(`${fullName} has no review comment ${commentId}`);
+    return {
+      event: 'pull_request_review_comment',
+      payload: {
+        action: 'created',
+        comment: this.reviewCommentJson(comment),
+        pull_request: this.pullJson(repo, comment.pull),
+        repository: this.repoJson(repo),
+        sender: this.userJson(comment.user),
+      },
+    };
+  }
+
   // ---- the server -----------------------------------------------------------------------------
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -1218,6 +1304,27 @@ export class FakeGitHub {
       if (!pull) return errorReply(404, 'Not Found', docs);
       if (get) return this.ok(this.pullJson(repo, pull));
       if (method === 'PATCH') return this.patchPull(repo, pull, ctx);
+    }
+    if (rest === '/pulls/comments' && get) return this.listRepoReviewComments(repo, ctx);
+    if ((r = /^\/pulls\/(\d+)\/(reviews|comments)(?:\/(\d+)(\/comments)?)?$/.exec(rest))) {
+      const pull = repo.pulls.get(Number(r[1]));
+      if (!pull) return errorReply(404, 'Not Found', `${DOCS}/pulls/reviews`);
+      if (r[2] === 'comments' && r[3] === undefined && get) return this.listReviewComments(repo, pull, ctx);
+      if (r[2] === 'reviews' && r[3] === undefined && get) return this.listReviews(repo, pull, ctx);
+      if (r[2] === 'reviews' && r[3] === undefined && method === 'POST')
+        return this.postReview(repo, pull, ctx);
+      if (r[2] === 'reviews' && r[3] !== undefined && get) {
+        const review = pull.reviews.find((v) => v.id === Number(r![3]) && this.mayRead(v, ctx.caller));
+        if (!review)
+          return errorReply(404, 'Not Found', `${DOCS}/pulls/reviews#get-a-review-for-a-pull-request`);
+        if (r[4] === undefined) return this.ok(this.reviewJson(repo, pull, review));
+        const comments = pull.reviewComments.filter((c) => c.reviewId === review.id);
+        return this.paginate(
+          comments.map((c) => this.reviewCommentJson(c)),
+          ctx,
+          `/repositories/${repo.id}/pulls/${pull.issue.number}/reviews/${review.id}/comments`,
+        );
+      }
     }
     if ((r = /^\/collaborators\/([^/]+)\/permission$/.exec(rest)) && get) {
       return this.getPermission(repo, decodeURIComponent(r[1]!), ctx);
@@ -1556,6 +1663,8 @@ export class FakeGitHub {
       head: head.name,
       base: base.name,
       draft: input.draft === true,
+      reviews: [],
+      reviewComments: [],
     };
     repo.pulls.set(issue.number, pull);
     const json = this.pullJson(repo, pull);
@@ -1640,6 +1749,206 @@ export class FakeGitHub {
       author_association: this.association(repo, issue.user),
       head: ref(pull.head),
       base: ref(pull.base),
+    };
+  }
+
+  // ---- pull request reviews and review comments ------------------------------------------------
+
+  /** A PENDING review is its author's alone until submitted. */
+  private mayRead(review: ReviewState, caller: Caller): boolean {
+    return review.state !== 'PENDING' || (caller.kind === 'token' && caller.token.user.id === review.user.id);
+  }
+
+  private listReviews(repo: RepoState, pull: PullState, ctx: Ctx): Reply {
+    const reviews = pull.reviews.filter((v) => this.mayRead(v, ctx.caller));
+    return this.paginate(
+      reviews.map((v) => this.reviewJson(repo, pull, v)),
+      ctx,
+      `/repositories/${repo.id}/pulls/${pull.issue.number}/reviews`,
+    );
+  }
+
+  private postReview(repo: RepoState, pull: PullState, ctx: Ctx): Reply {
+    const docs = `${DOCS}/pulls/reviews#create-a-review-for-a-pull-request`;
+    const user = this.writer(ctx.caller, repo, docs);
+    const input = jsonObject(ctx.body);
+    const events: ReviewEvent[] = ['APPROVE', 'REQUEST_CHANGES', 'COMMENT'];
+    const event = input.event as ReviewEvent | undefined;
+    if (event !== undefined && !events.includes(event)) {
+      refuse(
+        422,
+        `Invalid request.\n\nFor 'properties/event', ${JSON.stringify(event)} is not a member of ["APPROVE", "REQUEST_CHANGES", "COMMENT"].`,
+        docs,
+      );
+    }
+    if (input.body !== undefined && input.body !== null && typeof input.body !== 'string') {
+      refuse(
+        422,
+        `Invalid request.\n\nFor 'properties/body', ${JSON.stringify(input.body)} is not a string.`,
+        docs,
+      );
+    }
+    const body = (input.body as string | null | undefined) ?? '';
+    const unprocessable = (why: string) => refuse(422, 'Unprocessable Entity', docs, { errors: [why] });
+    if ((event === 'REQUEST_CHANGES' || event === 'COMMENT') && body.trim() === '') {
+      unprocessable(`Body is required when using ${event}`);
+    }
+    if (user.id === pull.issue.user.id && event === 'REQUEST_CHANGES')
+      unprocessable('Review Can not request changes on your own pull request');
+    if (user.id === pull.issue.user.id && event === 'APPROVE')
+      unprocessable('Review Can not approve your own pull request');
+    const commitId = this.branch(repo, pull.head)?.sha ?? '';
+    const given = input.comments ?? [];
+    if (!Array.isArray(given)) {
+      refuse(
+        422,
+        `Invalid request.\n\nFor 'properties/comments', ${JSON.stringify(given)} is not an array.`,
+        docs,
+      );
+    }
+    const lines: Array<{ path: string; line: number; body: string }> = [];
+    for (const c of given as unknown[]) {
+      const { path, line, body: text } = (c ?? {}) as Record<string, unknown>;
+      if (
+        typeof path !== 'string' ||
+        typeof text !== 'string' ||
+        !Number.isInteger(line) ||
+        (line as number) < 1
+      ) {
+        refuse(
+          422,
+          'Invalid request.\n\n"path", "body" and "line" are required for each of "comments" (a positive "line" on the new side; "position" is not modelled).',
+          docs,
+        );
+      }
+      const file = this.git(repo, ['cat-file', '-p', `${commitId}:${path as string}`]);
+      if (file === undefined) unprocessable('Path could not be resolved');
+      if ((line as number) > file!.split('\n').length) unprocessable('Line could not be resolved');
+      lines.push({ path: path as string, line: line as number, body: text as string });
+    }
+    const at = toSecond(this.now());
+    const state: ReviewState['state'] =
+      event === undefined
+        ? 'PENDING'
+        : ({ APPROVE: 'APPROVED', REQUEST_CHANGES: 'CHANGES_REQUESTED', COMMENT: 'COMMENTED' } as const)[
+            event
+          ];
+    const review: ReviewState = {
+      id: this.nextId.review++,
+      user,
+      body,
+      state,
+      submittedAt: state === 'PENDING' ? null : at,
+      commitId,
+    };
+    pull.reviews.push(review);
+    for (const l of lines) {
+      const comment: ReviewCommentState = {
+        id: this.nextId.reviewComment++,
+        reviewId: review.id,
+        pull,
+        repo,
+        user,
+        body: l.body,
+        path: l.path,
+        line: l.line,
+        commitId,
+        createdAt: at,
+        updatedAt: at,
+      };
+      pull.reviewComments.push(comment);
+      this.reviewCommentsById.set(comment.id, comment);
+    }
+    // A submitted review is activity on the pull request: its issue shows as updated.
+    if (state !== 'PENDING') {
+      pull.issue.updatedAt = Math.max(pull.issue.updatedAt, at);
+      pull.issue.lastActor = user;
+    }
+    return this.ok(this.reviewJson(repo, pull, review));
+  }
+
+  /** Review comments of one pull request, or of the whole repository (`pull` undefined). */
+  private listReviewComments(repo: RepoState, pull: PullState | undefined, ctx: Ctx): Reply {
+    const q = ctx.query;
+    const docs = `${DOCS}/pulls/comments#list-review-comments-${pull ? 'on-a-pull-request' : 'in-a-repository'}`;
+    const sort =
+      q.get('sort') === null ? null : oneOf(q.get('sort'), ['created', 'updated'], 'created', 'sort', docs);
+    const direction = oneOf(q.get('direction'), ['asc', 'desc'], 'asc', 'direction', docs);
+    const since = parseSince(q.get('since'), docs);
+    const all = pull ? pull.reviewComments : [...repo.pulls.values()].flatMap((p) => p.reviewComments);
+    const visible = (c: ReviewCommentState) => {
+      const review = c.pull.reviews.find((v) => v.id === c.reviewId);
+      return !review || this.mayRead(review, ctx.caller);
+    };
+    const key = (c: ReviewCommentState) => (sort === 'updated' ? c.updatedAt : c.createdAt);
+    const comments = all
+      .filter(visible)
+      .filter((c) => since === null || c.updatedAt >= since)
+      // Without `sort`, `direction` is ignored: oldest first.
+      .sort((a, b) => (sort && direction === 'desc' ? -1 : 1) * (key(a) - key(b) || a.id - b.id));
+    return this.paginate(
+      comments.map((c) => this.reviewCommentJson(c)),
+      ctx,
+      pull
+        ? `/repositories/${repo.id}/pulls/${pull.issue.number}/comments`
+        : `/repositories/${repo.id}/pulls/comments`,
+    );
+  }
+
+  private listRepoReviewComments(repo: RepoState, ctx: Ctx): Reply {
+    return this.listReviewComments(repo, undefined, ctx);
+  }
+
+  private reviewJson(repo: RepoState, pull: PullState, review: ReviewState): GitHubReview {
+    const fullName = `${repo.owner.login}/${repo.name}`;
+    const html = `${this.opts.htmlUrl}/${fullName}/pull/${pull.issue.number}#pullrequestreview-${review.id}`;
+    const pullUrl = `${this.url}/repos/${fullName}/pulls/${pull.issue.number}`;
+    return {
+      id: review.id,
+      node_id: nodeId('PullRequestReview', review.id),
+      user: this.userJson(review.user),
+      body: review.body,
+      state: review.state,
+      html_url: html,
+      pull_request_url: pullUrl,
+      _links: { html: { href: html }, pull_request: { href: pullUrl } },
+      // GitHub leaves `submitted_at` out of a PENDING review.
+      ...(review.submittedAt === null ? {} : { submitted_at: iso(review.submittedAt) }),
+      commit_id: review.commitId,
+      author_association: this.association(repo, review.user),
+    };
+  }
+
+  private reviewCommentJson(c: ReviewCommentState): GitHubReviewComment {
+    const fullName = `${c.repo.owner.login}/${c.repo.name}`;
+    const number = c.pull.issue.number;
+    const url = `${this.url}/repos/${fullName}/pulls/comments/${c.id}`;
+    const html = `${this.opts.htmlUrl}/${fullName}/pull/${number}#discussion_r${c.id}`;
+    const pullUrl = `${this.url}/repos/${fullName}/pulls/${number}`;
+    return {
+      url,
+      pull_request_review_id: c.reviewId,
+      id: c.id,
+      node_id: nodeId('PullRequestReviewComment', c.id),
+      diff_hunk: `@@ -${c.line},1 +${c.line},1 @@`,
+      path: c.path,
+      commit_id: c.commitId,
+      original_commit_id: c.commitId,
+      user: this.userJson(c.user),
+      body: c.body,
+      created_at: iso(c.createdAt),
+      updated_at: iso(c.updatedAt),
+      html_url: html,
+      pull_request_url: pullUrl,
+      author_association: this.association(c.repo, c.user),
+      _links: { self: { href: url }, html: { href: html }, pull_request: { href: pullUrl } },
+      start_line: null,
+      original_start_line: null,
+      start_side: null,
+      line: c.line,
+      original_line: c.line,
+      side: 'RIGHT',
+      subject_type: 'line',
     };
   }
 
