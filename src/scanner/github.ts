@@ -20,7 +20,7 @@ import {
   launchPrompts,
   threadForAgent,
 } from './continue.js';
-import { acceptLaunch, thopterIdFor } from './intake.js';
+import { acceptLaunch, thopterIdFor, type LaunchInput } from './intake.js';
 import type { Intake } from './pause.js';
 import { mayAct } from './permission.js';
 import { actOnPullRequest, thopterOfPullRequest } from './pull-requests.js';
@@ -262,9 +262,31 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
     );
     return void (await handled());
   }
+  const accepted = await launchFromIssue(deps, d, reply, {
+    comments: d.comments,
+    gc: command.gc,
+    prompt: command.prompt,
+    dedupeKey: `github:${key}`,
+  });
+  if (!accepted) return void (await handled());
+  await queues.enqueue('comment', { thopterId, label });
+}
+
+/**
+ * Accepts a launch (or a continue) from an issue with the issue as GitHub has it now. A launch the
+ * hub refuses (bad input, a daily budget spent) gets its one reply, and false.
+ */
+async function launchFromIssue(
+  deps: ScannerDeps,
+  d: Detected,
+  reply: (suffix: string, body: string) => Promise<unknown>,
+  launch: Pick<LaunchInput, 'gc' | 'prompt' | 'dedupeKey' | 'continues'> & { comments: GitHubComment[] },
+): Promise<boolean> {
   const repo = await deps.github.for(d.repository)!.repository(d.repository);
+  const { comments, ...rest } = launch;
   try {
     await acceptLaunch(deps, {
+      ...rest,
       source: 'github',
       repository: d.repository,
       cloneUrl: repo.clone_url,
@@ -276,25 +298,22 @@ async function actOnCommand(deps: ScannerDeps, d: Detected): Promise<void> {
         url: d.issue.html_url,
         author: d.issue.user?.login,
         mentionAuthor: d.author.login,
-        comments: toIssueComments(d.comments),
+        comments: toIssueComments(comments),
       },
-      gc: command.gc,
-      prompt: command.prompt,
       requestedBy: d.author.login,
-      dedupeKey: `github:${key}`,
     });
+    return true;
   } catch (err) {
-    if (err instanceof ThopterError && err.code === 'bad-input') {
-      await reply('invalid', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
-      return void (await handled());
-    }
-    if (err instanceof ThopterError && err.code === 'over-budget') {
-      await reply('budget', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
-      return void (await handled());
-    }
-    throw err;
+    const refusal =
+      err instanceof ThopterError && err.code === 'bad-input'
+        ? 'invalid'
+        : err instanceof ThopterError && err.code === 'over-budget'
+          ? 'budget'
+          : undefined;
+    if (!refusal) throw err;
+    await reply(refusal, `@${d.author.login}: ${(err as Error).message.replace(/^(\w+): /, '')}.`);
+    return false;
   }
-  await queues.enqueue('comment', { thopterId, label });
 }
 
 /** Replies that end a command: once one is on the issue, the command was handled. */
@@ -485,45 +504,19 @@ export async function continueOnIssue(
     return;
   }
   const client = deps.github.for(d.repository)!;
-  const repo = await client.repository(d.repository);
   const ended = target.thopter;
   const thread = await threadForAgent(d.comments, (comment) => client.wrote(comment));
   // PROMPTS_DIR replaced by the operator may have no continue.md: the ended thopter's prompt
   // still works, with the new comments marked in issue.md.
   const prompt = (await deps.prompts.resolve(CONTINUE_PROMPT)) ?? ended.request.prompt;
-  try {
-    await acceptLaunch(deps, {
-      source: 'github',
-      repository: d.repository,
-      cloneUrl: repo.clone_url,
-      instance: d.instance,
-      issue: {
-        number: d.issue.number,
-        title: d.issue.title,
-        body: d.issue.body ?? '',
-        url: d.issue.html_url,
-        author: d.issue.user?.login,
-        mentionAuthor: d.author.login,
-        comments: toIssueComments(thread),
-      },
-      gc: ended.request.gc,
-      prompt,
-      requestedBy: d.author.login,
-      dedupeKey: `github:${c.key}`,
-      continues: continuationOf(ended, c.text),
-    });
-  } catch (err) {
-    if (err instanceof ThopterError && err.code === 'bad-input') {
-      await reply('invalid', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
-      return;
-    }
-    // A continue spends like a launch: the same daily budgets hold it.
-    if (err instanceof ThopterError && err.code === 'over-budget') {
-      await reply('budget', `${who}: ${err.message.replace(/^(\w+): /, '')}.`);
-      return;
-    }
-    throw err;
-  }
+  const accepted = await launchFromIssue(deps, d, c.reply, {
+    comments: thread,
+    gc: ended.request.gc,
+    prompt,
+    dedupeKey: `github:${c.key}`,
+    continues: continuationOf(ended, c.text),
+  });
+  if (!accepted) return;
   await deps.queues.enqueue('comment', {
     thopterId: thopterIdFor(`github:${c.key}`),
     label: `${d.repository}#${d.issue.number}`,
