@@ -227,7 +227,7 @@ describe('/thopter tell', () => {
     assert.match(
       reply.body ?? '',
       new RegExp(
-        `@alice: thopter \`${queued}\` is queued and its agent is not started yet, so your message was not sent`,
+        `@alice: thopter \`${queued}\` is queued: its agent is not started yet, so your message was not sent`,
       ),
     );
     assert.equal((await hubs[0]!.store.get(queued))!.told, undefined);

@@ -85,9 +85,19 @@ export async function scanRepository(deps: ScannerDeps, repository: string): Pro
     if (issue.pull_request !== undefined && issue.state === 'open') {
       // A thopter's pull request is read whatever GITHUB_INCLUDE_PULL_REQUESTS says: its reviews
       // and commands act on that thopter.
-      const thopter = await thopterOfPullRequest(deps, repository, issue.number);
-      if (thopter) {
-        await actOnPullRequest(deps, { repository, number: issue.number, thopter }, continueOnIssue);
+      // One pull request GitHub will not show (a token without pull request access, an outage)
+      // must not hold the repository's poll: its other issues go on, as for a failed command.
+      try {
+        const thopter = await thopterOfPullRequest(deps, repository, issue.number);
+        if (thopter) {
+          await actOnPullRequest(deps, { repository, number: issue.number, thopter }, continueOnIssue);
+          continue;
+        }
+      } catch (err) {
+        deps.log.error(
+          { issue: `${repository}#${issue.number}`, err: messageOf(err) },
+          "a thopter's pull request could not be read",
+        );
         continue;
       }
     }
@@ -377,14 +387,12 @@ async function tellOnIssue(
     ));
   }
   if (target.state !== 'running') {
-    const why =
+    // A stopping or kept thopter never runs again: what helps then is a continue.
+    const next =
       target.state === 'queued' || target.state === 'provisioning'
-        ? 'its agent is not started yet'
-        : 'its agent takes no messages';
-    return void (await reply(
-      'tell-waiting',
-      `${who}: thopter \`${target.id}\` is ${target.state} and ${why}, so your message was not sent. Write \`/thopter tell\` again once it runs.`,
-    ));
+        ? 'its agent is not started yet, so your message was not sent. Write `/thopter tell` again once it runs.'
+        : `it is ending and its agent takes no messages, so your message was not sent. Once it has ended, \`/thopter continue\` with your message starts a new thopter on its work branch${target.state === 'kept' ? ' (`/thopter kill` ends a kept thopter now)' : ''}.`;
+    return void (await reply('tell-waiting', `${who}: thopter \`${target.id}\` is ${target.state}: ${next}`));
   }
   const comment = d.comments.find((c) => `comment:${c.id}` === d.instance);
   let told;

@@ -27,9 +27,9 @@ const CLAIM_S = 600;
 
 /** Replies that end an instance: once one of the hub's is on the pull request, it was handled. */
 const FINAL_REPLIES = [
-  ...['refused', 'invalid', 'not-here', 'kill', 'ended', 'told'],
+  ...['refused', 'invalid', 'not-here', 'kill', 'ended', 'told', 'waiting'],
   // `/thopter continue`'s (scanner/github.ts).
-  ...['continue-none', 'continue-busy', 'continue-told', 'paused'],
+  ...['continue-none', 'continue-busy', 'continue-told', 'paused', 'budget'],
 ];
 
 /** How long a pull request is remembered as not a thopter's (its updates within this cost nothing). */
@@ -52,8 +52,10 @@ export async function thopterOfPullRequest(
   const indexed = await deps.store.pullRequestThopter(repository, number);
   const record = indexed ? await deps.store.get(indexed) : null;
   if (record && !isFinal(record.state)) return record;
+  // A continuation names its branch from the start: it is found while it is still provisioning.
+  const branchOf = (t: ThopterRecord) => t.machine?.workBranch ?? t.request.continues?.workBranch;
   const ours = (await deps.store.list({ limit: 5000 })).filter(
-    (t) => t.request.repository === repository && t.machine?.workBranch,
+    (t) => t.request.repository === repository && branchOf(t),
   );
   // No thopter ever worked on this repository: no pull request of it is one's, and GitHub is not asked.
   if (!record && ours.length === 0) return null;
@@ -76,7 +78,7 @@ export async function thopterOfPullRequest(
       return null;
     }
   }
-  const onBranch = ours.filter((t) => t.machine!.workBranch === head);
+  const onBranch = ours.filter((t) => branchOf(t) === head);
   return onBranch.find((t) => !isFinal(t.state)) ?? record ?? onBranch[0] ?? null;
 }
 
@@ -305,6 +307,15 @@ async function tell(deps: ScannerDeps, news: PullRequestNews, source: Source, te
   const reply = replier(deps, news, source.instance);
   const who = `@${source.author!.login}`;
   const { thopter } = news;
+  if (!isFinal(thopter.state) && thopter.state !== 'running') {
+    // As on the issue: a message is pasted only into an agent that runs (processors/tell.ts).
+    const why =
+      thopter.state === 'queued' || thopter.state === 'provisioning'
+        ? 'its agent is not started yet; write it again once it runs'
+        : 'it is ending and its agent takes no messages';
+    await reply('waiting', `${who}: thopter \`${thopter.id}\` is ${thopter.state}: ${why}.`);
+    return;
+  }
   let outcome;
   try {
     outcome = isFinal(thopter.state)
