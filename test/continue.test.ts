@@ -385,12 +385,25 @@ exec sleep 100000
   });
 
   it('starts a thopter on the ended one’s branch, on top of its commit', async () => {
-    const res = await api(apiHub.url, 'POST', '/api/thopters', {
-      repository: gadget,
-      title: 'Carry on',
-      continues: first,
-    });
+    const launch = { repository: gadget, title: 'Carry on', continues: first };
+    const post = async () => {
+      const r = await fetch(`${apiHub.url}/api/thopters`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${TOKEN}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'carry-on-1',
+        },
+        body: JSON.stringify(launch),
+      });
+      return { status: r.status, body: (await r.json()) as any };
+    };
+    const res = await post();
     assert.equal(res.status, 202, JSON.stringify(res.body));
+    // The same request again (its answer lost): the same thopter, not a conflict with itself.
+    const retried = await post();
+    assert.equal(retried.status, 200, JSON.stringify(retried.body));
+    assert.equal(retried.body.id, res.body.id);
     const next = await until(res.body.id, (t) => t.state === 'running', 'the continuing thopter running');
     assert.equal(next.workBranch, branch);
     assert.equal(next.continues.thopterId, first);
