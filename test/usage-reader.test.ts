@@ -98,6 +98,20 @@ describe('the usage reader', () => {
     });
     // Nothing new: the same totals, nothing read again.
     assert.deepEqual((await reader.read())['claude-opus-5-5']?.messages, 2);
+    // A subagent (the Task tool) writes its own transcript under the session's folder.
+    const subagents = path.join(project, 'session-1', 'subagents');
+    mkdirSync(subagents, { recursive: true });
+    writeFileSync(
+      path.join(subagents, 'agent-a1.jsonl'),
+      line('msg_sub', 'claude-haiku-4-5-20251001', { input: 40, output: 5 }),
+    );
+    assert.deepEqual((await reader.read())['claude-haiku-4-5-20251001'], {
+      input: 41,
+      output: 7,
+      cacheRead: 0,
+      cacheCreation: 0,
+      messages: 2,
+    });
   });
 
   it('reads a line longer than its read buffer', async () => {

@@ -1,3 +1,4 @@
+import type { Dirent } from 'node:fs';
 import { open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { MODEL_NAME, TOKEN_KINDS, type TokenCounts, type UsageTotals } from './tokens.js';
@@ -115,12 +116,24 @@ export class TranscriptUsageReader {
       return [];
     }
     const found: string[] = [];
+    const entriesOf = async (dir: string): Promise<Dirent[]> => {
+      try {
+        return await readdir(dir, { withFileTypes: true });
+      } catch {
+        return []; // not a folder, or gone
+      }
+    };
     for (const project of projects) {
       const dir = path.join(this.projectsDir, project);
-      try {
-        for (const name of await readdir(dir)) if (name.endsWith('.jsonl')) found.push(path.join(dir, name));
-      } catch {
-        // not a folder
+      for (const e of await entriesOf(dir)) {
+        if (e.isFile() && e.name.endsWith('.jsonl')) found.push(path.join(dir, e.name));
+        // Subagents (the Task tool) write their own transcripts beside the session's,
+        // `<project>/<session>/subagents/agent-<id>.jsonl`: their tokens are the run's too.
+        else if (e.isDirectory()) {
+          const sub = path.join(dir, e.name, 'subagents');
+          for (const f of await entriesOf(sub))
+            if (f.isFile() && f.name.endsWith('.jsonl')) found.push(path.join(sub, f.name));
+        }
       }
     }
     return found;
