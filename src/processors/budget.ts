@@ -13,8 +13,9 @@ export const usdText = (n: number) => `$${n < 1 ? n.toFixed(4) : n.toFixed(2)}`;
 /**
  * Keeps a running thopter to THOPTER_MAX_COST_USD, from its usage as last read (usage/): at 90 %
  * its agent is told once to commit and wrap up; at 100 % the returned reason (starting `budget`)
- * is for its destroy request, whose teardown saves the work first. A usage with no price (a model
- * the price table lacks) is not capped: its cost is unknown, and the dashboard says so.
+ * is for its destroy request, whose teardown saves the work first. A model the price table lacks
+ * adds nothing (its cost is unknown, and the dashboard says so), but the priced models still count:
+ * one unknown name must not lift the cap off the rest.
  */
 export async function keepToBudget(
   deps: Pick<ProcessorDeps, 'config' | 'store' | 'queues'>,
@@ -22,8 +23,8 @@ export async function keepToBudget(
   log: Logger,
 ): Promise<string | undefined> {
   const cap = deps.config.maxCostUsd;
-  const spent = record.usage?.costUsd;
-  if (!cap || record.state !== 'running' || typeof spent !== 'number') return undefined;
+  const spent = pricedSpend(record);
+  if (!cap || record.state !== 'running' || spent === undefined) return undefined;
   if (spent >= cap) {
     log.warn({ spentUsd: spent, capUsd: cap }, 'the run reached its budget; saving and ending it');
     return `budget: spent ${usdText(spent)} of its ${usdText(cap)} (THOPTER_MAX_COST_USD)`;
@@ -43,4 +44,15 @@ export async function keepToBudget(
   );
   log.info({ spentUsd: spent, capUsd: cap }, 'the run reached 90 % of its budget; the agent is told');
   return undefined;
+}
+
+/** What the thopter's priced models cost so far; undefined when none has a price. */
+function pricedSpend(record: ThopterRecord): number | undefined {
+  const usage = record.usage;
+  if (!usage) return undefined;
+  if (typeof usage.costUsd === 'number') return usage.costUsd;
+  const priced = Object.values(usage.byModel ?? {})
+    .map((m) => m.costUsd)
+    .filter((c): c is number => typeof c === 'number');
+  return priced.length ? priced.reduce((a, b) => a + b, 0) : undefined;
 }

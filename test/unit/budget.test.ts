@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
+import { pino } from 'pino';
+import { keepToBudget } from '../../src/processors/budget.js';
 import { nextUtcMidnight } from '../../src/scanner/budget.js';
+import type { ThopterRecord } from '../../src/thopters/record.js';
 
 describe('budgets: configuration and the day', () => {
   it('reads the caps in USD, unset or 0 meaning none', () => {
@@ -48,5 +51,36 @@ describe('budgets: configuration and the day', () => {
       '2027-01-01T00:00:00.000Z',
     );
     assert.equal(nextUtcMidnight(new Date('2026-12-04T00:00:00Z')).toISOString(), '2026-12-05T00:00:00.000Z');
+  });
+});
+
+describe('the per-run cap', () => {
+  const tokens = { input: 0, output: 0, cacheRead: 0, cacheCreation: 0 };
+  const running = (byModel: Record<string, number | null>) =>
+    ({
+      id: 'thopter-000000000001',
+      state: 'running',
+      usage: {
+        tokens,
+        byModel: Object.fromEntries(
+          Object.entries(byModel).map(([model, costUsd]) => [model, { tokens, messages: 1, costUsd }]),
+        ),
+        costUsd: Object.values(byModel).some((c) => c === null)
+          ? null
+          : Object.values(byModel).reduce<number>((a, b) => a + (b ?? 0), 0),
+        messages: 1,
+        updatedAt: new Date().toISOString(),
+      },
+    }) as unknown as ThopterRecord;
+  const deps = { config: { maxCostUsd: 1 } } as unknown as Parameters<typeof keepToBudget>[0];
+  const log = pino({ level: 'silent' });
+
+  it('counts the priced models when another model has no price', async () => {
+    const reason = await keepToBudget(deps, running({ 'claude-opus-5-5': 1.2, 'some-new-model': null }), log);
+    assert.match(reason ?? '', /^budget: spent \$1\.20 of its \$1\.00/);
+  });
+
+  it('does not cap a run whose models all lack a price', async () => {
+    assert.equal(await keepToBudget(deps, running({ 'some-new-model': null }), log), undefined);
   });
 });
