@@ -12,7 +12,11 @@ import { GitHubClient } from './client.js';
 /** What a thopter's token may do: push its work branch and open the finish line's pull request. */
 export const THOPTER_TOKEN_PERMISSIONS = { contents: 'write', pull_requests: 'write' } as const;
 
-const installationSchema = z.object({ id: z.number(), account: z.object({ login: z.string() }).nullable() });
+const installationSchema = z.object({
+  id: z.number(),
+  account: z.object({ login: z.string() }).nullable(),
+  suspended_at: z.string().nullable().optional(),
+});
 const accessTokenSchema = z.object({ token: z.string(), expires_at: z.string() });
 
 /** Where thopters' git tokens come from (GitHubClients; optional so tests can build hubs without it). */
@@ -106,12 +110,12 @@ export class GitHubApp {
   }
 
   /** The App's installations (accounts it is installed on), every page. */
-  async installations(): Promise<Array<{ id: number; account: string }>> {
+  async installations(): Promise<Array<{ id: number; account: string; suspended: boolean }>> {
     const data = await this.octokit.paginate(this.octokit.rest.apps.listInstallations, { per_page: 100 });
     return z
       .array(installationSchema)
       .parse(data)
-      .map((i) => ({ id: i.id, account: i.account?.login ?? String(i.id) }));
+      .map((i) => ({ id: i.id, account: i.account?.login ?? String(i.id), suspended: !!i.suspended_at }));
   }
 
   /** The client of one installation: intake, replies and pull requests as the App's bot. */

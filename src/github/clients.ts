@@ -127,9 +127,23 @@ export class GitHubClients implements ThopterTokens {
         );
       }
       const installed = new Map<string, { installationId: number; client: GitHubClient }>();
-      for (const { id } of installations) {
-        for (const repository of await app.repositoriesOf(id)) {
-          installed.set(repository, { installationId: id, client: app.client(id) });
+      const unread: string[] = [];
+      for (const { id, account, suspended } of installations) {
+        // A suspended installation (GitHub answers its tokens with 403) or one that cannot be read
+        // now must not hide every other installation's repositories.
+        if (suspended) {
+          unread.push(`${account}: the installation is suspended`);
+          continue;
+        }
+        try {
+          for (const repository of await app.repositoriesOf(id)) {
+            installed.set(repository, { installationId: id, client: app.client(id) });
+          }
+        } catch (err) {
+          unread.push(`${account}: ${describeAppError(err, app.config)}`);
+          // What it reached before stays watched until it can be read again.
+          for (const [repository, known] of this.installed)
+            if (known.installationId === id) installed.set(repository, known);
         }
       }
       const added = [...installed.keys()].filter((r) => !this.installed.has(r));
@@ -137,7 +151,7 @@ export class GitHubClients implements ThopterTokens {
       this.installed = installed;
       if (added.length || removed.length)
         this.log.info({ added, removed, installations: installations.length }, 'GitHub App repositories');
-      await this.setHealth(APP_HEALTH);
+      await this.setHealth(APP_HEALTH, unread.length ? unread.join('; ') : undefined);
     } catch (err) {
       await this.setHealth(APP_HEALTH, describeAppError(err, app.config));
     }
