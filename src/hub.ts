@@ -132,6 +132,15 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       await queues.enqueue('pull-request', { thopterId, label: labelOf(record.request) });
     };
     await reconcile({ store, queues, provider, log });
+    if (github.app) {
+      // Before the workers start: a queued comment or clone for an App repository finds its client.
+      // Not fatal: a bad key or no installation is shown on /ready and in the log, and the next
+      // refresh (or an installation webhook) picks the repositories up once it is fixed.
+      await github.refreshInstallations();
+      const installations = setInterval(() => void github.refreshInstallations(), INSTALLATIONS_EVERY_MS);
+      installations.unref();
+      onStop('stopping the installation refresh', async () => clearInterval(installations));
+    }
     const scanner = { config, redis: client, store, queues, prompts, provider, github, intake, log };
     const workers = startWorkers(
       {
@@ -153,14 +162,6 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
       workerConnection,
     );
     onStop('handing active thopters back', () => workers.close());
-    if (github.app) {
-      // Not fatal: a bad key or no installation is shown on /ready and in the log, and the next
-      // refresh (or an installation webhook) picks the repositories up once it is fixed.
-      await github.refreshInstallations();
-      const installations = setInterval(() => void github.refreshInstallations(), INSTALLATIONS_EVERY_MS);
-      installations.unref();
-      onStop('stopping the installation refresh', async () => clearInterval(installations));
-    }
     if (github.repositories.length > 0 || github.app) {
       await queues.schedulePolling(config.github.pollIntervalS);
       log.info(

@@ -160,7 +160,12 @@ export class GitHubClients implements ThopterTokens {
   /** See {@link ThopterTokens.thopterToken}. */
   async thopterToken(repository: string, required: boolean): Promise<MintedToken | undefined> {
     if (this.config.repositories[repository]?.agentCoderPAT || !this.app) return undefined;
-    const found = this.installed.get(repository);
+    let found = this.installed.get(repository);
+    if (!found && required && !this.clients.has(repository)) {
+      // This hub's list may be older than the installation (another hub got its webhook): ask again.
+      await this.refreshInstallations();
+      found = this.installed.get(repository);
+    }
     if (!found) {
       // A PAT repository, or a launch by title and body of a repository the App does not reach:
       // cloned as before (a public one needs no token).
