@@ -36,7 +36,11 @@ const failedAt = new Map<string, number>();
  * expiring (tokens live an hour), so the agent's pushes keep working for as long as it lives. Called
  * from the lifecycle's supervision; a failure is logged and tried again at the next check.
  */
-export async function renewGitTokenIfDue(deps: ProcessorDeps, record: ThopterRecord, log: Logger) {
+export async function renewGitTokenIfDue(
+  deps: Pick<ProcessorDeps, 'thopterTokens' | 'config' | 'transports' | 'store'>,
+  record: ThopterRecord,
+  log: Logger,
+) {
   const { thopterTokens, config } = deps;
   const renewBeforeMs = config.github.app?.renewBeforeMs;
   if (!record.gitToken || !record.machine || !thopterTokens || renewBeforeMs === undefined) return;

@@ -3,7 +3,7 @@ import { isFinal } from '../thopters/record.js';
 import { keepTranscripts } from '../transcripts/keep.js';
 import type { ProcessorDeps } from './deps.js';
 import { reportEnd } from './finish.js';
-import { revokeGitToken } from './git-token.js';
+import { renewGitTokenIfDue, revokeGitToken } from './git-token.js';
 import { save, skipSave } from './save.js';
 
 /**
@@ -44,6 +44,9 @@ export async function teardown(
     } else if (!listed.some((m) => m.id === record.machine!.id)) {
       await skipSave(deps, thopterId, 'its machine is gone');
     } else {
+      // The save pushes with the thopter's token: one that expired while nobody supervised the
+      // thopter (a hub down, a kept machine) is replaced first.
+      await renewGitTokenIfDue(deps, record, log);
       await save(deps, record, reason);
     }
   }
