@@ -153,8 +153,14 @@ export async function actOnPullRequest(
     const changesRequested = source.review?.review.state === 'CHANGES_REQUESTED';
     if (!found && !changesRequested) continue;
     try {
+      // A review that requests changes and says `/thopter tell` in its body is still the review:
+      // its line comments go to the agent with it.
+      // (A command by someone without write access goes the command's way: it gets its refusal.)
+      const asReview =
+        changesRequested &&
+        (!found || (found.command.kind === 'tell' && (await mayAct(deps, repository, source.author!.login))));
       await once(deps, news, source.instance, comments, () =>
-        found ? actOnCommand(deps, news, source, found, continueOn) : tellReview(deps, news, source),
+        asReview ? tellReview(deps, news, source) : actOnCommand(deps, news, source, found!, continueOn),
       );
     } catch (err) {
       deps.log.error(
