@@ -15,7 +15,8 @@ export async function mayAct(deps: ScannerDeps, repository: string, login: strin
       const status = (err as { status?: number }).status;
       if (status === 403) {
         throw new Error(
-          `the issuesPAT of ${repository} may not read collaborators' permissions: its user needs push access to the repository`,
+          deps.github.describeAppFailure(repository, err) ??
+            `the issuesPAT of ${repository} may not read collaborators' permissions: its user needs push access to the repository`,
           { cause: err },
         );
       }
