@@ -68,7 +68,13 @@ export async function thopterOfPullRequest(
     const notOurs = `${deps.config.redisPrefix}:pull-request:not-ours:${repository}#${number}`;
     if (await deps.redis.exists(notOurs)) return null;
     try {
-      head = (await client.pullRequest(repository, number)).head.ref;
+      const pr = await client.pullRequest(repository, number);
+      // A fork's branch may carry a work branch's name (`someone:thopter/42--…`): it is not ours.
+      const owner = pr.head.label?.split(':')[0];
+      head =
+        owner === undefined || owner.toLowerCase() === repository.split('/')[0]!.toLowerCase()
+          ? pr.head.ref
+          : '';
     } catch (err) {
       if ((err as { status?: number }).status !== 404) throw err;
       head = ''; // deleted (or never one): nothing to act on
