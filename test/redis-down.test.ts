@@ -101,6 +101,14 @@ describe('Redis going away', () => {
     assert.equal(launched.status, 202);
     const id: string = launched.body.id;
     await waitFor('running', async () => (await stateOf(hub.url, id)) === 'running', { timeoutMs: 120_000 });
+    // A SIGKILL keeps only what redis-server wrote to its AOF: wait until the running state is
+    // there (its event is written after it), or the record comes back from before it.
+    const aofDir = path.join(dataDir, 'redis', 'appendonlydir');
+    await waitFor('the running state in the AOF', () =>
+      readdirSync(aofDir).some((f) =>
+        readFileSync(path.join(aofDir, f), 'latin1').includes('the agent is running'),
+      ),
+    );
 
     const killed = redisPid(dataDir);
     writeFixture(world.dir, 'hold', '');
@@ -159,7 +167,7 @@ describe('Redis going away', () => {
       timeoutMs: 60_000,
     });
 
-    assert.equal(await stopHub(hub), 0);
+    assert.equal(await stopHub(hub), 0, hub.output().slice(-4000));
     assert.equal(alive(restarted), false, 'the hub stopped the redis-server it restarted');
   });
 
