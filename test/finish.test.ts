@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
+import { TURNS_FILE, turnMessage } from '../src/status/turns.js';
 import { bash, FakeAnthropic, userTexts } from './fakes/anthropic.js';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
@@ -94,6 +96,16 @@ describe('the finish line: reports on the issue', () => {
     assert.ok(id, body);
     assert.match(body, /\*\*finished its turn\*\* and waits for an answer/);
     assert.match(body, /^> I added GREETING\.md and pushed it\.\n> Ask me if you want more\.$/m);
+    // Quoted as the Stop hook was given it: this Claude Code passes the turn's last message there.
+    const machineId = (await hubs[0]!.store.get(id))!.machine!.id;
+    const turns = readFileSync(
+      path.join(world.dir, 'data', 'thopters', machineId, 'home', TURNS_FILE),
+      'utf8',
+    );
+    assert.deepEqual(
+      turnMessage(turns, 1)?.text,
+      'I added GREETING.md and pushed it.\nAsk me if you want more.',
+    );
     assert.match(body, /Work branch: `thopter\/\d+--[a-f0-9]+`/);
     // The report opened the work branch's pull request first, and links it with the branch's figures.
     const [pr] = gh.pullRequests(REPO);

@@ -27,6 +27,22 @@ const SECRET = 'webhook-secret-for-tell';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
 let hubs: Hub[] = [];
+/** Both hubs' logs, for a wait that times out to say why. */
+const logs: string[] = [];
+
+/** The thopters of an issue as the hub sees them, and the hubs' last words: for a failed wait. */
+async function explain(issue: number): Promise<string> {
+  const records = (await hubs[0]!.store.list()).filter(
+    (r) => r.request.source === 'github' && r.request.issue.number === issue,
+  );
+  const lines = [];
+  for (const r of records) {
+    const { id, state, turns, finish, session, told } = r;
+    lines.push(JSON.stringify({ id, state, turns, finish, session, told }));
+    lines.push(...(await hubs[0]!.store.events(r.id)).map((e) => `  ${e.at} ${e.type}: ${e.message}`));
+  }
+  return [...lines, 'last hub log lines:', ...logs.slice(-60).map((l) => l.slice(0, 400))].join('\n');
+}
 
 /** What alice tells the agent: several lines, one of them indented, with shell-looking text. */
 const TOLD = [
@@ -90,7 +106,7 @@ before(async () => {
     HUB_PUBLIC_URL: 'https://hub.example.test',
   };
   // Two hubs on one Redis, both polling every second: a tell is still delivered once.
-  hubs = [await world.hub(env), await world.hub(env)];
+  hubs = [await world.hub(env, logs), await world.hub(env, logs)];
   await makeGoldenClaude(hubs[0]!.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
 });
 after(async () => {
@@ -108,6 +124,7 @@ describe('/thopter tell', () => {
     gh.addComment(REPO, issue, { user: 'alice', body: '/thopter' });
     const first = await waitFor('the report of the first turn', () => reports(issue)[0], {
       timeoutMs: 180_000,
+      explain: () => explain(issue),
     });
     id = /thopter-report:(thopter-[a-f0-9]+):turn-1 -->/.exec(first.body ?? '')?.[1] ?? '';
     assert.ok(id, first.body ?? '');

@@ -1,8 +1,10 @@
+import path from 'node:path';
 import { messageOf } from '../errors.js';
 import type { ReportKey } from '../github/report.js';
 import type { Logger } from '../log.js';
 import { labelOf } from '../scanner/intake.js';
 import type { FinishState, SessionStatus, ThopterRecord } from '../thopters/record.js';
+import { TURNS_FILE, turnMessage } from '../status/turns.js';
 import { lastAgentMessage } from '../transcripts/last-message.js';
 import { readTranscripts, transcriptFiles } from '../transcripts/machine.js';
 import type { ProcessorDeps } from './deps.js';
@@ -11,8 +13,8 @@ import type { ProcessorDeps } from './deps.js';
 const READ_TIMEOUT_MS = 15_000;
 /**
  * Claude Code may append a turn's last transcript entries a moment after its Stop hook ran: a turn
- * whose last message reads as the one before is read again at the next checks for this long before
- * it counts as a turn that said nothing new.
+ * whose last message cannot be read yet, or reads as the one before, is read again at the next
+ * checks for this long before it counts as a turn that said nothing new.
  */
 const TRANSCRIPT_LAG_MS = 30_000;
 
@@ -41,8 +43,10 @@ export async function actOnAgentNews(
       ? !session.agentRunning
       : false;
   if (ended <= finish.reported && !exited) return;
-  const said = await lastMessage(deps, record.machine.id, log);
-  if (!exited && said !== undefined && said.text === finish.lastMessage?.text && turnIsFresh(record)) {
+  const said = await lastMessage(deps, record.machine.id, exited ? 0 : ended, log);
+  // Not there yet (no message, or the one before): read again at the next checks while the turn is
+  // fresh. Counting the turn now would report it without its words, or not at all.
+  if (!exited && (said === undefined || said.text === finish.lastMessage?.text) && turnIsFresh(record)) {
     log.debug({ turns: ended }, "the turn's last message is not in the transcript yet; reading again");
     return;
   }
@@ -97,12 +101,21 @@ function turnIsFresh(record: ThopterRecord): boolean {
   return age >= 0 && age < TRANSCRIPT_LAG_MS;
 }
 
-/** The agent's last message, from the transcript on its machine; undefined if it cannot be read. */
-async function lastMessage(deps: ProcessorDeps, machineId: string, log: Logger) {
+/**
+ * The agent's last message: for an ended turn, as its Stop hook was given it (status/turns.ts);
+ * else, or from a Claude Code that does not pass it, from the newest transcript on its machine.
+ * Undefined if neither can be read.
+ */
+async function lastMessage(deps: ProcessorDeps, machineId: string, turn: number, log: Logger) {
   let timer: NodeJS.Timeout | undefined;
   try {
     const read = async () => {
       const t = await deps.transports.get(machineId);
+      if (turn > 0) {
+        const turns = await t.readFile(path.posix.join(t.paths.home, TURNS_FILE)).catch(() => undefined);
+        const said = turns && turnMessage(turns.toString('utf8'), turn);
+        if (said) return said;
+      }
       // The newest session is the one the agent is in.
       return lastAgentMessage(await readTranscripts(t, (await transcriptFiles(t)).slice(-1)));
     };

@@ -126,28 +126,32 @@ export function startWorkers(
       const closing = Promise.all(
         Object.entries(workers).map(([name, w]) => w.close().then(() => void open.delete(name))),
       );
-      if (await unreachableFor(connection, HANDBACK_GIVE_UP_MS, closing)) {
-        log.warn(
-          'Redis is unreachable: active thopters were not handed back; the next hub recovers them once their locks expire',
-        );
-        return;
-      }
-      // Seen after Redis came back from a restart (about 1 stop in 5 in test/redis-down.test.ts,
-      // cause not found): the lifecycle worker's close did not return although its thopter's job
-      // had ended, and the stop ran into its bound. Past this wait the stop goes on without the
-      // worker (closing its connections ends it); a job it still held is recovered by the next hub
-      // as stalled, as when Redis is unreachable.
+      // Seen after Redis came back from a restart: a worker whose job fetch failed while Redis was
+      // down waits out BullMQ's runRetryDelay before it notices the close (the wait is not cut
+      // short). Past HANDBACK_STUCK_MS with Redis up the stop goes on without the worker (closing
+      // its connections ends it); a job it still held is recovered by the next hub as stalled, as
+      // when Redis is unreachable.
       let timer: NodeJS.Timeout | undefined;
       const stuck = new Promise<'stuck'>((resolve) => {
         timer = setTimeout(() => resolve('stuck'), HANDBACK_STUCK_MS);
       });
-      if ((await Promise.race([closing, stuck])) === 'stuck') {
+      const outcome = await Promise.race([
+        closing.then(() => 'closed' as const),
+        unreachableFor(connection, HANDBACK_GIVE_UP_MS, Promise.race([closing, stuck])).then((gaveUp) =>
+          gaveUp ? ('unreachable' as const) : ('closed' as const),
+        ),
+        stuck,
+      ]);
+      clearTimeout(timer);
+      if (outcome === 'unreachable')
+        log.warn(
+          'Redis is unreachable: active thopters were not handed back; the next hub recovers them once their locks expire',
+        );
+      else if (outcome === 'stuck')
         log.warn(
           { workers: [...open] },
           'workers still closing: the stop goes on without them; the next hub recovers any job they held',
         );
-      }
-      clearTimeout(timer);
     },
   };
 }

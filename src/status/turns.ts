@@ -48,17 +48,40 @@ export function withTurnHook(command: string): string {
   return `${m[1]} --settings "$HOME/${AGENT_SETTINGS_FILE}"${command.slice(m[1]!.length)}`;
 }
 
-/** Reads TURNS_FILE's text: a torn last line (the hook still writing) is not counted yet. */
-export function parseTurns(text: string): Turns {
-  let count = 0;
-  let lastEndedAt: string | undefined;
+/** TURNS_FILE's whole lines, one per ended turn: a torn last line (the hook still writing) is left out. */
+function turnLines(text: string): Array<{ at: string; input: string }> {
   const lines = text.split('\n');
   lines.pop(); // what follows the last newline: nothing, or a line still being written
+  const turns = [];
   for (const line of lines) {
-    const at = line.slice(0, line.indexOf('\t'));
-    if (!line.includes('\t') || Number.isNaN(Date.parse(at))) continue;
-    count++;
-    lastEndedAt = new Date(at).toISOString();
+    const tab = line.indexOf('\t');
+    const at = line.slice(0, tab);
+    if (tab < 0 || Number.isNaN(Date.parse(at))) continue;
+    turns.push({ at: new Date(at).toISOString(), input: line.slice(tab + 1) });
   }
-  return lastEndedAt ? { count, lastEndedAt } : { count };
+  return turns;
+}
+
+/** Reads TURNS_FILE's text: a torn last line (the hook still writing) is not counted yet. */
+export function parseTurns(text: string): Turns {
+  const turns = turnLines(text);
+  const lastEndedAt = turns.at(-1)?.at;
+  return lastEndedAt ? { count: turns.length, lastEndedAt } : { count: turns.length };
+}
+
+/**
+ * What the agent said last in turn `n` (from 1), as its Stop hook was given it: Claude Code passes
+ * the text of the last assistant message as `last_assistant_message`, complete when the turn ends
+ * (the transcript may be written a moment later). Undefined when that turn's line is not there or
+ * carries no such text (a Claude Code without the field): the transcript is then the source.
+ */
+export function turnMessage(text: string, n: number): { text: string; at: string } | undefined {
+  const turn = turnLines(text)[n - 1];
+  if (!turn) return undefined;
+  try {
+    const said = (JSON.parse(turn.input) as { last_assistant_message?: unknown }).last_assistant_message;
+    return typeof said === 'string' && said.trim() ? { text: said.trim(), at: turn.at } : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -5,7 +5,16 @@
 export async function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined | false> | T | undefined | false,
-  { timeoutMs = 60_000, intervalMs = 100 } = {},
+  {
+    timeoutMs = 60_000,
+    intervalMs = 100,
+    explain,
+  }: {
+    timeoutMs?: number;
+    intervalMs?: number;
+    /** What to add to the timeout's message, to see why it never came (records, logs). */
+    explain?: () => Promise<string> | string;
+  } = {},
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -17,8 +26,10 @@ export async function waitFor<T>(
       last = err;
     }
     if (Date.now() > deadline) {
+      let why = '';
+      if (explain) why = `\n${await Promise.resolve(explain()).catch((err) => `(explain failed: ${err})`)}`;
       throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`,
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}${why}`,
       );
     }
     await new Promise((r) => setTimeout(r, intervalMs));

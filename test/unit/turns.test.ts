@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { agentSettings, parseTurns, TURNS_FILE, withTurnHook } from '../../src/status/turns.js';
+import { agentSettings, parseTurns, TURNS_FILE, turnMessage, withTurnHook } from '../../src/status/turns.js';
 
 describe('withTurnHook', () => {
   it("adds the hub's settings right after Claude Code's program, wherever it is installed", () => {
@@ -33,6 +33,31 @@ describe('parseTurns', () => {
     });
     assert.deepEqual(parseTurns(''), { count: 0 });
     assert.deepEqual(parseTurns('garbage\n\n'), { count: 0 });
+  });
+});
+
+describe('turnMessage', () => {
+  const line = (at: string, input: object) => `${at}\t${JSON.stringify(input)}\n`;
+  const text =
+    line('2026-12-03T05:00:00.000Z', {
+      hook_event_name: 'Stop',
+      last_assistant_message: 'First.\n\tDone. ',
+    }) +
+    'garbage\n' +
+    line('2026-12-03T05:01:00.000Z', { hook_event_name: 'Stop' }) +
+    line('2026-12-03T05:02:00.000Z', { last_assistant_message: 'Third.' });
+
+  it("reads the nth turn's last message from its Stop hook input, counting turns as parseTurns does", () => {
+    assert.deepEqual(turnMessage(text, 1), { text: 'First.\n\tDone.', at: '2026-12-03T05:00:00.000Z' });
+    assert.deepEqual(turnMessage(text, 3), { text: 'Third.', at: '2026-12-03T05:02:00.000Z' });
+    assert.equal(parseTurns(text).count, 3);
+  });
+
+  it('is undefined for a turn without the field, one not written yet, or a torn line', () => {
+    assert.equal(turnMessage(text, 2), undefined);
+    assert.equal(turnMessage(text, 4), undefined);
+    assert.equal(turnMessage('2026-12-03T05:00:00.000Z\t{"last_assistant_message":"x"', 1), undefined);
+    assert.equal(turnMessage('2026-12-03T05:00:00.000Z\t{not json\n', 1), undefined);
   });
 });
 
