@@ -11,7 +11,9 @@ export type ErrorCode =
   | 'phase'
   | 'timeout'
   /** A launch past a daily budget (scanner/budget.ts). */
-  | 'over-budget';
+  | 'over-budget'
+  /** A continuation of a work branch another live thopter carries on (thopters/store.ts). */
+  | 'conflict';
 
 export class ThopterError extends Error {
   constructor(

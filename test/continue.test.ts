@@ -430,4 +430,32 @@ exec sleep 100000
       ),
     );
   });
+
+  it('starts one thopter on a branch when several continues of it arrive at once', async () => {
+    const live = (await api(apiHub.url, 'GET', '/api/thopters')).body.thopters.filter(
+      (t: any) => t.workBranch === branch && !['destroyed', 'failed'].includes(t.state),
+    );
+    for (const t of live)
+      assert.equal((await api(apiHub.url, 'DELETE', `/api/thopters/${t.id}`)).status, 202);
+    for (const t of live) await until(t.id, (x) => x.state === 'destroyed', 'the continuation ended');
+    const tries = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        api(apiHub.url, 'POST', '/api/thopters', { repository: gadget, title: 'At once', continues: first }),
+      ),
+    );
+    const statuses = tries.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [202, 409, 409, 409, 409], JSON.stringify(tries.map((r) => r.body)));
+    for (const r of tries.filter((r) => r.status === 409))
+      assert.match(r.body.error.message, /^continues: thopter thopter-[a-f0-9]+ (already )?carries on/);
+    const started = tries.find((r) => r.status === 202)!.body.id;
+    const onBranch = (await api(apiHub.url, 'GET', '/api/thopters')).body.thopters.filter(
+      (t: any) => (t.workBranch === branch || t.continues?.workBranch === branch) && t.state !== 'destroyed',
+    );
+    assert.deepEqual(
+      onBranch.map((t: any) => t.id),
+      [started],
+    );
+    assert.equal((await api(apiHub.url, 'DELETE', `/api/thopters/${started}`)).status, 202);
+    await until(started, (x) => x.state === 'destroyed', 'the continuation ended');
+  });
 });

@@ -137,6 +137,10 @@ export async function errorMiddleware(ctx: Context, next: () => Promise<unknown>
       ctx.status = err.code === 'bad-input' ? 422 : 404;
       const field = /^(\w+):/.exec(err.message)?.[1];
       ctx.body = { error: { code: err.code, message: err.message, ...(field ? { field } : {}) } };
+    } else if (err instanceof ThopterError && err.code === 'conflict') {
+      ctx.status = 409;
+      const field = /^(\w+):/.exec(err.message)?.[1];
+      ctx.body = { error: { code: err.code, message: err.message, ...(field ? { field } : {}) } };
     } else if (err instanceof OverBudgetError) {
       ctx.status = 429;
       ctx.set('Retry-After', String(Math.max(1, Math.ceil((err.until.getTime() - Date.now()) / 1000))));

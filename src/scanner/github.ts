@@ -319,7 +319,9 @@ async function launchFromIssue(
         ? 'invalid'
         : err instanceof ThopterError && err.code === 'over-budget'
           ? 'budget'
-          : undefined;
+          : err instanceof ThopterError && err.code === 'conflict'
+            ? 'continue-busy'
+            : undefined;
     if (!refusal) throw err;
     await reply(refusal, `@${d.author.login}: ${(err as Error).message.replace(/^(\w+): /, '')}.`);
     return false;

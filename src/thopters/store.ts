@@ -6,7 +6,9 @@ import type { Turns } from '../status/turns.js';
 import { priceOf, type PriceTable } from '../usage/prices.js';
 import type { Usage, UsageTotals } from '../usage/tokens.js';
 import { usageKeys } from '../usage/totals.js';
+import { ThopterError } from '../errors.js';
 import {
+  FINAL_STATES,
   type DestroyRequest,
   type FinishState,
   type BranchCompare,
@@ -52,10 +54,23 @@ redis.call('HSET', KEYS[1], 'machine', ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return ARGV[2]`;
 
-/** KEYS: record hash, index zset, change channel. ARGV: id, score, field, value, ... */
+/**
+ * KEYS: record hash, index zset, change channel, and for a continuation its work branch's claim.
+ * ARGV: id, score, record key prefix, field, value, ... Returns 1 (created), 0 (it exists), or the
+ * id of the live thopter that holds the branch's claim: two continues of one branch at once (two
+ * comments, two hubs) start one agent on it, not two that fight.
+ */
 const CREATE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if KEYS[4] then
+  local holder = redis.call('GET', KEYS[4])
+  if holder and holder ~= ARGV[1] then
+    local state = redis.call('HGET', ARGV[3] .. holder, 'state')
+    if state and state ~= '${FINAL_STATES.join("' and state ~= '")}' then return holder end
+  end
+  redis.call('SET', KEYS[4], ARGV[1])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1`;
@@ -254,7 +269,11 @@ export class ThopterStore {
     return `${this.prefix}:sessions:changed`;
   }
 
-  /** Creates the record unless one exists. Returns whether it was created, and the record. */
+  /**
+   * Creates the record unless one exists. Returns whether it was created, and the record. A
+   * continuation whose work branch another live thopter carries on already is refused with a
+   * `conflict` error naming that thopter.
+   */
   async create(request: Request, tokenHash?: string): Promise<{ created: boolean; record: ThopterRecord }> {
     const now = new Date().toISOString();
     const fields: Record<string, string> = {
@@ -265,16 +284,24 @@ export class ThopterStore {
       updatedAt: now,
     };
     if (tokenHash) fields.tokenHash = tokenHash;
+    const branch = request.continues?.workBranch;
+    const keys = [this.key(request.id), this.indexKey, this.changeChannel];
+    if (branch) keys.push(`${this.prefix}:branch-claim:${request.repository}\t${branch}`);
     const created = await this.redis.eval(
       CREATE,
-      3,
-      this.key(request.id),
-      this.indexKey,
-      this.changeChannel,
+      keys.length,
+      ...keys,
       request.id,
       Date.parse(request.createdAt),
+      this.key(''),
       ...Object.entries(fields).flat(),
     );
+    if (typeof created === 'string') {
+      throw new ThopterError(
+        'conflict',
+        `continues: thopter ${created} carries on ${branch} already, and a second agent on that branch would fight it: tell it what you need (\`/thopter tell\`), or end it first`,
+      );
+    }
     const record = await this.get(request.id);
     if (!record) throw new Error(`thopter ${request.id} vanished right after it was created`);
     return { created: created === 1, record };
