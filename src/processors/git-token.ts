@@ -12,19 +12,25 @@ export const gitTokenFile = (t: Transport) => path.join(t.paths.home, '.thopter'
 /**
  * Puts `token` in the machine's token file and revokes the one it replaces: at most one of the
  * thopter's tokens works at a time. The old one is read from the machine, the only place it is kept.
+ * A token that could not be put there is revoked: nothing would use it, and nobody could revoke it later.
  */
 export async function replaceGitToken(t: Transport, tokens: ThopterTokens, token: string, log: Logger) {
   const file = gitTokenFile(t);
-  const old = (await t.exists(file)) ? (await t.readFile(file)).toString('utf8').trim() : '';
-  await t.writeFile(file, token + '\n', 0o600);
-  if (old && old !== token) {
-    await tokens.revokeThopterToken(old).catch((err: unknown) => {
-      log.warn(
-        { err: messageOf(err) },
-        'the replaced git token could not be revoked; it expires within the hour',
-      );
-    });
+  let old: string;
+  try {
+    old = (await t.exists(file)) ? (await t.readFile(file)).toString('utf8').trim() : '';
+    await t.writeFile(file, token + '\n', 0o600);
+  } catch (err) {
+    await revokeOrSay(tokens, token, log, 'the git token that could not be delivered');
+    throw err;
   }
+  if (old && old !== token) await revokeOrSay(tokens, old, log, 'the replaced git token');
+}
+
+async function revokeOrSay(tokens: ThopterTokens, token: string, log: Logger, what: string) {
+  await tokens.revokeThopterToken(token).catch((err: unknown) => {
+    log.warn({ err: messageOf(err) }, `${what} could not be revoked; it expires within the hour`);
+  });
 }
 
 /** A replacement GitHub refused is asked again after this long, not at every check. */
