@@ -305,6 +305,26 @@ describe("a thopter's own token", () => {
     );
   });
 
+  it('waits out a 502 from GitHub on the token request within the clone, without failing it', async () => {
+    const flaky = gh.fail('POST /app/installations/{id}/access_tokens', { status: 502 });
+    const issue = gh.addIssue(WIDGET, { title: 'Flaky', body: '/thopter', user: 'alice' });
+    const t = await thopterOf(issue.number);
+    const cloned = await waitFor(
+      'the clone',
+      async () =>
+        (await hub.store.get(t.id))?.phases['clone-repo']?.outcome === 'succeeded' &&
+        (await hub.store.get(t.id)),
+      { timeoutMs: 120_000 },
+    );
+    assert.equal(flaky.hits, 1);
+    // Retried by the App's client itself, not by a second attempt at the phase.
+    assert.equal(cloned!.phases['clone-repo']!.attempts, 1);
+    await api(hub.url, 'DELETE', `/api/thopters/${t.id}`);
+    await waitFor('destroyed', async () => (await hub.store.state(t.id)) === 'destroyed', {
+      timeoutMs: 60_000,
+    });
+  });
+
   it('fails the launch with what to do when the App lacks a permission its thopters need (422)', async () => {
     const keys = generateKeyPairSync('rsa', {
       modulusLength: 2048,

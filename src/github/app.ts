@@ -1,13 +1,12 @@
 import { createSign } from 'node:crypto';
 import { createAppAuth } from '@octokit/auth-app';
-import { Octokit } from '@octokit/rest';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { GitHubAppConfig } from '../config.js';
 import { ThopterError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { GitHubClient } from './client.js';
+import { GitHubClient, octokitPolicies, ThrottledOctokit } from './client.js';
 
 /** What a thopter's token may do: push its work branch and open the finish line's pull request. */
 export const THOPTER_TOKEN_PERMISSIONS = { contents: 'write', pull_requests: 'write' } as const;
@@ -43,7 +42,7 @@ export interface MintedToken {
  */
 export class GitHubApp {
   /** Authenticated as the App itself (JWT): `/app/...` endpoints only. */
-  private readonly octokit: Octokit;
+  private readonly octokit: InstanceType<typeof ThrottledOctokit>;
   /** GitHub's clock minus ours, in seconds, from the `date` of its last answer. */
   private skewS = 0;
   private readonly clients = new Map<number, GitHubClient>();
@@ -59,12 +58,14 @@ export class GitHubApp {
       metrics?: Metrics;
     },
   ) {
-    this.octokit = new Octokit({
+    // Rate limits and 5xx waited out as for every other GitHub call (a token minted at a clone, the
+    // installations listed at start).
+    this.octokit = new ThrottledOctokit({
       baseUrl: opts.baseUrl,
       userAgent: 'thopter-swarm',
       authStrategy: createAppAuth,
       auth: { appId: config.id, createJwt: this.createJwt },
-      log: quiet(opts.log),
+      ...octokitPolicies(opts.log),
     });
     this.octokit.hook.after('request', (response) => this.noteDate(response.headers));
     this.octokit.hook.error('request', (err) => {
@@ -175,11 +176,11 @@ export class GitHubApp {
 
   /** Revokes a token minted for a thopter (`DELETE /installation/token`, authenticated with it). */
   async revoke(token: string): Promise<void> {
-    const octokit = new Octokit({
+    const octokit = new ThrottledOctokit({
       baseUrl: this.opts.baseUrl,
       auth: token,
       userAgent: 'thopter-swarm',
-      log: quiet(this.opts.log),
+      ...octokitPolicies(this.opts.log),
     });
     try {
       await octokit.rest.apps.revokeInstallationAccessToken();
@@ -205,13 +206,4 @@ export function describeAppError(err: unknown, app: GitHubAppConfig, repository?
     return `GitHub refused a token for ${repository} (422: ${said}): the repository is not in the App's installation, or the App lacks Contents and Pull requests write permission; add the repository to the installation's repository access (and accept the App's permissions), then launch again`;
   }
   return e.status ? `GitHub answered ${e.status}: ${said}` : (e.message ?? String(err));
-}
-
-function quiet(log: Logger) {
-  return {
-    debug: () => {},
-    info: () => {},
-    warn: (m: string) => log.debug(m),
-    error: (m: string) => log.debug(m),
-  };
 }

@@ -24,11 +24,48 @@ import {
   type GitHubRepository,
 } from './schemas.js';
 
-const ThrottledOctokit = Octokit.plugin(throttling, retry);
+/** Octokit with GitHub's rate limits and transient failures waited out (see octokitPolicies). */
+export const ThrottledOctokit = Octokit.plugin(throttling, retry);
 
 /** How long a cached response (for conditional requests) is kept. */
 const ETAG_TTL_S = 7 * 86_400;
 const RETRIES_ON_LIMIT = 3;
+
+/**
+ * How the hub's Octokits behave: quiet (their messages go to debug), 5xx and dropped connections
+ * retried, rate limits (primary and secondary) waited out a few times, GitHub's refusals not retried.
+ */
+export function octokitPolicies(log: Logger) {
+  return {
+    log: {
+      debug: () => {},
+      info: () => {},
+      warn: (m: string) => log.debug(m),
+      error: (m: string) => log.debug(m),
+    },
+    retry: { doNotRetry: [304, 400, 401, 403, 404, 410, 422, 451] },
+    throttle: {
+      onRateLimit: (
+        retryAfter: number,
+        options: { method: string; url: string },
+        _o: unknown,
+        count: number,
+      ) => {
+        log.warn({ retryAfter, url: options.url }, 'GitHub rate limit reached');
+        return count < RETRIES_ON_LIMIT;
+      },
+      onSecondaryRateLimit: (
+        retryAfter: number,
+        options: { method: string; url: string },
+        _o: unknown,
+        count: number,
+      ) => {
+        log.warn({ retryAfter, url: options.url }, 'GitHub secondary rate limit');
+        return count < RETRIES_ON_LIMIT;
+      },
+    },
+  };
+}
 
 /**
  * GitHub's REST API for one token: the hub's real client (Octokit) for github.com, GitHub
@@ -66,33 +103,7 @@ export class GitHubClient {
       baseUrl: opts.baseUrl.replace(/\/+$/, ''),
       ...(opts.app ? { authStrategy: createAppAuth, auth: opts.app } : { auth: opts.token }),
       userAgent: 'thopter-swarm',
-      log: {
-        debug: () => {},
-        info: () => {},
-        warn: (m: string) => log.debug(m),
-        error: (m: string) => log.debug(m),
-      },
-      retry: { doNotRetry: [304, 400, 401, 403, 404, 410, 422, 451] },
-      throttle: {
-        onRateLimit: (
-          retryAfter: number,
-          options: { method: string; url: string },
-          _o: unknown,
-          count: number,
-        ) => {
-          log.warn({ retryAfter, url: options.url }, 'GitHub rate limit reached');
-          return count < RETRIES_ON_LIMIT;
-        },
-        onSecondaryRateLimit: (
-          retryAfter: number,
-          options: { method: string; url: string },
-          _o: unknown,
-          count: number,
-        ) => {
-          log.warn({ retryAfter, url: options.url }, 'GitHub secondary rate limit');
-          return count < RETRIES_ON_LIMIT;
-        },
-      },
+      ...octokitPolicies(log),
     });
 
     const { metrics } = opts;
