@@ -4,6 +4,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Hub } from '../src/hub.js';
 import { loadConfig, ConfigError } from '../src/config.js';
+import { GitHubClients } from '../src/github/clients.js';
+import { createLogger } from '../src/log.js';
 import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -241,6 +243,31 @@ describe('App errors say what to do', () => {
     });
   const appHealth = async (on: Hub) => (await api(on.url, 'GET', '/ready')).body;
 
+  it('lists the installations one listing at a time: calls during one wait for it and one more', async () => {
+    const clients = new GitHubClients(
+      world.config({
+        GITHUB_API_URL: gh.url,
+        GITHUB_APP_ID: String(APP_ID),
+        GITHUB_APP_PRIVATE_KEY: privateKey,
+      }),
+      world.client,
+      createLogger('silent'),
+    );
+    const listings = () =>
+      gh.requests.filter((r) => r.method === 'GET' && r.path === '/app/installations').length;
+    const before = listings();
+    gh.delay('GET /app/installations', 500);
+    await Promise.all([
+      clients.refreshInstallations(),
+      clients.refreshInstallations(),
+      clients.refreshInstallations(),
+    ]);
+    assert.equal(listings() - before, 2);
+    assert.deepEqual(clients.repositories.sort(), [WIDGET, SECRET].sort());
+    await clients.refreshInstallations();
+    assert.equal(listings() - before, 3);
+  });
+
   it('shows on /ready that GitHub refused the key', async () => {
     const wrong = generateKeyPairSync('rsa', {
       modulusLength: 2048,
@@ -417,10 +444,14 @@ describe("a thopter's own token", () => {
     const fresh = await waitFor('a token minted after the hour', () =>
       live().find((x) => x.expiresAt > Date.now() + 90 * 60_000),
     );
-    // The record keeps when it expires (written just after the machine got it).
+    // The record keeps when it expires (written just after the machine got it), on the hub's
+    // clock: GitHub's is 61 minutes ahead now, and the hub's renewal goes by its own.
     await waitFor(
-      "the new token's expiry on the record",
-      async () => Date.parse((await hub.store.get(t.id))!.gitToken!.expiresAt) === fresh.expiresAt,
+      "the new token's expiry on the record, on the hub's clock",
+      async () =>
+        Math.abs(
+          Date.parse((await hub.store.get(t.id))!.gitToken!.expiresAt) - (fresh.expiresAt - 61 * 60_000),
+        ) < 5_000,
     );
     execFileSync('touch', [PUSH_AGAIN]);
     await waitFor('the second push', () => existsSync(PUSHED_AGAIN));

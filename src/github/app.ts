@@ -32,6 +32,7 @@ export interface ThopterTokens {
 /** A token for one thopter's repository; the token itself is never stored, only handed to the machine. */
 export interface MintedToken {
   token: string;
+  /** When it expires, on this hub's clock. */
   expiresAt: string;
 }
 
@@ -163,7 +164,10 @@ export class GitHubApp {
         permissions: THOPTER_TOKEN_PERMISSIONS,
       });
       const parsed = accessTokenSchema.parse(data);
-      return { token: parsed.token, expiresAt: parsed.expires_at };
+      // On this hub's clock, which decides when to replace it: GitHub's `expires_at` less the skew
+      // its answer's `date` just showed (a hub minutes behind would otherwise renew too late).
+      const expiresAt = new Date(Date.parse(parsed.expires_at) - this.skewS * 1000).toISOString();
+      return { token: parsed.token, expiresAt };
     } catch (err) {
       // GitHub's refusals stay refusals; a 5xx or a dropped connection is worth the phase's next attempt.
       const status = (err as { status?: number }).status;

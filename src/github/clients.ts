@@ -109,12 +109,36 @@ export class GitHubClients implements ThopterTokens {
     return describeAppError(err, this.app.config, repository);
   }
 
+  private refreshing?: Promise<void>;
+  private refreshAgain = false;
+
   /**
    * Lists the App's installations and the repositories each reaches (at start, periodically, and on
    * `installation` / `installation_repositories` webhooks). A failure keeps the list it had and is
-   * reported (log, /ready) in words that say what to do.
+   * reported (log, /ready) in words that say what to do. One listing at a time: a call during one
+   * waits for it and one more (which sees what changed since it began), so an older listing never
+   * replaces a newer one.
    */
-  async refreshInstallations(): Promise<void> {
+  refreshInstallations(): Promise<void> {
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return this.refreshing;
+    }
+    const run = async () => {
+      try {
+        do {
+          this.refreshAgain = false;
+          await this.listInstallations();
+        } while (this.refreshAgain);
+      } finally {
+        this.refreshing = undefined;
+      }
+    };
+    this.refreshing = run();
+    return this.refreshing;
+  }
+
+  private async listInstallations(): Promise<void> {
     const app = this.app;
     if (!app) return;
     try {
