@@ -254,6 +254,18 @@ describe('commands on a thopter’s pull request act on that thopter', () => {
     });
   });
 
+  it('`/thopter continue` on the pull request of a closed issue says to reopen it, and starts nothing', async () => {
+    gh.closeIssue(REPO, a.issue, { user: 'alice' });
+    const before = (await hub.store.list()).length;
+    gh.addComment(REPO, a.pr, { user: 'alice', body: '/thopter continue One more thing.' });
+    await waitFor('the reply on the pull request', () =>
+      replies(a.pr).some((r) =>
+        r.includes(`@alice: issue #${a.issue} is closed, and a closed issue starts no thopter. Reopen it`),
+      ),
+    );
+    assert.equal((await hub.store.list()).length, before);
+  });
+
   it('a read-only user’s review is not told and their command is refused, once; a writer’s `tell` on the pull request arrives', async () => {
     const res = await review(RITA_TOKEN, b.pr, {
       event: 'REQUEST_CHANGES',

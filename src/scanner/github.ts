@@ -460,6 +460,15 @@ export async function continueOnIssue(
   },
 ): Promise<void> {
   const { reply, who } = c;
+  // From a pull request, its issue may be closed: a closed issue starts no thopter (and would end
+  // the one started, with GITHUB_DESTROY_ON_CLOSE).
+  if (d.issue.state === 'closed') {
+    await reply(
+      'continue-none',
+      `${who}: issue #${d.issue.number} is closed, and a closed issue starts no thopter. Reopen it, then write \`/thopter continue\` again.`,
+    );
+    return;
+  }
   const target = continueTarget(await deps.store.list({ limit: 5000 }), d.repository, d.issue.number, c.id);
   if (target.kind === 'none') {
     await reply(
