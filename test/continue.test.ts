@@ -297,12 +297,14 @@ describe('/thopter continue', () => {
     assert.equal(third.request.continues?.thopterId, second.id);
     assert.match(
       third.endReason ?? '',
-      new RegExp(`the work branch ${branch} of ${second.id} is no longer on origin`),
+      new RegExp(
+        `the work branch ${branch} of ${second.id} is not on origin \\(it was never pushed, or was deleted or renamed since\\)`,
+      ),
     );
     assert.equal(third.phases['clone-repo']?.outcome, 'failed');
     await waitFor('the status comment to show the failure', () =>
       hubComments(issue, new RegExp(`^<!-- thopter-ack:comment:${c.id} -->`)).some((a) =>
-        /\*\*failed\*\*: .*is no longer on origin/.test(a.body ?? ''),
+        /\*\*failed\*\*: .*is not on origin \(it was never pushed/.test(a.body ?? ''),
       ),
     );
   });

@@ -112,7 +112,7 @@ async function checkOutContinued(
       throw new ThopterError(
         'phase',
         gone
-          ? `the work branch ${workBranch} of ${continued} is no longer on origin (deleted or renamed?): nothing to continue; write \`/thopter\` to start afresh`
+          ? `the work branch ${workBranch} of ${continued} is not on origin (it was never pushed, or was deleted or renamed since): nothing to continue; write \`/thopter\` to start afresh`
           : `git fetch of ${workBranch} failed: ${fetched.stderr.trim().slice(-800)}`,
         !gone,
       );
