@@ -406,7 +406,14 @@ describe('the tell job: at most one paste, through the transport', () => {
       queues: hub.queues,
       log: createLogger('silent'),
       provider: { snapshot: async () => ({ screen: '', agentRunning: true, sessionAlive: true }) },
-      transports: { get: async () => transport },
+      // (No turns have ended on it: its turns file does not exist.)
+      transports: {
+        get: async () => ({
+          paths: { home: '/nonexistent' },
+          readFile: async () => Promise.reject(new Error('ENOENT')),
+          ...transport,
+        }),
+      },
     } as unknown as ProcessorDeps;
     const run = (key: string, attemptsMade = 0) =>
       tellProcessor(deps)({

@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
+import path from 'node:path';
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
 import { messageOf, ThopterError } from '../errors.js';
 import { SESSION } from '../providers/types.js';
 import type { JobTable } from '../queues/jobs.js';
 import { labelOf } from '../scanner/intake.js';
+import { parseTurns, TURNS_FILE } from '../status/turns.js';
 import type { ThopterRecord, ToldMessage } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
 
@@ -140,7 +142,14 @@ export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], 
       }
       const claimed = await store.moveTold(thopterId, message, { state: 'delivering' });
       if (!claimed) return 'another hub is delivering it';
-      const turns = Math.max(now.turns?.count ?? 0, record.turns?.count ?? 0);
+      // The turns ended so far, read on the machine itself: on Fly the record has them only as
+      // the observer last posted (every few seconds), and a turn that ended before the paste must
+      // not be taken for the one that answers it.
+      const ended = await t
+        .readFile(path.posix.join(t.paths.home, TURNS_FILE))
+        .then((b) => parseTurns(b.toString('utf8')).count)
+        .catch(() => 0);
+      const turns = Math.max(now.turns?.count ?? 0, record.turns?.count ?? 0, ended);
       return await paste(deps, thopterId, claimed, buffer, t, log, turns);
     } catch (err) {
       const retryable = !(err instanceof ThopterError) || err.retryable;
