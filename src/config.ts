@@ -221,6 +221,7 @@ const fields = z.object({
   THOPTER_IDLE_AFTER: requiredDuration('60s'),
   THOPTER_STATUS_INTERVAL: requiredDuration('3s'),
   THOPTER_STALL_AFTER: duration('15m'),
+  THOPTER_RETENTION: duration('30d'),
   THOPTER_MAX_COST_USD: usd,
   THOPTER_DAILY_BUDGET_USD_PER_REPOSITORY: usd,
   THOPTER_DAILY_BUDGET_USD_PER_PERSON: usd,
@@ -441,6 +442,11 @@ export interface Config {
    */
   stallAfterMs: number | undefined;
   /**
+   * How long an ended thopter's record, events and kept transcripts stay in Redis after it ended
+   * (THOPTER_RETENTION, 30 days); undefined = forever. Usage totals are kept regardless.
+   */
+  retentionMs: number | undefined;
+  /**
    * USD one thopter may spend (THOPTER_MAX_COST_USD): at 90 % its agent is told to wrap up, at
    * 100 % it is saved and ended with reason budget. Undefined = no cap.
    */
@@ -583,6 +589,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     idleAfterMs: c.THOPTER_IDLE_AFTER,
     statusIntervalMs: c.THOPTER_STATUS_INTERVAL,
     stallAfterMs: c.THOPTER_STALL_AFTER,
+    retentionMs: c.THOPTER_RETENTION,
     maxCostUsd: c.THOPTER_MAX_COST_USD,
     dailyBudgetUsd: {
       perRepository: c.THOPTER_DAILY_BUDGET_USD_PER_REPOSITORY,

@@ -131,7 +131,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
         return;
       await queues.enqueue('pull-request', { thopterId, label: labelOf(record.request) });
     };
-    await reconcile({ store, queues, provider, log });
+    await reconcile({ store, queues, provider, log, retentionMs: config.retentionMs });
     if (github.app) {
       // Before the workers start: a queued comment or clone for an App repository finds its client.
       // Not fatal: a bad key or no installation is shown on /ready and in the log, and the next
@@ -183,7 +183,7 @@ export async function startHub(config: Config, log: Logger, options: HubOptions 
     queueRefresh.unref();
     onStop('stopping the queue refresh', async () => clearInterval(queueRefresh));
     const timer = setInterval(() => {
-      reconcile({ store, queues, provider, log }).catch((err) =>
+      reconcile({ store, queues, provider, log, retentionMs: config.retentionMs }).catch((err) =>
         log.warn({ err: err.message }, 'reconcile failed'),
       );
     }, RECONCILE_EVERY_MS);

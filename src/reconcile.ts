@@ -9,16 +9,19 @@ import type { ThopterStore } from './thopters/store.js';
  * Brings the provider, the records and the queues back into agreement (invariants 3 and 4):
  * a machine whose thopter has ended or is unknown is destroyed; a queued record whose lifecycle
  * job is missing gets it back; a live record whose lifecycle job is over is torn down.
- * Every step is idempotent, so any number of hubs may run it at once.
+ * Thopters ended longer ago than THOPTER_RETENTION are deleted. Every step is idempotent, so any
+ * number of hubs may run it at once.
  */
 export async function reconcile(deps: {
   store: ThopterStore;
   queues: HubQueues;
   provider: Provider;
   log: Logger;
+  /** THOPTER_RETENTION: thopters that ended longer ago than this are deleted. */
+  retentionMs?: number;
 }) {
   const { store, queues, provider, log } = deps;
-  const report = { machinesDestroyed: 0, requeued: 0, tornDown: 0 };
+  const report = { machinesDestroyed: 0, requeued: 0, tornDown: 0, pruned: 0 };
 
   const machines = await provider.list();
   for (const machine of machines) {
@@ -67,6 +70,10 @@ export async function reconcile(deps: {
       report.tornDown++;
     }
   }
-  if (report.machinesDestroyed || report.requeued || report.tornDown) log.info(report, 'reconciled');
+  if (deps.retentionMs !== undefined) {
+    report.pruned = (await store.pruneEnded(Date.now() - deps.retentionMs)).length;
+  }
+  if (report.machinesDestroyed || report.requeued || report.tornDown || report.pruned)
+    log.info(report, 'reconciled');
   return report;
 }

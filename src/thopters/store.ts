@@ -9,6 +9,7 @@ import { usageKeys } from '../usage/totals.js';
 import { ThopterError } from '../errors.js';
 import {
   FINAL_STATES,
+  isFinal,
   type DestroyRequest,
   type FinishState,
   type BranchCompare,
@@ -73,6 +74,18 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[1])
+return 1`;
+
+/**
+ * KEYS: record hash, its events, its kept transcripts, index zset, change channel. ARGV: id.
+ * Deletes an ended thopter (a final state never changes back); returns 1 if it did.
+ */
+const PRUNE = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= '${FINAL_STATES.join("' and state ~= '")}' then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PUBLISH', KEYS[5], ARGV[1])
 return 1`;
 
 /**
@@ -305,6 +318,36 @@ export class ThopterStore {
     const record = await this.get(request.id);
     if (!record) throw new Error(`thopter ${request.id} vanished right after it was created`);
     return { created: created === 1, record };
+  }
+
+  /**
+   * Deletes the thopters that ended before `endedBefore` (epoch ms): record, events and kept
+   * transcripts (transcripts/archive.ts keeps them under the record's key). Live ones stay, however
+   * old. Idempotent, so any number of hubs may run it at once. Returns the ids deleted.
+   */
+  async pruneEnded(endedBefore: number): Promise<string[]> {
+    // The index is by creation, and a thopter ends after it was created.
+    const candidates = await this.redis.zrangebyscore(this.indexKey, '-inf', endedBefore);
+    const pruned: string[] = [];
+    for (let i = 0; i < candidates.length; i += 100) {
+      for (const r of await this.getMany(candidates.slice(i, i + 100))) {
+        const ended = Date.parse(r.endedAt ?? r.updatedAt);
+        if (!isFinal(r.state) || !(ended < endedBefore)) continue;
+        const key = this.key(r.id);
+        const done = await this.redis.eval(
+          PRUNE,
+          5,
+          key,
+          this.eventsKey(r.id),
+          `${key}:transcripts`,
+          this.indexKey,
+          this.changeChannel,
+          r.id,
+        );
+        if (done === 1) pruned.push(r.id);
+      }
+    }
+    return pruned;
   }
 
   async get(id: string): Promise<ThopterRecord | null> {
