@@ -36,6 +36,12 @@ const RETRIES_ON_LIMIT = 3;
  * retried, rate limits (primary and secondary) waited out a few times, GitHub's refusals not retried.
  */
 export function octokitPolicies(log: Logger) {
+  const onLimit =
+    (what: string) =>
+    (retryAfter: number, options: { method: string; url: string }, _o: unknown, count: number) => {
+      log.warn({ retryAfter, url: options.url }, what);
+      return count < RETRIES_ON_LIMIT;
+    };
   return {
     log: {
       debug: () => {},
@@ -45,24 +51,8 @@ export function octokitPolicies(log: Logger) {
     },
     retry: { doNotRetry: [304, 400, 401, 403, 404, 410, 422, 451] },
     throttle: {
-      onRateLimit: (
-        retryAfter: number,
-        options: { method: string; url: string },
-        _o: unknown,
-        count: number,
-      ) => {
-        log.warn({ retryAfter, url: options.url }, 'GitHub rate limit reached');
-        return count < RETRIES_ON_LIMIT;
-      },
-      onSecondaryRateLimit: (
-        retryAfter: number,
-        options: { method: string; url: string },
-        _o: unknown,
-        count: number,
-      ) => {
-        log.warn({ retryAfter, url: options.url }, 'GitHub secondary rate limit');
-        return count < RETRIES_ON_LIMIT;
-      },
+      onRateLimit: onLimit('GitHub rate limit reached'),
+      onSecondaryRateLimit: onLimit('GitHub secondary rate limit'),
     },
   };
 }
