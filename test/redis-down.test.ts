@@ -171,6 +171,57 @@ describe('Redis going away', () => {
     assert.equal(alive(restarted), false, 'the hub stopped the redis-server it restarted');
   });
 
+  it('a stop just after the embedded redis-server came back hands the thopter back and exits 0, no worker left closing', async () => {
+    const dataDir = path.join(world.dir, 'back');
+    dataDirs.push(dataDir);
+    const origin = world.origin('back');
+    const bin = path.join(world.dir, 'bin-held-redis-2');
+    const hold = path.join(world.dir, 'hold-2');
+    const realRedis = execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
+    writeFixture(
+      bin,
+      'redis-server',
+      `#!/bin/sh\nwhile [ -e '${hold}' ]; do sleep 0.1; done\nexec '${realRedis}' "$@"\n`,
+      0o755,
+    );
+    const hub = await world.spawnHub({
+      REDIS_URL: '',
+      DATA_DIR: dataDir,
+      PATH: `${bin}:${process.env.PATH}`,
+    });
+    const launched = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'back' });
+    const id: string = launched.body.id;
+    await waitFor('running', async () => (await stateOf(hub.url, id)) === 'running', { timeoutMs: 120_000 });
+    const aofDir = path.join(dataDir, 'redis', 'appendonlydir');
+    await waitFor('the running state in the AOF', () =>
+      readdirSync(aofDir).some((f) =>
+        readFileSync(path.join(aofDir, f), 'latin1').includes('the agent is running'),
+      ),
+    );
+    // Down long enough for every connection to wait its longest between attempts (2 s).
+    writeFixture(world.dir, 'hold-2', '');
+    process.kill(redisPid(dataDir), 'SIGKILL');
+    await waitFor(
+      '/health to report the restart',
+      async () => (await call(hub.url, 'GET', '/health')).status === 503,
+    );
+    const downSince = Date.now();
+    await waitFor('a few seconds of Redis down', () => Date.now() - downSince > 5_000, { timeoutMs: 10_000 });
+    rmSync(hold);
+    await waitFor(
+      '/health to be 200 again',
+      async () => (await call(hub.url, 'GET', '/health')).status === 200,
+      {
+        timeoutMs: 60_000,
+      },
+    );
+
+    const restarted = redisPid(dataDir);
+    assert.equal(await stopHub(hub), 0, hub.output().slice(-3000));
+    assert.doesNotMatch(hub.output(), /workers still closing/);
+    assert.equal(alive(restarted), false, 'the hub stopped the redis-server it restarted');
+  });
+
   it('with an external REDIS_URL that stops: 503s, an error page in the dashboard, and a stop that does not wait for Redis', async () => {
     const dataDir = path.join(world.dir, 'external');
     dataDirs.push(dataDir);

@@ -44,6 +44,14 @@ function handingOffAt<T, R>(shutdown: AbortSignal, processor: Processor<T, R>): 
 export const HANDBACK_GIVE_UP_MS = 3_000;
 /** A hand-back with Redis up takes milliseconds (bullmq-notes.md); past this a worker is stuck. */
 const HANDBACK_STUCK_MS = 10_000;
+/**
+ * How long Redis must have been back before workers are closed. Each worker's blocking connection
+ * reconnects on its own, after up to 2 s (ioredis's default retryStrategy, which the hub's
+ * connections and their duplicates use); closing a worker whose blocking connection is still
+ * waiting to reconnect never returns (ioredis emits no `end` for it: seen by experiment, ioredis 5
+ * and BullMQ 6.7, in about 1 stop in 5 right after a Redis restart).
+ */
+const RECONNECT_SETTLE_MS = 2_500;
 
 /** Resolves true once `connection` has not been ready for `ms` in a row; false if `until` settles first. */
 function unreachableFor(connection: Redis, ms: number, until: Promise<unknown>): Promise<boolean> {
@@ -111,6 +119,29 @@ export function startWorkers(
     });
   }
 
+  // Since when Redis has answered again after a break: undefined while it does not, 0 when it has
+  // not broken off since the workers started.
+  let readySince: number | undefined = 0;
+  connection.on('close', () => (readySince = undefined));
+  connection.on('ready', () => (readySince ??= Date.now()));
+  /**
+   * Waits until the workers' Redis has been back for RECONNECT_SETTLE_MS. Not back yet (the hub's
+   * other connection may be first): up to HANDBACK_GIVE_UP_MS, then Redis counts as down and the
+   * close goes on. At once when it never broke off.
+   */
+  const reconnected = async () => {
+    const started = Date.now();
+    for (;;) {
+      const now = Date.now();
+      const settled =
+        readySince === undefined
+          ? now - started >= HANDBACK_GIVE_UP_MS
+          : now - readySince >= RECONNECT_SETTLE_MS;
+      if (settled) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+
   return {
     lifecycle,
     phases,
@@ -119,6 +150,7 @@ export function startWorkers(
     github,
     tell,
     async close() {
+      await reconnected();
       shutdown.abort(HANDOFF);
       // (a teardown under way finishes first: it does not listen to the signal)
       const workers = { lifecycle, phases, destroy, scan, github, tell };
@@ -126,11 +158,10 @@ export function startWorkers(
       const closing = Promise.all(
         Object.entries(workers).map(([name, w]) => w.close().then(() => void open.delete(name))),
       );
-      // Seen after Redis came back from a restart: a worker whose job fetch failed while Redis was
-      // down waits out BullMQ's runRetryDelay before it notices the close (the wait is not cut
-      // short). Past HANDBACK_STUCK_MS with Redis up the stop goes on without the worker (closing
-      // its connections ends it); a job it still held is recovered by the next hub as stalled, as
-      // when Redis is unreachable.
+      // A worker that does not close (a blocking connection that would not reconnect, BullMQ's
+      // runRetryDelay of 15 s after a fetch failed): past HANDBACK_STUCK_MS with Redis up the stop
+      // goes on without it (closing its connections ends it); a job it still held is recovered by
+      // the next hub as stalled, as when Redis is unreachable.
       let timer: NodeJS.Timeout | undefined;
       const stuck = new Promise<'stuck'>((resolve) => {
         timer = setTimeout(() => resolve('stuck'), HANDBACK_STUCK_MS);
