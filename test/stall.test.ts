@@ -122,6 +122,15 @@ describe('stalls: an agent mid-turn with nothing moving, told apart from one wai
     assert.equal(view.state, 'running');
     assert.match(view.stalledSince, /^\d{4}-\d\d-\d\dT/);
     assert.equal(view.stalls, 1);
+    await waitFor('the status comment to say it is stalled', () =>
+      gh
+        .comments(REPO, issue)
+        .some(
+          (c) =>
+            /^<!-- thopter-ack:/.test(c.body ?? '') &&
+            /\*\*running\*\*, but \*\*stalled\*\*: mid-turn with no progress since/.test(c.body ?? ''),
+        ),
+    );
     assert.ok(view.events.some((e: { type: string }) => e.type === 'stalled'));
     const page = await fetch(`${hub.url}/thopters/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } });
     const html = await page.text();

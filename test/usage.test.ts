@@ -260,6 +260,16 @@ describe('usage metering with the real claude', () => {
         'm',
       ),
     );
+    // And the status comment, once the thopter ended.
+    await waitFor('the status comment to say what it cost', () =>
+      gh
+        .comments(REPO, issue)
+        .some(
+          (c) =>
+            /^<!-- thopter-ack:/.test(c.body ?? '') &&
+            new RegExp(`^Used 6\\.3k input, .*about \\$${cost}\\.$`, 'm').test(c.body ?? ''),
+        ),
+    );
     assert.deepEqual(
       (await api(hub.url, 'GET', '/api/usage')).body.thisMonth.byRepository[REPO].tokens,
       want,

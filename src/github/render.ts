@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { PHASES } from '../processors/phases/index.js';
-import type { ThopterRecord } from '../thopters/record.js';
+import { isFinal, type ThopterRecord } from '../thopters/record.js';
+import { describeUsage } from '../usage/format.js';
 
 /** The seed's marker: it lets a retried post find the comment it already made. */
 export const ackMarker = (instance: string) => `<!-- thopter-ack:${instance} -->`;
@@ -45,6 +46,9 @@ export function renderStatus(
     return `${PHASE_ICON[ph.outcome] ?? ''} ${p.name}${ph.outcome === 'warning' && ph.error ? ` (${ph.error})` : ''}`;
   });
   if (phases.length) lines.push(`Phases: ${phases.join(' · ')}`);
+  // What it cost, once it ended: while it runs the figure would change the comment at every turn
+  // (the reports and the dashboard carry it then).
+  if (isFinal(record.state) && record.usage) lines.push(`${describeUsage(record.usage)}.`);
   // Links into the dashboard (signed in with the hub's token): the terminal and the session log
   // only while the agent runs.
   const links = [`[dashboard](${page})`];
@@ -71,7 +75,9 @@ function headline(record: ThopterRecord, position: number | null): string {
       return `**provisioning**${current ? `: ${current.name}` : ''}.`;
     }
     case 'running':
-      return '**running**: the agent is at work.';
+      return record.stall?.stalledSince
+        ? `**running**, but **stalled**: mid-turn with no progress since ${record.stall.stalledSince.slice(0, 16).replace('T', ' ')} UTC (see its terminal).`
+        : '**running**: the agent is at work.';
     case 'kept':
       return `**failed**: ${record.kept?.reason ?? 'unknown error'}. Its machine is kept for a look until ${record.kept?.until ?? 'it is killed'} (THOPTER_KEEP_FAILED); kill it when done.`;
     case 'stopping':
