@@ -48,7 +48,7 @@ export function renderStatus(
   if (phases.length) lines.push(`Phases: ${phases.join(' · ')}`);
   // What it cost, once it ended: while it runs the figure would change the comment at every turn
   // (the reports and the dashboard carry it then).
-  if (isFinal(record.state) && record.usage) lines.push(`${describeUsage(record.usage)}.`);
+  if (isFinal(record.state) && record.usage?.messages) lines.push(`${describeUsage(record.usage)}.`);
   // Links into the dashboard (signed in with the hub's token): the terminal and the session log
   // only while the agent runs.
   const links = [`[dashboard](${page})`];

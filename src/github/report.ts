@@ -39,7 +39,7 @@ export function renderReport(
     lines.push(`Work saved: ${describeSave(record.saved, record.machine.workBranch)}.`);
   const ran = ranFor(record, opts.now ?? new Date());
   if (ran) lines.push(`Ran for ${ran}.`);
-  if (record.usage) lines.push(`${describeUsage(record.usage)}.`);
+  if (record.usage?.messages) lines.push(`${describeUsage(record.usage)}.`);
   // A stall is about the screen, not the agent's last words (they are from before it hung).
   if (opts.key.startsWith('stall-')) {
     lines.push('', 'Its screen shows:', '', ...fenced(screenTail(record.session?.screen ?? '')));
