@@ -262,7 +262,7 @@ describe('/thopter continue', () => {
     const reply = await waitFor('the reply', () => hubComments(fresh, /^<!-- thopter-reply:/)[0]);
     assert.match(
       reply.body ?? '',
-      /@alice: there is nothing to continue: no thopter has run on this issue yet\. Write `\/thopter` to start a new thopter\./,
+      /@alice: there is nothing to continue: no thopter has run on this issue, or none since THOPTER_RETENTION \(the hub forgets thopters that ended longer ago\)\. Write `\/thopter` to start a new thopter\./,
     );
     assert.equal(await hub.store.get(idOf(fresh, c.id)), null);
   });

@@ -58,7 +58,7 @@ export function continueTarget(
     kind: 'none',
     why: mine.length
       ? 'no thopter of this issue got as far as a machine and a work branch'
-      : 'no thopter has run on this issue yet',
+      : 'no thopter has run on this issue, or none since THOPTER_RETENTION (the hub forgets thopters that ended longer ago)',
   };
 }
 

@@ -102,7 +102,7 @@ describe('which thopter a continue acts on', () => {
   it('says why there is nothing to continue', () => {
     assert.deepEqual(continueTarget(thopters, REPO, 9), {
       kind: 'none',
-      why: 'no thopter has run on this issue yet',
+      why: 'no thopter has run on this issue, or none since THOPTER_RETENTION (the hub forgets thopters that ended longer ago)',
     });
     assert.deepEqual(continueTarget([thopter('thopter-x', 'failed')], REPO, 7), {
       kind: 'none',
