@@ -224,7 +224,9 @@ export class TestWorld {
     } finally {
       this.client?.disconnect();
       await this.redis?.stop();
-      rmSync(this.dir, { recursive: true, force: true });
+      // An agent its tmux server's end just hung up on may still be writing its files (Claude Code
+      // saves its state as it exits): a folder that filled again is removed again.
+      rmSync(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
     }
   }
 }
