@@ -73,45 +73,46 @@ async function stopHub(hub: Awaited<ReturnType<TestWorld['spawnHub']>>): Promise
   });
 }
 
+/**
+ * A spawned hub on its embedded redis-server, running one thopter whose running state is in the
+ * AOF (a SIGKILL keeps only what redis-server wrote there). Its redis-server, as the hub finds it on
+ * PATH, is held back while the file `hold` exists: the time between a kill and the restart is then
+ * as long as the test needs to look at the hub.
+ */
+async function runningOnHeldRedis(name: string, title: string) {
+  const dataDir = path.join(world.dir, name);
+  dataDirs.push(dataDir);
+  const origin = world.origin(name);
+  const bin = path.join(world.dir, `bin-held-redis-${name}`);
+  const hold = path.join(world.dir, `hold-${name}`);
+  const realRedis = execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
+  writeFixture(
+    bin,
+    'redis-server',
+    `#!/bin/sh\nwhile [ -e '${hold}' ]; do sleep 0.1; done\nexec '${realRedis}' "$@"\n`,
+    0o755,
+  );
+  const hub = await world.spawnHub({ REDIS_URL: '', DATA_DIR: dataDir, PATH: `${bin}:${process.env.PATH}` });
+  const launched = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title });
+  assert.equal(launched.status, 202);
+  const id: string = launched.body.id;
+  await waitFor('running', async () => (await stateOf(hub.url, id)) === 'running', { timeoutMs: 120_000 });
+  // Its event is written after the state: once the event is there, so is the state.
+  const aofDir = path.join(dataDir, 'redis', 'appendonlydir');
+  await waitFor('the running state in the AOF', () =>
+    readdirSync(aofDir).some((f) =>
+      readFileSync(path.join(aofDir, f), 'latin1').includes('the agent is running'),
+    ),
+  );
+  return { dataDir, hub, id, hold };
+}
+
 describe('Redis going away', () => {
   it('restarts a killed embedded redis-server; meanwhile /health says so and the API answers 503 with Retry-After', async () => {
-    const dataDir = path.join(world.dir, 'killed');
-    dataDirs.push(dataDir);
-    const origin = world.origin('killed');
-    // redis-server as the hub finds it on PATH, held back while the file `hold` exists: the time
-    // between the kill and the restart is then as long as the test needs to look at the hub.
-    const bin = path.join(world.dir, 'bin-held-redis');
-    const hold = path.join(world.dir, 'hold');
-    const realRedis = execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
-    writeFixture(
-      bin,
-      'redis-server',
-      `#!/bin/sh\nwhile [ -e '${hold}' ]; do sleep 0.1; done\nexec '${realRedis}' "$@"\n`,
-      0o755,
-    );
-    const hub = await world.spawnHub({
-      REDIS_URL: '',
-      DATA_DIR: dataDir,
-      PATH: `${bin}:${process.env.PATH}`,
-    });
-    const launched = await api(hub.url, 'POST', '/api/thopters', {
-      repository: origin,
-      title: 'before the kill',
-    });
-    assert.equal(launched.status, 202);
-    const id: string = launched.body.id;
-    await waitFor('running', async () => (await stateOf(hub.url, id)) === 'running', { timeoutMs: 120_000 });
-    // A SIGKILL keeps only what redis-server wrote to its AOF: wait until the running state is
-    // there (its event is written after it), or the record comes back from before it.
-    const aofDir = path.join(dataDir, 'redis', 'appendonlydir');
-    await waitFor('the running state in the AOF', () =>
-      readdirSync(aofDir).some((f) =>
-        readFileSync(path.join(aofDir, f), 'latin1').includes('the agent is running'),
-      ),
-    );
+    const { dataDir, hub, id, hold } = await runningOnHeldRedis('killed', 'before the kill');
 
     const killed = redisPid(dataDir);
-    writeFixture(world.dir, 'hold', '');
+    writeFixture(path.dirname(hold), path.basename(hold), '');
     // Calls keep coming while Redis dies: one already under way when it goes is a 503 too, not a 500.
     const statuses: number[] = [];
     let calling = true;
@@ -172,34 +173,9 @@ describe('Redis going away', () => {
   });
 
   it('a stop just after the embedded redis-server came back hands the thopter back and exits 0, no worker left closing', async () => {
-    const dataDir = path.join(world.dir, 'back');
-    dataDirs.push(dataDir);
-    const origin = world.origin('back');
-    const bin = path.join(world.dir, 'bin-held-redis-2');
-    const hold = path.join(world.dir, 'hold-2');
-    const realRedis = execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
-    writeFixture(
-      bin,
-      'redis-server',
-      `#!/bin/sh\nwhile [ -e '${hold}' ]; do sleep 0.1; done\nexec '${realRedis}' "$@"\n`,
-      0o755,
-    );
-    const hub = await world.spawnHub({
-      REDIS_URL: '',
-      DATA_DIR: dataDir,
-      PATH: `${bin}:${process.env.PATH}`,
-    });
-    const launched = await api(hub.url, 'POST', '/api/thopters', { repository: origin, title: 'back' });
-    const id: string = launched.body.id;
-    await waitFor('running', async () => (await stateOf(hub.url, id)) === 'running', { timeoutMs: 120_000 });
-    const aofDir = path.join(dataDir, 'redis', 'appendonlydir');
-    await waitFor('the running state in the AOF', () =>
-      readdirSync(aofDir).some((f) =>
-        readFileSync(path.join(aofDir, f), 'latin1').includes('the agent is running'),
-      ),
-    );
+    const { dataDir, hub, hold } = await runningOnHeldRedis('back', 'back');
     // Down long enough for every connection to wait its longest between attempts (2 s).
-    writeFixture(world.dir, 'hold-2', '');
+    writeFixture(path.dirname(hold), path.basename(hold), '');
     process.kill(redisPid(dataDir), 'SIGKILL');
     await waitFor(
       '/health to report the restart',
