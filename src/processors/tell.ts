@@ -142,14 +142,16 @@ export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], 
       }
       const claimed = await store.moveTold(thopterId, message, { state: 'delivering' });
       if (!claimed) return 'another hub is delivering it';
-      // The turns ended so far, read on the machine itself: on Fly the record has them only as
-      // the observer last posted (every few seconds), and a turn that ended before the paste must
-      // not be taken for the one that answers it.
-      const ended = await t
-        .readFile(path.posix.join(t.paths.home, TURNS_FILE))
-        .then((b) => parseTurns(b.toString('utf8')).count)
-        .catch(() => 0);
-      const turns = Math.max(now.turns?.count ?? 0, record.turns?.count ?? 0, ended);
+      // The turns ended so far, as the machine has them: the local snapshot read them just now; on
+      // Fly the record has them only as the observer last posted (every few seconds), so they are
+      // read there, lest a turn that ended before the paste be taken for the one answering it.
+      const ended =
+        now.turns?.count ??
+        (await t
+          .readFile(path.posix.join(t.paths.home, TURNS_FILE))
+          .then((b) => parseTurns(b.toString('utf8')).count)
+          .catch(() => 0));
+      const turns = Math.max(ended, record.turns?.count ?? 0);
       return await paste(deps, thopterId, claimed, buffer, t, log, turns);
     } catch (err) {
       const retryable = !(err instanceof ThopterError) || err.retryable;
