@@ -4,6 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Hub } from '../src/hub.js';
 import { tellAgent } from '../src/processors/tell.js';
+import { agentWaits } from '../src/scanner/continue.js';
 import { buildObserver } from '../thopter/observer/build.js';
 import { bash, FakeAnthropic, userTexts } from './fakes/anthropic.js';
 import type { FlyMachine } from './fakes/fly.js';
@@ -149,6 +150,14 @@ describe('the real Claude Code on a Fly machine', () => {
     assert.equal(turns.count, 1);
     const ended = (await hub.store.events(id)).filter((e) => e.type === 'turn-ended');
     assert.equal(ended.length, 1, 'one event, however many posts carried the count');
+    // Its UserPromptSubmit hook marked the prompt taken before that end: the agent waits for input.
+    const t = (await hub.store.get(id))!;
+    const started = t.session?.turns?.lastStartedAt;
+    assert.ok(
+      started && Date.parse(started) <= Date.parse(turns.lastEndedAt!),
+      JSON.stringify(t.session?.turns),
+    );
+    assert.equal(agentWaits(t), true);
   });
 
   it("renders the transcript, read over SSH, in the dashboard's session log", async () => {

@@ -139,8 +139,10 @@ describe('the real Claude Code on the local provider', () => {
     // The hub's settings came beside the golden claude's: the hook ran, and no first-run prompt
     // (which the golden claude's own settings answer) held the agent.
     const home = path.join(dataDir(), 'thopters', thopter.machine.id, 'home');
-    const line = readFileSync(path.join(home, '.thopter', 'turns.log'), 'utf8');
-    assert.match(line, /^\S+Z\t\{.*"hook_event_name":"Stop"/);
+    const lines = readFileSync(path.join(home, '.thopter', 'turns.log'), 'utf8');
+    // The UserPromptSubmit hook marked the prompt given on the command line, then the Stop hook
+    // marked the turn's end.
+    assert.match(lines, /^\S+Z\tprompt\n\S+Z\t\{.*"hook_event_name":"Stop".*\}\n$/);
     assert.ok(
       JSON.parse(readFileSync(path.join(home, '.claude', 'settings.json'), 'utf8'))
         .skipDangerousModePermissionPrompt,

@@ -337,8 +337,14 @@ export function statusRoutes(deps: { store: ThopterStore; prices?: PriceTable })
         screen: post.screenDump,
         updatedAt: new Date().toISOString(),
         source: 'observer',
-        ...(post.turnsEnded !== undefined
-          ? { turns: { count: post.turnsEnded, lastEndedAt: post.lastTurnEndedAt } }
+        ...(post.turnsEnded !== undefined || post.lastTurnStartedAt
+          ? {
+              turns: {
+                count: post.turnsEnded ?? 0,
+                lastEndedAt: post.lastTurnEndedAt,
+                lastStartedAt: post.lastTurnStartedAt,
+              },
+            }
           : {}),
       },
       {

@@ -63,22 +63,27 @@ export function continueTarget(
 }
 
 /**
- * A turn's end is drawn on the screen just after the Stop hook marks it: a screen that last
- * changed this soon after the turn ended still shows an agent waiting for input.
+ * Without prompt marks (an observer older than them), a turn's end is drawn on the screen just
+ * after the Stop hook marks it: a screen that last changed this soon after the turn ended still
+ * shows an agent waiting for input. Only a fallback: Claude Code 2.1 draws notices in its footer
+ * for some 20 s after a turn ends.
  */
 const TURN_END_DRAWN_MS = 10_000;
 
 /**
- * Whether a live thopter's agent is waiting for input: its session went idle, or its last turn
- * ended and the screen has not moved since. Text for an agent at work would land mid-turn, so
- * `continue` tells only a waiting one.
+ * Whether a live thopter's agent is waiting for input: its last turn ended after it last took a
+ * prompt (the hooks mark both), or its session went idle (a turn interrupted with Esc runs no Stop
+ * hook). Text for an agent at work would land mid-turn, so `continue` tells only a waiting one.
  */
 export function agentWaits(t: ThopterRecord): boolean {
   const { session } = t;
   if (t.state !== 'running' || t.destroyRequested || !session?.agentRunning) return false;
   if (session.state === 'idle') return true;
-  const ended = (t.turns ?? session.turns)?.lastEndedAt;
-  return !!ended && Date.parse(session.lastActivity) <= Date.parse(ended) + TURN_END_DRAWN_MS;
+  const turns = session.turns ?? t.turns;
+  const ended = turns?.lastEndedAt;
+  if (!ended) return false;
+  if (turns.lastStartedAt) return Date.parse(ended) >= Date.parse(turns.lastStartedAt);
+  return Date.parse(session.lastActivity) <= Date.parse(ended) + TURN_END_DRAWN_MS;
 }
 
 /** What the new thopter carries on: the ended one's branch, and the comments since it started. */

@@ -26,6 +26,8 @@ export const statusPostSchema = z
     /** How many of the agent's turns have ended (its Stop hook), and when the last did. */
     turnsEnded: z.number().int().min(0).max(1_000_000).optional(),
     lastTurnEndedAt: isoTime.optional(),
+    /** When the agent last took a prompt (its UserPromptSubmit hook): a turn began. */
+    lastTurnStartedAt: isoTime.optional(),
     /** The usage in the agent's transcripts since it started, by model (cumulative, not a delta). */
     usage: z
       .record(

@@ -1,11 +1,15 @@
 /**
- * The end of the agent's turn, known exactly rather than guessed from the screen: Claude Code runs
- * its `Stop` hook each time it finishes answering and waits for input. The hook the hub passes
- * appends one line to a file in the thopter's home; the hub (local provider) or the observer (Fly)
- * counts the lines. Shared by both, like activity.ts.
+ * The agent's turns, known exactly rather than guessed from the screen: Claude Code runs its
+ * `UserPromptSubmit` hook each time it takes a prompt (a turn begins) and its `Stop` hook each time
+ * it finishes answering and waits for input. The hooks the hub passes append one line each to a
+ * file in the thopter's home; the hub (local provider) or the observer (Fly) reads the lines.
+ * Shared by both, like activity.ts.
  */
 
-/** Under the thopter user's home: one line per ended turn, `<ISO time>\t<the hook's input>`. */
+/**
+ * Under the thopter user's home: one line per ended turn, `<ISO time>\t<the Stop hook's input>`,
+ * and one per prompt taken, `<ISO time>\tprompt`.
+ */
 export const TURNS_FILE = '.thopter/turns.log';
 /** Under the thopter user's home: the settings the hub adds to the golden claude's own. */
 export const AGENT_SETTINGS_FILE = '.thopter/agent-settings.json';
@@ -16,6 +20,12 @@ export interface Turns {
   count: number;
   /** When the last one ended. */
   lastEndedAt?: string;
+  /**
+   * When the agent last took a prompt (a turn began). A turn that ended after it means the agent
+   * waits for input; Claude Code's screen does not say so reliably (it draws notices for a while
+   * after a turn ends). Absent from an observer older than this mark.
+   */
+  lastStartedAt?: string;
 }
 
 /**
@@ -28,12 +38,28 @@ const STOP_HOOK =
   TURNS_FILE +
   '"';
 
+/** What the hook's command writes after the time when a prompt is taken. */
+const PROMPT_MARK = 'prompt';
+
+/**
+ * The `UserPromptSubmit` hook's command: the time and the mark, not the prompt (the transcript has
+ * it). It reads its input to the end, prints nothing (what it prints would be added to the
+ * prompt) and exits 0 (anything else could block the prompt).
+ */
+const PROMPT_HOOK =
+  'cat > /dev/null; { date -u +%Y-%m-%dT%H:%M:%S.%3NZ | tr -d "\\n"; printf "\\t' +
+  PROMPT_MARK +
+  '\\n"; } >> "$HOME/' +
+  TURNS_FILE +
+  '"';
+
 /**
  * The settings passed with `--settings`: Claude Code merges them with the user's, so the golden
  * claude's own settings (its hooks included) stay in force.
  */
 export function agentSettings(): string {
-  const settings = { hooks: { Stop: [{ hooks: [{ type: 'command', command: STOP_HOOK, timeout: 10 }] }] } };
+  const hook = (command: string) => [{ hooks: [{ type: 'command', command, timeout: 10 }] }];
+  const settings = { hooks: { UserPromptSubmit: hook(PROMPT_HOOK), Stop: hook(STOP_HOOK) } };
   return JSON.stringify(settings, null, 2) + '\n';
 }
 
@@ -48,25 +74,35 @@ export function withTurnHook(command: string): string {
   return `${m[1]} --settings "$HOME/${AGENT_SETTINGS_FILE}"${command.slice(m[1]!.length)}`;
 }
 
-/** TURNS_FILE's whole lines, one per ended turn: a torn last line (the hook still writing) is left out. */
-function turnLines(text: string): Array<{ at: string; input: string }> {
+/**
+ * TURNS_FILE's whole lines: the ended turns, and when the last prompt was taken. A torn last line
+ * (a hook still writing) is left out.
+ */
+function turnLines(text: string): { ended: Array<{ at: string; input: string }>; lastStartedAt?: string } {
   const lines = text.split('\n');
   lines.pop(); // what follows the last newline: nothing, or a line still being written
-  const turns = [];
+  const ended = [];
+  let lastStartedAt: string | undefined;
   for (const line of lines) {
     const tab = line.indexOf('\t');
     const at = line.slice(0, tab);
     if (tab < 0 || Number.isNaN(Date.parse(at))) continue;
-    turns.push({ at: new Date(at).toISOString(), input: line.slice(tab + 1) });
+    const input = line.slice(tab + 1);
+    if (input === PROMPT_MARK) lastStartedAt = new Date(at).toISOString();
+    else ended.push({ at: new Date(at).toISOString(), input });
   }
-  return turns;
+  return lastStartedAt ? { ended, lastStartedAt } : { ended };
 }
 
-/** Reads TURNS_FILE's text: a torn last line (the hook still writing) is not counted yet. */
+/** Reads TURNS_FILE's text: a torn last line (a hook still writing) is not counted yet. */
 export function parseTurns(text: string): Turns {
-  const turns = turnLines(text);
-  const lastEndedAt = turns.at(-1)?.at;
-  return lastEndedAt ? { count: turns.length, lastEndedAt } : { count: turns.length };
+  const { ended, lastStartedAt } = turnLines(text);
+  const lastEndedAt = ended.at(-1)?.at;
+  return {
+    count: ended.length,
+    ...(lastEndedAt ? { lastEndedAt } : {}),
+    ...(lastStartedAt ? { lastStartedAt } : {}),
+  };
 }
 
 /**
@@ -76,7 +112,7 @@ export function parseTurns(text: string): Turns {
  * carries no such text (a Claude Code without the field): the transcript is then the source.
  */
 export function turnMessage(text: string, n: number): { text: string; at: string } | undefined {
-  const turn = turnLines(text)[n - 1];
+  const turn = turnLines(text).ended[n - 1];
   if (!turn) return undefined;
   try {
     const said = (JSON.parse(turn.input) as { last_assistant_message?: unknown }).last_assistant_message;

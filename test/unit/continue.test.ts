@@ -129,7 +129,20 @@ describe('whether a live agent waits for an answer', () => {
     ...(turns ? { turns } : {}),
   });
 
-  it('waits when its session is idle, or its last turn ended and the screen did not move on', () => {
+  it('waits when its last turn ended after it last took a prompt, however the screen moved since', () => {
+    const turns = (lastStartedAt: string) => ({
+      count: 1,
+      lastEndedAt: '2026-12-01T10:01:00.000Z',
+      lastStartedAt,
+    });
+    // Claude Code's footer notices moved the screen four minutes after the turn ended.
+    assert.equal(agentWaits(running({ turns: turns('2026-12-01T10:00:00.000Z') })), true);
+    assert.equal(agentWaits(running({ turns: turns('2026-12-01T10:02:00.000Z') })), false);
+    // An interrupted turn runs no Stop hook: an idle session waits all the same.
+    assert.equal(agentWaits(running({ state: 'idle', turns: turns('2026-12-01T10:02:00.000Z') })), true);
+  });
+
+  it('without prompt marks, waits when its session is idle, or its last turn ended and the screen did not move on', () => {
     assert.equal(agentWaits(running({ state: 'idle' })), true);
     assert.equal(agentWaits(running({}, { count: 1, lastEndedAt: '2026-12-01T10:04:59.000Z' })), true);
   });

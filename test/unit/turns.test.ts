@@ -34,6 +34,20 @@ describe('parseTurns', () => {
     assert.deepEqual(parseTurns(''), { count: 0 });
     assert.deepEqual(parseTurns('garbage\n\n'), { count: 0 });
   });
+
+  it('takes prompt marks as when the last turn began, not as turns', () => {
+    const text =
+      '2026-12-03T05:00:00.000Z\tprompt\n2026-12-03T05:01:00.000Z\t{}\n2026-12-03T05:02:00.000Z\tprompt\n';
+    assert.deepEqual(parseTurns(text), {
+      count: 1,
+      lastEndedAt: '2026-12-03T05:01:00.000Z',
+      lastStartedAt: '2026-12-03T05:02:00.000Z',
+    });
+    assert.deepEqual(parseTurns('2026-12-03T05:00:00.000Z\tprompt\n'), {
+      count: 0,
+      lastStartedAt: '2026-12-03T05:00:00.000Z',
+    });
+  });
 });
 
 describe('turnMessage', () => {
@@ -81,6 +95,18 @@ describe("the Stop hook's command", () => {
       assert.ok(Date.parse(at!) > Date.parse('2026-01-01'));
       assert.equal(JSON.parse(json!).hook_event_name, 'Stop');
       assert.equal(parseTurns(text).count, 2);
+
+      // The prompt hook: a mark after them, and nothing printed (it would be added to the prompt).
+      const prompt = JSON.parse(agentSettings()).hooks.UserPromptSubmit[0].hooks[0].command as string;
+      const promptInput = '{"hook_event_name":"UserPromptSubmit","prompt":"a\\nb"}';
+      const out = execFileSync('sh', ['-c', prompt], {
+        input: promptInput,
+        env: { ...process.env, HOME: home },
+      });
+      assert.equal(out.length, 0);
+      const turns = parseTurns(readFileSync(path.join(home, TURNS_FILE), 'utf8'));
+      assert.equal(turns.count, 2);
+      assert.ok(Date.parse(turns.lastStartedAt!) >= Date.parse(turns.lastEndedAt!));
     } finally {
       rmSync(home, { recursive: true, force: true });
     }

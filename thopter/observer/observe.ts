@@ -49,6 +49,7 @@ export async function observeOnce(deps: ObserveDeps, previous: Activity | undefi
     claudeProcess: running ? ('running' as const) : ('notFound' as const),
     spawnedAt: deps.spawnedAt,
     ...(turns?.count ? { turnsEnded: turns.count, lastTurnEndedAt: turns.lastEndedAt } : {}),
+    ...(turns?.lastStartedAt ? { lastTurnStartedAt: turns.lastStartedAt } : {}),
     ...(usage && Object.keys(usage).length ? { usage: limitModels(usage) } : {}),
   };
   if ('gone' in capture) {
