@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { Request } from '../src/thopters/record.js';
+import { ThopterStore } from '../src/thopters/store.js';
 import { TranscriptArchive } from '../src/transcripts/archive.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
 import { waitFor } from './helpers/wait.js';
@@ -62,6 +64,50 @@ describe('THOPTER_RETENTION', () => {
       async () => (await api(pruning.url, 'GET', `/api/thopters/${live}`)).body?.state === 'destroyed',
       { timeoutMs: 60_000 },
     );
+  });
+
+  it('deletes the pull request index entry and branch claim of what it prunes, unless a later thopter holds them', async () => {
+    const store = new ThopterStore(world.client, 'tw-prune');
+    const at = new Date().toISOString();
+    const request = (id: string, workBranch: string): Request => ({
+      id,
+      source: 'api',
+      repository: 'acme/widget',
+      cloneUrl: '/srv/git/widget.git',
+      repoName: 'widget',
+      issue: { number: 7, title: 'Fix it', body: '', comments: [] },
+      gc: 'default',
+      prompt: 'continue',
+      priority: 10,
+      requestedBy: 'api',
+      createdAt: at,
+      continues: { thopterId: 'thopter-first', workBranch, since: at },
+    });
+    const pr = (number: number) => ({
+      number,
+      url: `https://github.test/pull/${number}`,
+      draft: true,
+      base: 'main',
+    });
+    // `old` carried on branch a with pull request #5; `taken` carried on b, and `newer` holds b now.
+    await store.create(request('old', 'thopter/7--a'));
+    await store.setPullRequest('old', pr(5));
+    await store.finish('old', 'destroyed', 'done');
+    await store.create(request('taken', 'thopter/7--b'));
+    await store.setPullRequest('taken', pr(6));
+    await store.finish('taken', 'destroyed', 'done');
+    await store.create(request('newer', 'thopter/7--b'));
+    await store.setPullRequest('newer', pr(6));
+    const key = (k: string) => `tw-prune:${k}`;
+    assert.equal(await world.client.get(key('pull-request:acme/widget#5')), 'old');
+    assert.equal(await world.client.get(key('branch-claim:acme/widget\tthopter/7--a')), 'old');
+
+    assert.deepEqual((await store.pruneEnded(Date.now() + 1000)).sort(), ['old', 'taken']);
+    assert.equal(await world.client.exists(key('pull-request:acme/widget#5')), 0);
+    assert.equal(await world.client.exists(key('branch-claim:acme/widget\tthopter/7--a')), 0);
+    assert.equal(await world.client.get(key('pull-request:acme/widget#6')), 'newer');
+    assert.equal(await world.client.get(key('branch-claim:acme/widget\tthopter/7--b')), 'newer');
+    assert.equal((await store.get('newer'))?.state, 'queued');
   });
 
   it('refuses a retention that is not a duration, saying how to write one', async () => {

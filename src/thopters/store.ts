@@ -77,14 +77,19 @@ redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1`;
 
 /**
- * KEYS: record hash, its events, its kept transcripts, index zset, change channel. ARGV: id.
- * Deletes an ended thopter (a final state never changes back); returns 1 if it did.
+ * KEYS: record hash, its events, its kept transcripts, index zset, change channel, then the keys
+ * that may name it (its pull request's index entry, its work branch's claim). ARGV: id.
+ * Deletes an ended thopter (a final state never changes back), and those keys while they still
+ * name it (a later thopter may have taken them over); returns 1 if it did.
  */
 const PRUNE = `
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= '${FINAL_STATES.join("' and state ~= '")}' then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
+for i = 6, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
 redis.call('PUBLISH', KEYS[5], ARGV[1])
 return 1`;
 
@@ -299,7 +304,7 @@ export class ThopterStore {
     if (tokenHash) fields.tokenHash = tokenHash;
     const branch = request.continues?.workBranch;
     const keys = [this.key(request.id), this.indexKey, this.changeChannel];
-    if (branch) keys.push(`${this.prefix}:branch-claim:${request.repository}\t${branch}`);
+    if (branch) keys.push(this.branchClaimKey(request.repository, branch));
     const created = await this.redis.eval(
       CREATE,
       keys.length,
@@ -322,8 +327,9 @@ export class ThopterStore {
 
   /**
    * Deletes the thopters that ended before `endedBefore` (epoch ms): record, events and kept
-   * transcripts (transcripts/archive.ts keeps them under the record's key). Live ones stay, however
-   * old. Idempotent, so any number of hubs may run it at once. Returns the ids deleted.
+   * transcripts (transcripts/archive.ts keeps them under the record's key), and its pull request's
+   * index entry and branch claim unless a later thopter holds them. Live ones stay, however old.
+   * Idempotent, so any number of hubs may run it at once. Returns the ids deleted.
    */
   async pruneEnded(endedBefore: number): Promise<string[]> {
     // The index is by creation, and a thopter ends after it was created.
@@ -334,16 +340,11 @@ export class ThopterStore {
         const ended = Date.parse(r.endedAt ?? r.updatedAt);
         if (!isFinal(r.state) || !(ended < endedBefore)) continue;
         const key = this.key(r.id);
-        const done = await this.redis.eval(
-          PRUNE,
-          5,
-          key,
-          this.eventsKey(r.id),
-          `${key}:transcripts`,
-          this.indexKey,
-          this.changeChannel,
-          r.id,
-        );
+        const keys = [key, this.eventsKey(r.id), `${key}:transcripts`, this.indexKey, this.changeChannel];
+        if (r.pullRequest) keys.push(this.pullRequestKey(r.request.repository, r.pullRequest.number));
+        const branch = r.request.continues?.workBranch;
+        if (branch) keys.push(this.branchClaimKey(r.request.repository, branch));
+        const done = await this.redis.eval(PRUNE, keys.length, ...keys, r.id);
         if (done === 1) pruned.push(r.id);
       }
     }
@@ -521,6 +522,10 @@ export class ThopterStore {
 
   private pullRequestKey = (repository: string, number: number) =>
     `${this.prefix}:pull-request:${repository}#${number}`;
+
+  /** Which live thopter carries on a work branch (see CREATE). */
+  private branchClaimKey = (repository: string, branch: string) =>
+    `${this.prefix}:branch-claim:${repository}\t${branch}`;
 
   /** Recorded even after the thopter ended, like the pull request. */
   setCompare(id: string, compare: BranchCompare) {
