@@ -1,23 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
 import { bash, FakeAnthropic, userTexts, type MessageRequest, type Step } from './fakes/anthropic.js';
-import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import type { FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
+import { startIssueAgentWorld } from './helpers/issue-agent.js';
 import { waitFor } from './helpers/wait.js';
-
-// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
-process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
 const world = new TestWorld();
 const REPO = 'acme/widget';
 const OTHER = 'acme/gadget';
-const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
-const CODER_TOKEN = 'ghp_coder_token_for_the_agent';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
 let hub: Hub;
@@ -45,16 +38,10 @@ const replies = (repo: string, issue: number) =>
 
 before(async () => {
   await world.start();
-  origin = world.origin('widget');
-  gh = await startFakeGitHub();
-  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
-  gh.addToken(CODER_TOKEN, 'thopter-coder');
-  for (const repo of [REPO, OTHER]) {
-    gh.addRepo(repo, { cloneUrl: origin });
-    for (const who of ['thopter-hub', 'thopter-coder', 'alice', 'bob']) gh.setPermission(repo, who, 'write');
-  }
-  model = await new FakeAnthropic({
-    apiKey: TEST_API_KEY,
+  ({ gh, model, hub, origin } = await startIssueAgentWorld(world, {
+    repositories: { [REPO]: { dailyBudgetUsd: 1 }, [OTHER]: {} },
+    coder: true,
+    writers: ['alice', 'bob'],
     script: [
       { tools: [bash('cat prompt.md', 'Read the instructions')], usage: costs(500) },
       // Work left uncommitted: only the save can keep it.
@@ -64,22 +51,12 @@ before(async () => {
       answer,
       answer,
     ],
-  }).start();
-  const settings = { issuesPAT: ISSUES_TOKEN, agentCoderPAT: CODER_TOKEN };
-  hub = await world.hub({
-    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
-    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
-    GITHUB_API_URL: gh.url,
-    GITHUB_INTEGRATION_JSON: JSON.stringify({
-      repositories: { [REPO]: { ...settings, dailyBudgetUsd: 1 }, [OTHER]: settings },
-    }),
-    GITHUB_ISSUES_POLLING_INTERVAL: '1',
-    HUB_PUBLIC_URL: 'https://hub.example.test',
-    THOPTER_PRICES: JSON.stringify(PRICES),
-    THOPTER_MAX_COST_USD: '1',
-    THOPTER_DAILY_BUDGET_USD_PER_PERSON: '1',
-  });
-  await makeGoldenClaude(hub.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+    env: {
+      THOPTER_PRICES: JSON.stringify(PRICES),
+      THOPTER_MAX_COST_USD: '1',
+      THOPTER_DAILY_BUDGET_USD_PER_PERSON: '1',
+    },
+  }));
 });
 after(async () => {
   await model?.close();

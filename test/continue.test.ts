@@ -3,23 +3,17 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
 import { thopterIdFor } from '../src/scanner/intake.js';
 import type { ThopterRecord } from '../src/thopters/record.js';
 import { bash, FakeAnthropic, userTexts, type MessageRequest } from './fakes/anthropic.js';
-import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import type { FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN, writeFixture } from './helpers/env.js';
+import { startIssueAgentWorld } from './helpers/issue-agent.js';
 import { waitFor } from './helpers/wait.js';
-
-// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
-process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
 const world = new TestWorld();
 const REPO = 'acme/widget';
-const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
-const CODER_TOKEN = 'ghp_coder_token_for_the_agent';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
 let hub: Hub;
@@ -48,17 +42,10 @@ const idOf = (issue: number, commentId: number) =>
 
 before(async () => {
   await world.start();
-  origin = world.origin('widget');
-  gh = await startFakeGitHub();
-  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
-  gh.addToken(CODER_TOKEN, 'thopter-coder');
-  gh.addRepo(REPO, { cloneUrl: origin });
-  gh.setPermission(REPO, 'thopter-hub', 'write');
-  gh.setPermission(REPO, 'alice', 'write');
-  gh.setPermission(REPO, 'thopter-coder', 'write');
-  gh.setPermission(REPO, 'rita', 'read');
-  model = await new FakeAnthropic({
-    apiKey: TEST_API_KEY,
+  ({ gh, model, hub, origin } = await startIssueAgentWorld(world, {
+    repositories: { [REPO]: {} },
+    coder: true,
+    readers: ['rita'],
     script: [
       // The first thopter: commits a greeting and pushes it.
       { tools: [bash('cat prompt.md', 'Read the instructions')] },
@@ -93,18 +80,7 @@ before(async () => {
       // What a continue says to that thopter while its agent waits reaches it as a tell.
       { text: 'Noted: the one more thing is done too.' },
     ],
-  }).start();
-  hub = await world.hub({
-    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
-    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
-    GITHUB_API_URL: gh.url,
-    GITHUB_INTEGRATION_JSON: JSON.stringify({
-      repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN, agentCoderPAT: CODER_TOKEN } },
-    }),
-    GITHUB_ISSUES_POLLING_INTERVAL: '1',
-    HUB_PUBLIC_URL: 'https://hub.example.test',
-  });
-  await makeGoldenClaude(hub.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+  }));
 });
 after(async () => {
   await model?.close();

@@ -3,42 +3,29 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
 import { TURNS_FILE, turnMessage } from '../src/status/turns.js';
 import { bash, FakeAnthropic, userTexts } from './fakes/anthropic.js';
-import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import type { FakeGitHub } from './fakes/github.js';
 import { TestWorld, TOKEN } from './helpers/env.js';
+import { startIssueAgentWorld } from './helpers/issue-agent.js';
 import { waitFor } from './helpers/wait.js';
-
-// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
-process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
 const world = new TestWorld();
 const REPO = 'acme/widget';
-const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
-const CODER_TOKEN = 'ghp_coder_token_for_the_agent';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
 let hubs: Hub[] = [];
-let origin: string;
 
 const reports = (issue: number) =>
   gh.comments(REPO, issue).filter((c) => /^<!-- thopter-report:/.test(c.body ?? ''));
 
 before(async () => {
   await world.start();
-  origin = world.origin('widget');
-  gh = await startFakeGitHub();
-  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
-  gh.addToken(CODER_TOKEN, 'thopter-coder');
-  gh.addRepo(REPO, { cloneUrl: origin });
-  gh.setPermission(REPO, 'thopter-hub', 'write');
-  gh.setPermission(REPO, 'alice', 'write');
-  gh.setPermission(REPO, 'thopter-coder', 'write');
-  model = await new FakeAnthropic({
-    apiKey: TEST_API_KEY,
+  // Two hubs on one Redis: each event is still reported once.
+  ({ gh, model, hubs } = await startIssueAgentWorld(world, {
+    repositories: { [REPO]: {} },
+    coder: true,
     script: [
       { tools: [bash('cat prompt.md', 'Read the instructions')] },
       (req) => {
@@ -55,20 +42,8 @@ before(async () => {
       },
       { text: 'I added GREETING.md and pushed it.\nAsk me if you want more.' },
     ],
-  }).start();
-  const env = {
-    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
-    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
-    GITHUB_API_URL: gh.url,
-    GITHUB_INTEGRATION_JSON: JSON.stringify({
-      repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN, agentCoderPAT: CODER_TOKEN } },
-    }),
-    GITHUB_ISSUES_POLLING_INTERVAL: '1',
-    HUB_PUBLIC_URL: 'https://hub.example.test',
-  };
-  // Two hubs on one Redis: each event is still reported once.
-  hubs = [await world.hub(env), await world.hub(env)];
-  await makeGoldenClaude(hubs[0]!.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+    hubs: 2,
+  }));
 });
 after(async () => {
   await model?.close();

@@ -1,16 +1,11 @@
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
 import { bash, FakeAnthropic, userTexts } from './fakes/anthropic.js';
-import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import { deliverWebhook, type FakeGitHub } from './fakes/github.js';
 import { TestWorld, api } from './helpers/env.js';
+import { CODER_TOKEN, startIssueAgentWorld } from './helpers/issue-agent.js';
 import { waitFor } from './helpers/wait.js';
-
-// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
-process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
 /**
  * A thopter's pull request is a place to talk to it: commands in comments, reviews and review
@@ -20,8 +15,6 @@ process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
  */
 const world = new TestWorld();
 const REPO = 'acme/widget';
-const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub_reviews';
-const CODER_TOKEN = 'ghp_coder_token_for_the_agent_reviews';
 const ALICE_TOKEN = 'ghp_alice_token_who_may_write_0001';
 const RITA_TOKEN = 'ghp_rita_token_who_may_only_read_02';
 const SECRET = 'webhook-secret-for-reviews-3f9a1c';
@@ -50,28 +43,16 @@ const firstTurn = [
 
 before(async () => {
   await world.start();
-  origin = world.origin('widget');
-  gh = await startFakeGitHub();
-  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
-  gh.addToken(CODER_TOKEN, 'thopter-coder');
+  ({ gh, model, hub, origin } = await startIssueAgentWorld(world, {
+    repositories: { [REPO]: {} },
+    coder: true,
+    readers: ['rita'],
+    script: [],
+    env: { GITHUB_WEBHOOK_SECRET: SECRET },
+  }));
+  // Reviews are written through the API, as these people.
   gh.addToken(ALICE_TOKEN, 'alice');
   gh.addToken(RITA_TOKEN, 'rita');
-  gh.addRepo(REPO, { cloneUrl: origin });
-  for (const login of ['thopter-hub', 'thopter-coder', 'alice']) gh.setPermission(REPO, login, 'write');
-  gh.setPermission(REPO, 'rita', 'read');
-  model = await new FakeAnthropic({ apiKey: TEST_API_KEY, script: [] }).start();
-  hub = await world.hub({
-    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
-    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
-    GITHUB_API_URL: gh.url,
-    GITHUB_INTEGRATION_JSON: JSON.stringify({
-      repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN, agentCoderPAT: CODER_TOKEN } },
-    }),
-    GITHUB_ISSUES_POLLING_INTERVAL: '1',
-    GITHUB_WEBHOOK_SECRET: SECRET,
-    HUB_PUBLIC_URL: 'https://hub.example.test',
-  });
-  await makeGoldenClaude(hub.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
 });
 after(async () => {
   await model?.close();

@@ -3,20 +3,15 @@ import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
-import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
 import { FakeAnthropic } from './fakes/anthropic.js';
-import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import type { FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
+import { startIssueAgentWorld } from './helpers/issue-agent.js';
 import { waitFor } from './helpers/wait.js';
-
-// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
-process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
 const world = new TestWorld();
 const REPO = 'acme/widget';
-const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
 let hub: Hub;
@@ -51,31 +46,16 @@ async function thopterOf(issue: number): Promise<string> {
 
 before(async () => {
   await world.start();
-  gh = await startFakeGitHub();
-  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
-  gh.addRepo(REPO, { cloneUrl: world.origin('widget') });
-  gh.setPermission(REPO, 'thopter-hub', 'write');
-  gh.setPermission(REPO, 'alice', 'write');
-  model = await new FakeAnthropic({
-    apiKey: TEST_API_KEY,
+  ({ gh, model, hub, env } = await startIssueAgentWorld(world, {
+    repositories: { [REPO]: {} },
     script: [
       // The first thopter's agent answers at once and waits at its prompt.
       { text: 'Nothing to do: the widget is fine.' },
       // The second's model never answers (until the test lets it): a hung API request.
       { text: 'Sorry, I was slow.', after: held },
     ],
-  }).start();
-  env = {
-    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
-    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
-    GITHUB_API_URL: gh.url,
-    GITHUB_INTEGRATION_JSON: JSON.stringify({ repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN } } }),
-    GITHUB_ISSUES_POLLING_INTERVAL: '1',
-    HUB_PUBLIC_URL: 'https://hub.example.test',
-    THOPTER_STALL_AFTER: `${STALL_AFTER_MS / 1000}s`,
-  };
-  hub = await world.hub(env);
-  await makeGoldenClaude(hub.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+    env: { THOPTER_STALL_AFTER: `${STALL_AFTER_MS / 1000}s` },
+  }));
 });
 after(async () => {
   release();

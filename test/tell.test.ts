@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
 import { randomBytes } from 'node:crypto';
 import type { Job } from 'bullmq';
@@ -12,17 +10,13 @@ import type { Transport } from '../src/providers/types.js';
 import type { JobTable } from '../src/queues/jobs.js';
 import type { Request } from '../src/thopters/record.js';
 import { FakeAnthropic, type MessageRequest } from './fakes/anthropic.js';
-import { deliverWebhook, startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import { deliverWebhook, type FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
+import { ISSUES_TOKEN, startIssueAgentWorld } from './helpers/issue-agent.js';
 import { waitFor } from './helpers/wait.js';
-
-// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
-process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
 const world = new TestWorld();
 const REPO = 'acme/widget';
-const ISSUES_TOKEN = 'ghp_issues_token_for_the_hub';
 const SECRET = 'webhook-secret-for-tell';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
@@ -79,14 +73,10 @@ const replies = (issue: number) =>
 
 before(async () => {
   await world.start();
-  gh = await startFakeGitHub();
-  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
-  gh.addRepo(REPO, { cloneUrl: world.origin('widget') });
-  gh.setPermission(REPO, 'thopter-hub', 'write');
-  gh.setPermission(REPO, 'alice', 'write');
-  gh.setPermission(REPO, 'bob', 'read');
-  model = await new FakeAnthropic({
-    apiKey: TEST_API_KEY,
+  // Two hubs on one Redis, both polling every second: a tell is still delivered once.
+  ({ gh, model, hubs } = await startIssueAgentWorld(world, {
+    repositories: { [REPO]: {} },
+    readers: ['bob'],
     script: [
       { text: 'What should the greeting say?' },
       // The model answers what it was told only if the told text arrived whole, as one message.
@@ -95,19 +85,10 @@ before(async () => {
         return { text: last.includes(TOLD) ? ANSWER : `I got something else: ${JSON.stringify(last)}` };
       },
     ],
-  }).start();
-  const env = {
-    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
-    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
-    GITHUB_API_URL: gh.url,
-    GITHUB_INTEGRATION_JSON: JSON.stringify({ repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN } } }),
-    GITHUB_ISSUES_POLLING_INTERVAL: '1',
-    GITHUB_WEBHOOK_SECRET: SECRET,
-    HUB_PUBLIC_URL: 'https://hub.example.test',
-  };
-  // Two hubs on one Redis, both polling every second: a tell is still delivered once.
-  hubs = [await world.hub(env, logs), await world.hub(env, logs)];
-  await makeGoldenClaude(hubs[0]!.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+    env: { GITHUB_WEBHOOK_SECRET: SECRET },
+    hubs: 2,
+    logs,
+  }));
 });
 after(async () => {
   await model?.close();

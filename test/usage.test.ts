@@ -3,20 +3,15 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DEFAULT_AGENT_COMMAND } from '../src/config.js';
 import type { Hub } from '../src/hub.js';
 import { bash, FakeAnthropic, type Step } from './fakes/anthropic.js';
-import { startFakeGitHub, type FakeGitHub } from './fakes/github.js';
-import { CLAUDE_BIN_DIR, claudeEnvFile, makeGoldenClaude, TEST_API_KEY } from './helpers/claude.js';
+import type { FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
+import { startIssueAgentWorld } from './helpers/issue-agent.js';
 import { waitFor } from './helpers/wait.js';
-
-// The real Claude Code, as the hub's machines find it: on the PATH they inherit.
-process.env.PATH = `${CLAUDE_BIN_DIR}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
 const world = new TestWorld();
 const REPO = 'acme/meter';
-const ISSUES_TOKEN = 'ghp_issues_token_for_the_meter_hub';
 const MODEL = 'claude-opus-5-5';
 let gh: FakeGitHub;
 let model: FakeAnthropic;
@@ -110,24 +105,11 @@ function metric(text: string, name: string, labels: Record<string, string>): num
 
 before(async () => {
   await world.start();
-  const origin = world.origin('meter');
-  gh = await startFakeGitHub();
-  gh.addToken(ISSUES_TOKEN, 'thopter-hub');
-  gh.addRepo(REPO, { cloneUrl: origin });
-  gh.setPermission(REPO, 'thopter-hub', 'write');
-  gh.setPermission(REPO, 'alice', 'write');
-  model = await new FakeAnthropic({ apiKey: TEST_API_KEY, script: [...turnOne] }).start();
-  env = {
-    THOPTER_AGENT_COMMAND: DEFAULT_AGENT_COMMAND,
-    THOPTER_ENV_FILE: claudeEnvFile(path.join(world.dir, 'fixtures'), model.url),
-    GITHUB_API_URL: gh.url,
-    GITHUB_INTEGRATION_JSON: JSON.stringify({ repositories: { [REPO]: { issuesPAT: ISSUES_TOKEN } } }),
-    GITHUB_ISSUES_POLLING_INTERVAL: '1',
-    THOPTER_PULL_REQUEST: 'off',
-    HUB_PUBLIC_URL: 'https://hub.example.test',
-  };
-  hub = await world.hub(env);
-  await makeGoldenClaude(hub.url, 'default', { trusted: path.join(world.dir, 'data', 'thopters') });
+  ({ gh, model, hub, env } = await startIssueAgentWorld(world, {
+    repositories: { [REPO]: {} },
+    script: [...turnOne],
+    env: { THOPTER_PULL_REQUEST: 'off' },
+  }));
 });
 after(async () => {
   await model?.close();
