@@ -233,6 +233,19 @@ describe('commands on a thopter’s pull request act on that thopter', () => {
     await waitFor('it destroyed', async () => (await hub.store.state(next.id)) === 'destroyed', {
       timeoutMs: 120_000,
     });
+
+    // Redis restored from a snapshot older than the continue: neither its handled mark nor the
+    // thopter it started are there. Its acknowledgement on the issue says it was acted on.
+    const marks = await world.client.keys(`tw:scan:handled:${REPO}#*pull:${a.pr}:*`);
+    assert.ok(marks.length > 0, 'the continue was marked handled');
+    await world.client.del(...marks, `tw:record:${next.id}`, `tw:record:${next.id}:events`);
+    await world.client.zrem('tw:records:index', next.id);
+    const prComments = () =>
+      gh.requests.filter((r) => r.canonicalPath === `/repos/${REPO}/issues/${a.pr}/comments`).length;
+    const seen = prComments();
+    await waitFor('three more reads of the pull request’s comments', () => prComments() >= seen + 3);
+    assert.equal(await hub.store.get(next.id), null, 'the continue started nothing again');
+    assert.equal((await world.client.keys(`tw:scan:handled:${REPO}#*pull:${a.pr}:*`)).length, marks.length);
   });
 
   it('`/thopter continue` on the pull request of a closed issue says to reopen it, and starts nothing', async () => {

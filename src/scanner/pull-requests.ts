@@ -1,5 +1,5 @@
 import { ThopterError, messageOf } from '../errors.js';
-import { replyMarker } from '../github/render.js';
+import { ackMarker, replyMarker } from '../github/render.js';
 import {
   isBot,
   type GitHubComment,
@@ -265,24 +265,28 @@ async function actOnCommand(
     // goes there), from this pull request's thopter unless `--id` names another.
     const client = deps.github.for(news.repository)!;
     const instance = `pull:${news.number}:${source.instance}`;
-    await continueOn(
-      deps,
-      {
-        repository: news.repository,
-        issue: await client.issue(news.repository, number!),
-        comments: await client.comments(news.repository, number!),
-        instance,
-        author: source.author!,
-        found,
-      },
-      {
-        key: `${news.repository}#${number}@${instance}`,
-        text: command.text,
-        id: command.id ?? thopter.id,
-        reply,
-        who,
-      },
-    );
+    const key = `${news.repository}#${number}@${instance}`;
+    const detected = {
+      repository: news.repository,
+      issue: await client.issue(news.repository, number!),
+      comments: await client.comments(news.repository, number!),
+      instance,
+      author: source.author!,
+      found,
+    };
+    // Its acknowledgement is on the issue, where its thopter's status is: with Redis lost (no
+    // handled mark), that says it was acted on.
+    const ack = ackMarker(instance);
+    for (const c of detected.comments) {
+      if ((c.body ?? '').startsWith(ack) && (await client.wrote(c))) return;
+    }
+    await continueOn(deps, detected, {
+      key,
+      text: command.text,
+      id: command.id ?? thopter.id,
+      reply,
+      who,
+    });
     return;
   }
   if (command.kind === 'kill') {
