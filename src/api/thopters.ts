@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Router } from '@koa/router';
 import { PRIORITY, type HubQueues } from '../queues/index.js';
-import { acceptLaunch, labelOf, thopterIdFor, type IntakeDeps } from '../scanner/intake.js';
+import { acceptLaunch, labelOf, type IntakeDeps } from '../scanner/intake.js';
 import { statusPostSchema } from '../status/schema.js';
 import { isFinal, type ThopterState } from '../thopters/record.js';
 import { hashToken, type ThopterStore } from '../thopters/store.js';
@@ -32,7 +32,7 @@ export interface ThopterRoutesDeps extends IntakeDeps {
  * `continues`: the ended thopter named, checked the way `/thopter continue` checks it, with what
  * the new thopter takes from it (its branch, golden claude, and the continue prompt).
  */
-async function continuedBy(deps: ThopterRoutesDeps, body: LaunchBody, idempotencyKey?: string) {
+async function continuedBy(deps: ThopterRoutesDeps, body: LaunchBody) {
   const id = body.continues!;
   const ended = await deps.store.get(id);
   if (!ended) throw new HttpError(404, 'not-found', `continues: there is no thopter ${id}`, 'continues');
@@ -52,24 +52,8 @@ async function continuedBy(deps: ThopterRoutesDeps, body: LaunchBody, idempotenc
       'continues',
     );
   }
-  const branch = ended.machine.workBranch;
-  // A retried request (the same Idempotency-Key) finds its own thopter on the branch: that one is
-  // the answer, not a conflict.
-  const own = idempotencyKey ? thopterIdFor(`api:${idempotencyKey}`) : undefined;
-  const carrying = (await deps.store.list({ limit: 5000 })).find(
-    (t) =>
-      t.id !== own &&
-      !isFinal(t.state) &&
-      (t.machine?.workBranch === branch || t.request.continues?.workBranch === branch),
-  );
-  if (carrying) {
-    throw new HttpError(
-      409,
-      'conflict',
-      `continues: thopter ${carrying.id} already carries on ${branch}: continue that one once it ended, or DELETE it first`,
-      'continues',
-    );
-  }
+  // A live thopter already on its branch is found when the new one is created, atomically
+  // (ThopterStore.create): a 409 naming it.
   if (ended.request.repository !== body.repository.trim()) {
     throw new HttpError(
       422,
@@ -195,7 +179,7 @@ export function thopterRoutes(deps: ThopterRoutesDeps): Router {
         'Idempotency-Key',
       );
     }
-    const continues = body.continues ? await continuedBy(deps, body, key || undefined) : undefined;
+    const continues = body.continues ? await continuedBy(deps, body) : undefined;
     const given = body.title !== undefined;
     const fromGitHub = given ? undefined : await readIssue(deps.github, body.repository, body.issueNumber!);
     const accepted = await acceptLaunch(deps, {
