@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Request } from '../src/thopters/record.js';
 import { ThopterStore } from '../src/thopters/store.js';
 import { TranscriptArchive } from '../src/transcripts/archive.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
+import { aRequest } from './helpers/records.js';
 import { waitFor } from './helpers/wait.js';
 
 /*
@@ -69,20 +69,13 @@ describe('THOPTER_RETENTION', () => {
   it('deletes the pull request index entry and branch claim of what it prunes, unless a later thopter holds them', async () => {
     const store = new ThopterStore(world.client, 'tw-prune');
     const at = new Date().toISOString();
-    const request = (id: string, workBranch: string): Request => ({
-      id,
-      source: 'api',
-      repository: 'acme/widget',
-      cloneUrl: '/srv/git/widget.git',
-      repoName: 'widget',
-      issue: { number: 7, title: 'Fix it', body: '', comments: [] },
-      gc: 'default',
-      prompt: 'continue',
-      priority: 10,
-      requestedBy: 'api',
-      createdAt: at,
-      continues: { thopterId: 'thopter-first', workBranch, since: at },
-    });
+    const request = (id: string, workBranch: string) =>
+      aRequest({
+        id,
+        prompt: 'continue',
+        createdAt: at,
+        continues: { thopterId: 'thopter-first', workBranch, since: at },
+      });
     const pr = (number: number) => ({
       number,
       url: `https://github.test/pull/${number}`,

@@ -4,6 +4,7 @@ import { issueMarkdown } from '../../src/processors/phases/write-context.js';
 import { agentWaits, continueTarget, threadForAgent } from '../../src/scanner/continue.js';
 import type { GitHubComment } from '../../src/github/schemas.js';
 import type { ThopterRecord, ThopterState } from '../../src/thopters/record.js';
+import { aThopter, RECORD_AT } from '../helpers/records.js';
 
 const REPO = 'acme/widget';
 
@@ -12,39 +13,29 @@ function thopter(
   state: ThopterState,
   opts: { issue?: number; branch?: string; repository?: string } = {},
 ): ThopterRecord {
-  const at = '2026-12-01T10:00:00.000Z';
-  return {
-    id,
+  return aThopter(
     state,
-    request: {
+    {
       id,
-      source: 'github',
+      ...(opts.branch
+        ? {
+            machine: {
+              id: 'ab12',
+              provider: 'local',
+              workBranch: opts.branch,
+              state: 'created',
+              createdAt: RECORD_AT,
+            },
+          }
+        : {}),
+      startedAt: '2026-12-01T10:00:05.000Z',
+    },
+    {
       repository: opts.repository ?? REPO,
       cloneUrl: '/srv/git/widget.git',
-      repoName: 'widget',
       issue: { number: opts.issue ?? 7, title: 'Fix it', body: 'Please.', comments: [] },
-      gc: 'default',
-      prompt: 'default',
-      priority: 10,
-      requestedBy: 'alice',
-      createdAt: at,
     },
-    ...(opts.branch
-      ? {
-          machine: {
-            id: 'ab12',
-            provider: 'local',
-            workBranch: opts.branch,
-            state: 'created',
-            createdAt: at,
-          },
-        }
-      : {}),
-    phases: {},
-    createdAt: at,
-    startedAt: '2026-12-01T10:00:05.000Z',
-    updatedAt: at,
-  };
+  );
 }
 
 describe('which thopter a continue acts on', () => {

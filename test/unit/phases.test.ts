@@ -5,8 +5,8 @@ import { createLogger } from '../../src/log.js';
 import { PHASE_BY_NAME, PHASES, type PhaseContext } from '../../src/processors/phases/index.js';
 import { Prompts } from '../../src/prompts.js';
 import type { ExecResult, Interactive, Provider, Transport } from '../../src/providers/types.js';
-import type { ThopterRecord } from '../../src/thopters/record.js';
 import type { ThopterStore } from '../../src/thopters/store.js';
+import { aThopter } from '../helpers/records.js';
 import path from 'node:path';
 
 /** A transport that only records what a phase asked of it. */
@@ -45,39 +45,33 @@ class RecordingTransport implements Transport {
 }
 
 const EVIL = 'Fix it $(touch /tmp/pwned) `id` ; rm -rf /';
-const thopter: ThopterRecord = {
-  id: 'thopter-0123456789ab',
-  state: 'provisioning',
-  request: {
-    id: 'thopter-0123456789ab',
-    source: 'github',
-    repository: 'acme/widget',
-    cloneUrl: 'https://github.com/acme/widget.git',
-    repoName: 'widget',
+const AT = '2026-01-01T00:00:00Z';
+const thopter = aThopter(
+  'provisioning',
+  {
+    machine: {
+      id: 'ab12cd34',
+      provider: 'local',
+      workBranch: 'thopter/42--ab12cd34',
+      state: 'created',
+      createdAt: AT,
+    },
+    createdAt: AT,
+    updatedAt: AT,
+  },
+  {
     issue: {
       number: 42,
       title: EVIL,
       body: EVIL,
       author: 'octocat',
-      comments: [{ author: 'x', body: EVIL, createdAt: '2026-01-01T00:00:00Z' }],
+      comments: [{ author: 'x', body: EVIL, createdAt: AT }],
     },
-    gc: 'default',
-    prompt: 'default',
     priority: 100,
     requestedBy: 'octocat',
-    createdAt: '2026-01-01T00:00:00Z',
+    createdAt: AT,
   },
-  machine: {
-    id: 'ab12cd34',
-    provider: 'local',
-    workBranch: 'thopter/42--ab12cd34',
-    state: 'created',
-    createdAt: '2026-01-01T00:00:00Z',
-  },
-  phases: {},
-  createdAt: '2026-01-01T00:00:00Z',
-  updatedAt: '2026-01-01T00:00:00Z',
-};
+);
 
 function context(t: RecordingTransport, env: Record<string, string> = {}): PhaseContext {
   return {

@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import { renderStatus } from '../../src/github/render.js';
 import type { ThopterRecord, ThopterState } from '../../src/thopters/record.js';
 import type { Usage } from '../../src/usage/tokens.js';
+import { aThopter, RECORD_AT as at } from '../helpers/records.js';
 
-const at = '2026-12-01T10:00:00.000Z';
 const usage: Usage = {
   tokens: { input: 6300, output: 700, cacheRead: 0, cacheCreation: 0 },
   byModel: {
@@ -19,30 +19,12 @@ const usage: Usage = {
   updatedAt: at,
 };
 
-function thopter(state: ThopterState, extra: Partial<ThopterRecord> = {}): ThopterRecord {
-  return {
-    id: 'thopter-0123456789ab',
+const thopter = (state: ThopterState, extra: Partial<ThopterRecord> = {}) =>
+  aThopter(
     state,
-    request: {
-      id: 'thopter-0123456789ab',
-      source: 'github',
-      repository: 'acme/widget',
-      cloneUrl: 'https://github.com/acme/widget.git',
-      repoName: 'widget',
-      issue: { number: 7, title: 'Fix it', body: '', comments: [], mentionAuthor: 'alice' },
-      gc: 'default',
-      prompt: 'default',
-      priority: 10,
-      requestedBy: 'alice',
-      createdAt: at,
-    },
-    phases: {},
-    usage,
-    createdAt: at,
-    updatedAt: at,
-    ...extra,
-  };
-}
+    { usage, ...extra },
+    { issue: { number: 7, title: 'Fix it', body: '', comments: [], mentionAuthor: 'alice' } },
+  );
 
 const render = (r: ThopterRecord) =>
   renderStatus(r, { instance: 'comment:1', publicUrl: 'https://hub.example.test', queuePosition: null });
