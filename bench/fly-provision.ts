@@ -52,12 +52,7 @@ async function main() {
     tokens: [TOKEN],
     bootMs: BOOT_MS,
     rateLimit: RATE === 'off' ? false : { perSecond: perSecond!, burst: burst! },
-    onStart: (m) =>
-      host.start({
-        id: m.id,
-        env: m.config.env,
-        files: m.config.files?.map((f) => ({ ...f, raw_value: f.raw_value ?? '' })),
-      }),
+    onStart: (m) => host.boot(m),
     onStop: (m) => host.stop(m.id),
   });
   const hub = await world.spawnHub({

@@ -94,17 +94,11 @@ before(async () => {
         failNextBoot = false;
         return Promise.reject(new Error('the boot failed (injected by the test)'));
       }
-      return host
-        .start({
-          id: m.id,
-          env: m.config.env,
-          files: m.config.files?.map((f) => ({ ...f, raw_value: f.raw_value ?? '' })),
-        })
-        .catch((err: Error) => {
-          // A machine that cannot boot stops (as on Fly); the reason is for whoever reads the run.
-          console.error(`machine ${m.name} (${m.id}) did not boot: ${err.message}`);
-          throw err;
-        });
+      return host.boot(m).catch((err: Error) => {
+        // A machine that cannot boot stops (as on Fly); the reason is for whoever reads the run.
+        console.error(`machine ${m.name} (${m.id}) did not boot: ${err.message}`);
+        throw err;
+      });
     },
     onStop: (m) => host.stop(m.id),
   });

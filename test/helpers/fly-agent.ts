@@ -58,12 +58,7 @@ export async function startFlyAgentWorld(
   const fly = await startFakeFly({
     tokens: [FLY_TOKEN],
     bootMs: 300,
-    onStart: (m) =>
-      host.start({
-        id: m.id,
-        env: m.config.env,
-        files: m.config.files?.map((f) => ({ ...f, raw_value: f.raw_value ?? '' })),
-      }),
+    onStart: (m) => host.boot(m),
     onStop: (m) => host.stop(m.id),
   });
 

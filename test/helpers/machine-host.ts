@@ -3,6 +3,7 @@ import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, writeF
 import { connect, createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { FlyMachine } from '../fakes/fly.js';
 import { waitFor } from './wait.js';
 
 const INIT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/machine-init.sh');
@@ -65,8 +66,8 @@ interface Machine {
  * Killing that PID 1 makes the kernel kill everything else in the machine (sshd, sessions, the tmux
  * server), which is how `stop` leaves nothing behind.
  *
- * Needs root. Plug it into the fake Fly API:
- * `onStart: (m) => host.start({ id: m.id, env: m.config.env, files: m.config.files })`.
+ * Needs root. Plug it into the fake Fly API: `onStart: (m) => host.boot(m)`,
+ * `onStop: (m) => host.stop(m.id)`.
  */
 export class MachineHost {
   private readonly port: number;
@@ -81,6 +82,15 @@ export class MachineHost {
   constructor(opts: { port: number; baseDir: string }) {
     this.port = opts.port;
     this.baseDir = opts.baseDir;
+  }
+
+  /** Boots a machine of the fake Fly API as its config says (env, files): see start. */
+  boot(m: FlyMachine): Promise<{ privateIp: string }> {
+    return this.start({
+      id: m.id,
+      env: m.config.env,
+      files: m.config.files?.map((f) => ({ ...f, raw_value: f.raw_value ?? '' })),
+    });
   }
 
   /** Boots a machine: namespaces, files, init, sshd. Resolves with its address once sshd accepts TCP connections. */
