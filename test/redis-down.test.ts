@@ -64,6 +64,12 @@ async function call(url: string, method: string, route: string, accept = 'applic
   };
 }
 
+/** Waits for /health to answer 200 again: the hub is back on a Redis that came back. */
+const healthyAgain = (url: string) =>
+  waitFor('/health to be 200 again', async () => (await call(url, 'GET', '/health')).status === 200, {
+    timeoutMs: 60_000,
+  });
+
 const stateOf = async (url: string, id: string) => (await api(url, 'GET', `/api/thopters/${id}`)).body?.state;
 
 async function stopHub(hub: Awaited<ReturnType<TestWorld['spawnHub']>>): Promise<number | null> {
@@ -151,13 +157,7 @@ describe('Redis going away', () => {
     }
 
     rmSync(hold);
-    await waitFor(
-      '/health to be 200 again',
-      async () => (await call(hub.url, 'GET', '/health')).status === 200,
-      {
-        timeoutMs: 60_000,
-      },
-    );
+    await healthyAgain(hub.url);
     const restarted = redisPid(dataDir);
     assert.notEqual(restarted, killed, 'a new redis-server');
     assert.match(hub.output(), /the embedded redis-server exited; restarting it on its AOF/);
@@ -184,13 +184,7 @@ describe('Redis going away', () => {
     const downSince = Date.now();
     await waitFor('a few seconds of Redis down', () => Date.now() - downSince > 5_000, { timeoutMs: 10_000 });
     rmSync(hold);
-    await waitFor(
-      '/health to be 200 again',
-      async () => (await call(hub.url, 'GET', '/health')).status === 200,
-      {
-        timeoutMs: 60_000,
-      },
-    );
+    await healthyAgain(hub.url);
 
     const restarted = redisPid(dataDir);
     assert.equal(await stopHub(hub), 0, hub.output().slice(-3000));
