@@ -337,7 +337,7 @@ describe('the observer', () => {
     await obs.said(/no status token in .*yet/);
     t.writeToken('not-this-thopters-token-0123456789abcdef');
     await waitFor('three refused posts', () => proxy.count(401) >= 3);
-    const refused = await obs.said(/401/);
+    const refused = await obs.said(/\(401 /);
     assert.equal(refused.length, 1, `one line for the refusal, not one per post:\n${obs.output()}`);
     assert.match(refused[0]!, /refused the status token \(401 unauthorized\).*status-token/);
     assert.doesNotMatch(obs.output(), /not-this-thopters-token/, 'the token is never logged');
