@@ -115,7 +115,8 @@ describe('an agent that exits right after it starts', () => {
   let hub: Hub;
   const logs: string[] = [];
   before(async () => {
-    hub = await world.hub({ THOPTER_AGENT_COMMAND: 'sleep 1' }, logs);
+    // Alive for 4 s, well past a few of launch-agent's 250 ms looks, and gone before it settles.
+    hub = await world.hub({ THOPTER_AGENT_COMMAND: 'sleep 4', THOPTER_AGENT_SETTLE: '10s' }, logs);
   });
   after(() => world.stopHub(hub));
 

@@ -6,7 +6,7 @@ import { bash, FakeAnthropic, userTexts, type MessageRequest, type Step } from '
 import type { FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
 import { startIssueAgentWorld } from './helpers/issue-agent.js';
-import { waitFor } from './helpers/wait.js';
+import { clearOfUtcMidnight, waitFor } from './helpers/wait.js';
 
 const world = new TestWorld();
 const REPO = 'acme/widget';
@@ -37,6 +37,8 @@ const replies = (repo: string, issue: number) =>
   gh.comments(repo, issue).filter((c) => /^<!-- thopter-reply:/.test(c.body ?? ''));
 
 before(async () => {
+  // the spend of the first test is read back as today's by the next two.
+  await clearOfUtcMidnight(10 * 60_000);
   await world.start();
   ({ gh, model, hub, origin } = await startIssueAgentWorld(world, {
     repositories: { [REPO]: { dailyBudgetUsd: 1 }, [OTHER]: {} },

@@ -9,7 +9,7 @@ import type { Request } from '../src/thopters/record.js';
 import { hashToken } from '../src/thopters/store.js';
 import { buildObserver } from '../thopter/observer/build.js';
 import { api, TestWorld } from './helpers/env.js';
-import { waitFor } from './helpers/wait.js';
+import { clearOfUtcMidnight, waitFor } from './helpers/wait.js';
 
 /*
  * Usage on a provider the hub does not observe (Fly): the observer bundle reads the transcripts
@@ -23,6 +23,8 @@ let bundle: string;
 let child: ChildProcess | undefined;
 
 before(async () => {
+  // what is posted is read back as today's.
+  await clearOfUtcMidnight(60_000);
   await world.start();
   hub = await world.hub();
   bundle = await buildObserver(path.join(world.dir, 'observer.mjs'));

@@ -8,7 +8,7 @@ import { bash, FakeAnthropic, type Step } from './fakes/anthropic.js';
 import type { FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
 import { startIssueAgentWorld } from './helpers/issue-agent.js';
-import { waitFor } from './helpers/wait.js';
+import { clearOfUtcMidnight, waitFor } from './helpers/wait.js';
 
 const world = new TestWorld();
 const REPO = 'acme/meter';
@@ -104,6 +104,8 @@ function metric(text: string, name: string, labels: Record<string, string>): num
 }
 
 before(async () => {
+  // what turn one spent is read back as today's after turn two.
+  await clearOfUtcMidnight(10 * 60_000);
   await world.start();
   ({ gh, model, hub, env } = await startIssueAgentWorld(world, {
     repositories: { [REPO]: {} },

@@ -35,3 +35,17 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/**
+ * Usage is counted per UTC day (and month). A test that spends and then reads "today" back waits
+ * out a midnight due within `ms` first, so both happen on one day.
+ */
+export async function clearOfUtcMidnight(ms: number): Promise<void> {
+  const now = new Date();
+  const midnight = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
+  if (midnight - now.getTime() > ms) return;
+  await waitFor('the next UTC day', () => Date.now() >= midnight, {
+    timeoutMs: ms + 60_000,
+    intervalMs: 1000,
+  });
+}
