@@ -8,11 +8,13 @@ import type { ProcessorDeps } from '../src/processors/deps.js';
 import { MAX_TELL_CHARS, tellAgent, tellProcessor } from '../src/processors/tell.js';
 import type { Transport } from '../src/providers/types.js';
 import type { JobTable } from '../src/queues/jobs.js';
-import type { Request } from '../src/thopters/record.js';
 import { FakeAnthropic, type MessageRequest } from './fakes/anthropic.js';
 import { deliverWebhook, type FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
 import { ISSUES_TOKEN, startIssueAgentWorld } from './helpers/issue-agent.js';
+import { aRequest } from './helpers/records.js';
+import type { Request } from '../src/thopters/record.js';
+import { actOnAgentNews } from '../src/processors/finish.js';
 import { waitFor } from './helpers/wait.js';
 
 const world = new TestWorld();
@@ -357,21 +359,19 @@ describe('the tell job: at most one paste, through the transport', () => {
   after(() => hubs[0]!.queues.queues.tell.resume());
 
   /** A thopter that runs on a machine whose transport only records what it is asked to run. */
-  async function fakeThopter(transport: { exec: Transport['exec'] }) {
+  async function fakeThopter(
+    transport: Pick<Transport, 'exec'> & Partial<Pick<Transport, 'readFile'>>,
+    asked: Partial<Request> = {},
+  ) {
     const id = `thopter-${randomBytes(6).toString('hex')}`;
-    const request: Request = {
+    const request = aRequest({
       id,
       source: 'api',
-      repository: 'acme/widget',
-      cloneUrl: 'unused',
-      repoName: 'widget',
       issue: { title: 'told by a fake', body: '', comments: [] },
-      gc: 'default',
-      prompt: 'default',
-      priority: 10,
       requestedBy: 'api',
       createdAt: new Date().toISOString(),
-    };
+      ...asked,
+    });
     const hub = hubs[0]!;
     await hub.store.create(request);
     await hub.store.setMachine(id, {
@@ -403,7 +403,7 @@ describe('the tell job: at most one paste, through the transport', () => {
         attemptsMade,
         opts: { attempts: 6 },
       } as unknown as Job<JobTable['tell']>);
-    return { id, run };
+    return { id, run, deps };
   }
 
   it('retries a failed load, pastes once, and never passes the text as an argument', async () => {
@@ -452,6 +452,73 @@ describe('the tell job: at most one paste, through the transport', () => {
     assert.match(told?.reason ?? '', /may or may not have reached the agent: the SSH connection dropped/);
     assert.equal(await run('k', 1), 'already undelivered');
     assert.equal(pastes, 1);
+  });
+
+  it('presses Enter once more when a waiting agent did not take the paste, never for one at work', async () => {
+    // The machine's turns file: the agent waits when its last turn ended after its last prompt.
+    const waiting = '2026-12-03T10:00:00.000Z\tprompt\n2026-12-03T10:00:09.000Z\t{}\n';
+    const atWork = `${waiting}2026-12-03T10:00:20.000Z\tprompt\n`;
+    /** Told once, on a machine whose agent takes the prompt at the `takesAt`-th Enter (0: never). */
+    async function tell(turns: string, takesAt: number) {
+      let file = turns;
+      let enters = 0;
+      const { id, run } = await fakeThopter({
+        readFile: async () => Buffer.from(file),
+        exec: async (argv) => {
+          if (argv.at(-1) === 'Enter' && ++enters === takesAt)
+            file += `${new Date().toISOString()}\tprompt\n`;
+          return { exitCode: 0, stdout: '', stderr: '' };
+        },
+      });
+      assert.equal(await tellAgent(hubs[0]!, id, { key: 'k', text: 'hello' }), 'told');
+      assert.equal(await run('k'), 'delivered');
+      const said = (await hubs[0]!.store.events(id)).find((e) => e.type === 'tell-delivered')?.message;
+      return { enters, said };
+    }
+    assert.deepEqual(await tell(waiting, 1), { enters: 1, said: "the hub's message reached the agent" });
+    assert.deepEqual(await tell(waiting, 2), {
+      enters: 2,
+      said: "the hub's message reached the agent (it took it after a second Enter)",
+    });
+    assert.deepEqual(await tell(waiting, 0), {
+      enters: 2,
+      said: "the hub's message reached the agent, but it has not taken it yet: it may be in its input, waiting for Enter",
+    });
+    // At work, it queues the message and takes it when its turn ends: one Enter, nothing awaited.
+    assert.deepEqual(await tell(atWork, 0), { enters: 1, said: "the hub's message reached the agent" });
+  });
+
+  it('reports the turn that answers a message when it ends, even in the same words, given by its Stop hook', async () => {
+    // Two turns ended, each saying the same; the hook's input carries the words (status/turns.ts).
+    const ended = new Date().toISOString();
+    const stop = `${ended}\t${JSON.stringify({ last_assistant_message: 'Same words.' })}\n`;
+    const { id, deps } = await fakeThopter(
+      {
+        exec: async () => assert.fail('nothing runs on the machine'),
+        readFile: async () => Buffer.from(stop + stop),
+      },
+      { source: 'github', issue: { number: 7, title: 'told by a fake', body: '', comments: [] } },
+    );
+    const { store } = hubs[0]!;
+    const told = { key: 'k', text: 'hello', from: 'alice', at: ended, state: 'queued' } as const;
+    assert.equal(await store.addTold(id, told), 'recorded');
+    await store.moveTold(id, told, { state: 'delivered', deliveredAt: ended, turnsAtDelivery: 1 });
+    const queued: unknown[] = [];
+    const finishing = {
+      ...deps,
+      queues: { enqueue: async (name: string, data: { key?: string }) => void queued.push([name, data.key]) },
+      queuePullRequest: async () => {},
+    } as unknown as ProcessorDeps;
+    // The turn ended just now: a message read from the transcript would be read again for 30 s
+    // (it may lag); the hook's is the turn's own.
+    const record = {
+      ...(await store.get(id))!,
+      turns: { count: 2, lastEndedAt: ended },
+      finish: { reported: 1, lastMessage: { text: 'Same words.' } },
+    };
+    await actOnAgentNews(finishing, record, undefined, createLogger('silent'));
+    assert.deepEqual(queued, [['report', 'turn-2']]);
+    assert.equal((await store.told(id, 'k'))?.answeredIn, 'turn-2');
   });
 
   it('records why a thopter being torn down was not told, and tells an ended one nothing', async () => {

@@ -13,8 +13,9 @@ import type { ProcessorDeps } from './deps.js';
 const READ_TIMEOUT_MS = 15_000;
 /**
  * Claude Code may append a turn's last transcript entries a moment after its Stop hook ran: a turn
- * whose last message cannot be read yet, or reads as the one before, is read again at the next
- * checks for this long before it counts as a turn that said nothing new.
+ * whose last message comes from the transcript (a Claude Code that does not give it to the hook)
+ * and cannot be read yet, or reads as the one before, is read again at the next checks for this
+ * long before it counts as a turn that said nothing new.
  */
 const TRANSCRIPT_LAG_MS = 30_000;
 
@@ -43,10 +44,17 @@ export async function actOnAgentNews(
       ? !session.agentRunning
       : false;
   if (ended <= finish.reported && !exited) return;
-  const said = await lastMessage(deps, record.machine.id, exited ? 0 : ended, log);
-  // Not there yet (no message, or the one before): read again at the next checks while the turn is
-  // fresh. Counting the turn now would report it without its words, or not at all.
-  if (!exited && (said === undefined || said.text === finish.lastMessage?.text) && turnIsFresh(record)) {
+  const read = await lastMessage(deps, record.machine.id, exited ? 0 : ended, log);
+  const said = read?.said;
+  // Not there yet (no message, or the one before, from a transcript that may lag): read again at
+  // the next checks while the turn is fresh. Counting the turn now would report it without its
+  // words, or not at all. What the Stop hook was given is the turn's own last message.
+  if (
+    !exited &&
+    !read?.fromHook &&
+    (said === undefined || said.text === finish.lastMessage?.text) &&
+    turnIsFresh(record)
+  ) {
     log.debug({ turns: ended }, "the turn's last message is not in the transcript yet; reading again");
     return;
   }
@@ -102,11 +110,16 @@ function turnIsFresh(record: ThopterRecord): boolean {
 }
 
 /**
- * The agent's last message: for an ended turn, as its Stop hook was given it (status/turns.ts);
- * else, or from a Claude Code that does not pass it, from the newest transcript on its machine.
- * Undefined if neither can be read.
+ * The agent's last message: for an ended turn, as its Stop hook was given it (status/turns.ts;
+ * `fromHook`); else, or from a Claude Code that does not pass it, from the newest transcript on its
+ * machine. Undefined if neither can be read.
  */
-async function lastMessage(deps: ProcessorDeps, machineId: string, turn: number, log: Logger) {
+async function lastMessage(
+  deps: ProcessorDeps,
+  machineId: string,
+  turn: number,
+  log: Logger,
+): Promise<{ said: { text: string; at?: string } | undefined; fromHook: boolean } | undefined> {
   let timer: NodeJS.Timeout | undefined;
   try {
     const read = async () => {
@@ -114,10 +127,11 @@ async function lastMessage(deps: ProcessorDeps, machineId: string, turn: number,
       if (turn > 0) {
         const turns = await t.readFile(path.posix.join(t.paths.home, TURNS_FILE)).catch(() => undefined);
         const said = turns && turnMessage(turns.toString('utf8'), turn);
-        if (said) return said;
+        if (said) return { said, fromHook: true };
       }
       // The newest session is the one the agent is in.
-      return lastAgentMessage(await readTranscripts(t, (await transcriptFiles(t)).slice(-1)));
+      const said = lastAgentMessage(await readTranscripts(t, (await transcriptFiles(t)).slice(-1)));
+      return { said, fromHook: false };
     };
     return await Promise.race([
       read(),

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
-import { messageOf, ThopterError } from '../errors.js';
+import { messageOf, sleep, ThopterError } from '../errors.js';
 import { SESSION } from '../providers/types.js';
 import type { JobTable } from '../queues/jobs.js';
 import { labelOf } from '../scanner/intake.js';
-import { parseTurns, TURNS_FILE } from '../status/turns.js';
+import { parseTurns, TURNS_FILE, waitsByMarks, type Turns } from '../status/turns.js';
 import type { ThopterRecord, ToldMessage } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
 
@@ -145,14 +145,9 @@ export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], 
       // The turns ended so far, as the machine has them: the local snapshot read them just now; on
       // Fly the record has them only as the observer last posted (every few seconds), so they are
       // read there, lest a turn that ended before the paste be taken for the one answering it.
-      const ended =
-        now.turns?.count ??
-        (await t
-          .readFile(path.posix.join(t.paths.home, TURNS_FILE))
-          .then((b) => parseTurns(b.toString('utf8')).count)
-          .catch(() => 0));
-      const turns = Math.max(ended, record.turns?.count ?? 0);
-      return await paste(deps, thopterId, claimed, buffer, t, log, turns);
+      const before = now.turns ?? (await readTurns(t));
+      const turns = Math.max(before?.count ?? 0, record.turns?.count ?? 0);
+      return await paste(deps, thopterId, claimed, buffer, t, log, { turns, before });
     } catch (err) {
       const retryable = !(err instanceof ThopterError) || err.retryable;
       if (retryable && job.attemptsMade + 1 < (job.opts.attempts ?? 1)) throw err;
@@ -163,15 +158,28 @@ export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], 
   };
 }
 
-/** The paste itself, after which nothing is retried. */
+type MachineTransport = Awaited<ReturnType<ProcessorDeps['transports']['get']>>;
+
+/** The machine's turns file, read now; undefined when there is none yet (no hook has run). */
+async function readTurns(t: MachineTransport): Promise<Turns | undefined> {
+  return t
+    .readFile(path.posix.join(t.paths.home, TURNS_FILE))
+    .then((b) => parseTurns(b.toString('utf8')))
+    .catch(() => undefined);
+}
+
+/**
+ * The paste itself, after which nothing is pasted again. `turns`: the turns ended before it (the
+ * report of the next one answers the message); `before`: the machine's turn marks just before it.
+ */
 async function paste(
   deps: ProcessorDeps,
   thopterId: string,
   message: ToldMessage,
   buffer: string,
-  t: Awaited<ReturnType<ProcessorDeps['transports']['get']>>,
+  t: MachineTransport,
   log: ProcessorDeps['log'],
-  turnsAtDelivery: number,
+  { turns, before }: { turns: number; before: Turns | undefined },
 ): Promise<string> {
   let failure: string | undefined;
   try {
@@ -208,11 +216,55 @@ async function paste(
   await deps.store.moveTold(thopterId, message, {
     state: 'delivered',
     deliveredAt: delivered,
-    turnsAtDelivery,
+    turnsAtDelivery: turns,
   });
-  await deps.store.addEvent(thopterId, 'tell-delivered', `${whoSaid(message)}'s message reached the agent`);
-  log.info('message delivered');
+  const taken = waitsByMarks(before) ? await takenOrEnterAgain(t, before!, log) : 'unchecked';
+  await deps.store.addEvent(
+    thopterId,
+    'tell-delivered',
+    `${whoSaid(message)}'s message reached the agent${TAKEN_SAYS[taken]}`,
+  );
+  log.info({ taken }, 'message delivered');
   return 'delivered';
+}
+
+/** How long a waiting agent has to take a pasted message (its prompt hook marks it). */
+const TAKE_WITHIN_MS = 4_000;
+const TAKE_POLL_MS = 250;
+
+const TAKEN_SAYS = {
+  taken: '',
+  unchecked: '',
+  'taken after a second Enter': ' (it took it after a second Enter)',
+  'not taken': ', but it has not taken it yet: it may be in its input, waiting for Enter',
+} as const;
+
+/**
+ * An agent that waited takes a pasted message at once, and its prompt hook marks it. A terminal UI
+ * can miss an Enter that follows a paste closely (a busy machine hands it both in one read), leaving
+ * the text in its input: then Enter is pressed once more. An agent at work is not checked: it
+ * queues the message and takes it when its turn ends. A second Enter on an empty input does nothing.
+ */
+async function takenOrEnterAgain(
+  t: MachineTransport,
+  before: Turns,
+  log: ProcessorDeps['log'],
+): Promise<keyof typeof TAKEN_SAYS> {
+  const taken = async () => {
+    const deadline = Date.now() + TAKE_WITHIN_MS;
+    do {
+      const now = (await readTurns(t))?.lastStartedAt;
+      if (now && now !== before.lastStartedAt) return true;
+      await sleep(TAKE_POLL_MS);
+    } while (Date.now() < deadline);
+    return false;
+  };
+  if (await taken()) return 'taken';
+  log.warn(`the agent did not take the message within ${TAKE_WITHIN_MS / 1000} s: pressing Enter again`);
+  const r = await t
+    .exec(['tmux', 'send-keys', '-t', SESSION, 'Enter'], { timeoutMs: TMUX_TIMEOUT_MS })
+    .catch(() => undefined);
+  return r?.exitCode === 0 && (await taken()) ? 'taken after a second Enter' : 'not taken';
 }
 
 /** Why a thopter cannot be told anything now, or undefined when it can. */

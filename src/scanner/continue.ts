@@ -1,5 +1,6 @@
 import type { GitHubComment } from '../github/schemas.js';
 import type { Prompts } from '../prompts.js';
+import { waitsByMarks } from '../status/turns.js';
 import { isFinal, type Continuation, type ThopterRecord } from '../thopters/record.js';
 
 /** The prompt a continuing thopter gets (prompts/continue.md), unless PROMPTS_DIR has none. */
@@ -80,10 +81,10 @@ export function agentWaits(t: ThopterRecord): boolean {
   if (t.state !== 'running' || t.destroyRequested || !session?.agentRunning) return false;
   if (session.state === 'idle') return true;
   const turns = session.turns ?? t.turns;
+  const byMarks = waitsByMarks(turns);
+  if (byMarks !== undefined) return byMarks;
   const ended = turns?.lastEndedAt;
-  if (!ended) return false;
-  if (turns.lastStartedAt) return Date.parse(ended) >= Date.parse(turns.lastStartedAt);
-  return Date.parse(session.lastActivity) <= Date.parse(ended) + TURN_END_DRAWN_MS;
+  return !!ended && Date.parse(session.lastActivity) <= Date.parse(ended) + TURN_END_DRAWN_MS;
 }
 
 /** What the new thopter carries on: the ended one's branch, and the comments since it started. */

@@ -94,6 +94,15 @@ function turnLines(text: string): { ended: Array<{ at: string; input: string }>;
   return lastStartedAt ? { ended, lastStartedAt } : { ended };
 }
 
+/**
+ * Whether the agent waits for input, by its hooks' marks: its last turn ended after it last took a
+ * prompt. Undefined when there is no prompt mark to go by (an observer or settings older than it).
+ */
+export function waitsByMarks(turns: Turns | undefined): boolean | undefined {
+  if (!turns?.lastStartedAt) return undefined;
+  return !!turns.lastEndedAt && Date.parse(turns.lastEndedAt) >= Date.parse(turns.lastStartedAt);
+}
+
 /** Reads TURNS_FILE's text: a torn last line (a hook still writing) is not counted yet. */
 export function parseTurns(text: string): Turns {
   const { ended, lastStartedAt } = turnLines(text);
