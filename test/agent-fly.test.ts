@@ -197,11 +197,11 @@ describe('the real Claude Code on a Fly machine', () => {
     const unwrapped =
       /^\s*<pasted_content[^>]*>\n([\s\S]*)\n<\/pasted_content/.exec(said[0]!)?.[1] ?? said[0];
     assert.equal(unwrapped, text);
-    const told = (await hub.store.get(id))!.told!;
-    assert.deepEqual(
-      told.map((m) => m.state),
-      ['delivered'],
-    );
+    // Marked once the paste over SSH returned, which may come after the agent answered.
+    await waitFor('the message marked delivered', async () => {
+      const told = (await hub.store.get(id))!.told!;
+      return told.length === 1 && told[0]!.state === 'delivered';
+    });
   });
 
   it('is destroyed with its machine', async () => {

@@ -145,7 +145,7 @@ describe('a review that requests changes reaches the agent', () => {
       '- `NUMBERS.md` line 12: Twelve too.',
     ].join('\n');
     await waitFor('the model to answer the review', () => model.stepsTaken > steps, { timeoutMs: 120_000 });
-    const seen = userTexts(model.requests.at(-1)!.body).filter((text) => text.includes('requested changes'));
+    const seen = userTexts(model.lastTurn()!.body).filter((text) => text.includes('requested changes'));
     assert.equal(seen.length, 1, JSON.stringify(seen));
     // Claude Code wraps a long bracketed paste in <pasted_content>: the message is inside, whole.
     assert.ok(seen[0]!.includes(expected), seen[0]);
@@ -164,7 +164,7 @@ describe('a review that requests changes reaches the agent', () => {
     assert.equal(said.length, 1, JSON.stringify(said));
     assert.ok(said[0]!.includes(`@alice: sent to thopter \`${t.id}\`'s agent.`), said[0]);
     assert.equal(
-      userTexts(model.requests.at(-1)!.body).filter((text) => text.includes('requested changes')).length,
+      userTexts(model.lastTurn()!.body).filter((text) => text.includes('requested changes')).length,
       1,
     );
   });
@@ -292,7 +292,7 @@ describe('commands on a thopter’s pull request act on that thopter', () => {
     });
     assert.equal(delivered.status, 202, await delivered.text());
     await waitFor('the model to answer', () => model.stepsTaken > steps, { timeoutMs: 120_000 });
-    const texts = userTexts(model.requests.at(-1)!.body);
+    const texts = userTexts(model.lastTurn()!.body);
     assert.equal(texts.filter((t) => t.includes('Use words, not digits.')).length, 1);
     assert.ok(!texts.some((t) => t.includes('redo all of it')), 'the read-only review was not told');
     assert.equal((await hub.store.get(b.id))!.told?.length, 1);

@@ -19,7 +19,7 @@ let env: Record<string, string>;
 let release!: () => void;
 const held = new Promise<void>((resolve) => (release = resolve));
 
-const STALL_AFTER_MS = 6000;
+const STALL_AFTER_MS = 10_000;
 
 /** The newest mtime of a local thopter's transcripts, read the way the hub reads them. */
 function transcriptMtime(machineId: string): number {

@@ -139,7 +139,7 @@ describe('/thopter tell', () => {
       /^\s*<pasted_content[^>]*>\n([\s\S]*)\n<\/pasted_content/.exec(carrying[0]!)?.[1] ?? carrying[0];
     assert.equal(pasted, TOLD, JSON.stringify(carrying[0]));
     // The newest conversation the model saw holds it once: it was not pasted a second time.
-    const newest = model.requests.filter((r) => r.step !== undefined).at(-1)!.body;
+    const newest = model.lastTurn()!.body;
     assert.equal(userMessages(newest).filter((m) => m.includes('keep it short')).length, 1);
 
     // Acknowledged with the hub's reaction on the comment, once.
@@ -170,7 +170,7 @@ describe('/thopter tell', () => {
   });
 
   it('refuses a read-only user’s tell with one reply, and nothing reaches the agent', async () => {
-    const before = model.requests.length;
+    const before = model.stepsTaken;
     const tell = gh.addComment(REPO, issue, { user: 'bob', body: '/thopter tell delete everything' });
     const refused = await waitFor('the refusal', () => replies(issue)[0], { timeoutMs: 30_000 });
     assert.match(refused.body ?? '', /@bob, thank you for asking, but only people with write access/);
@@ -187,7 +187,7 @@ describe('/thopter tell', () => {
     assert.deepEqual(gh.reactions(REPO, { commentId: tell.id }), []);
     const record = (await hubs[0]!.store.get(id))!;
     assert.equal(record.told?.length, 1, 'only alice’s first message was recorded');
-    assert.equal(model.requests.length, before, 'the agent was told nothing');
+    assert.equal(model.stepsTaken, before, 'the agent was told nothing');
   });
 
   it('refuses an oversized message with one reply that says what to do, and records nothing', async () => {
@@ -472,20 +472,21 @@ describe('the tell job: at most one paste, through the transport', () => {
       });
       assert.equal(await tellAgent(hubs[0]!, id, { key: 'k', text: 'hello' }), 'told');
       assert.equal(await run('k'), 'delivered');
-      const said = (await hubs[0]!.store.events(id)).find((e) => e.type === 'tell-delivered')?.message;
-      return { enters, said };
+      const events = await hubs[0]!.store.events(id);
+      assert.equal(events.filter((e) => e.type === 'tell-delivered').length, 1);
+      return { enters, said: events.find((e) => e.type === 'tell-enter')?.message };
     }
-    assert.deepEqual(await tell(waiting, 1), { enters: 1, said: "the hub's message reached the agent" });
+    assert.deepEqual(await tell(waiting, 1), { enters: 1, said: undefined });
     assert.deepEqual(await tell(waiting, 2), {
       enters: 2,
-      said: "the hub's message reached the agent (it took it after a second Enter)",
+      said: "the hub's message: the agent took it after a second Enter",
     });
     assert.deepEqual(await tell(waiting, 0), {
       enters: 2,
-      said: "the hub's message reached the agent, but it has not taken it yet: it may be in its input, waiting for Enter",
+      said: "the hub's message: the agent has not taken it, even after a second Enter: it may be in its input, waiting for Enter",
     });
     // At work, it queues the message and takes it when its turn ends: one Enter, nothing awaited.
-    assert.deepEqual(await tell(atWork, 0), { enters: 1, said: "the hub's message reached the agent" });
+    assert.deepEqual(await tell(atWork, 0), { enters: 1, said: undefined });
   });
 
   it('reports the turn that answers a message when it ends, even in the same words, given by its Stop hook', async () => {

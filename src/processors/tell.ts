@@ -218,13 +218,13 @@ async function paste(
     deliveredAt: delivered,
     turnsAtDelivery: turns,
   });
-  const taken = waitsByMarks(before) ? await takenOrEnterAgain(t, before!, log) : 'unchecked';
-  await deps.store.addEvent(
-    thopterId,
-    'tell-delivered',
-    `${whoSaid(message)}'s message reached the agent${TAKEN_SAYS[taken]}`,
-  );
-  log.info({ taken }, 'message delivered');
+  await deps.store.addEvent(thopterId, 'tell-delivered', `${whoSaid(message)}'s message reached the agent`);
+  log.info('message delivered');
+  if (!waitsByMarks(before)) return 'delivered';
+  const taken = await takenOrEnterAgain(t, before!, log);
+  if (taken !== 'taken') {
+    await deps.store.addEvent(thopterId, 'tell-enter', `${whoSaid(message)}'s message: ${TAKEN_SAYS[taken]}`);
+  }
   return 'delivered';
 }
 
@@ -233,10 +233,10 @@ const TAKE_WITHIN_MS = 4_000;
 const TAKE_POLL_MS = 250;
 
 const TAKEN_SAYS = {
-  taken: '',
-  unchecked: '',
-  'taken after a second Enter': ' (it took it after a second Enter)',
-  'not taken': ', but it has not taken it yet: it may be in its input, waiting for Enter',
+  taken: 'the agent took it',
+  'taken after a second Enter': 'the agent took it after a second Enter',
+  'not taken':
+    'the agent has not taken it, even after a second Enter: it may be in its input, waiting for Enter',
 } as const;
 
 /**

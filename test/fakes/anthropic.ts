@@ -167,9 +167,14 @@ export class FakeAnthropic {
     return this.next;
   }
 
-  /** Every text the user sent and every tool result, in the conversation as last sent. */
+  /** The newest request of the agent's own (a step), not one of Claude Code's side questions. */
+  lastTurn(): RecordedMessageRequest | undefined {
+    return this.requests.findLast((r) => r.step !== undefined);
+  }
+
+  /** Every text the user sent and every tool result, in the agent's conversation as last sent. */
   userTexts(): string[] {
-    const last = this.requests.at(-1);
+    const last = this.lastTurn();
     return last ? userTexts(last.body) : [];
   }
 
