@@ -202,6 +202,9 @@ describe('the real Claude Code on a Fly machine', () => {
       const told = (await hub.store.get(id))!.told!;
       return told.length === 1 && told[0]!.state === 'delivered';
     });
+    // Its prompt hook's mark was read over SSH: taken at once, so no word of a second Enter.
+    const events = (await hub.store.events(id)).map((e) => e.type);
+    assert.ok(events.includes('tell-delivered') && !events.includes('tell-enter'), events.join(', '));
   });
 
   it('is destroyed with its machine', async () => {

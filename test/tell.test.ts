@@ -151,6 +151,9 @@ describe('/thopter tell', () => {
     const events = (await hubs[0]!.store.events(id)).map((e) => e.type);
     assert.equal(events.filter((e) => e === 'told').length, 1);
     assert.equal(events.filter((e) => e === 'tell-delivered').length, 1);
+    // The agent waited: its prompt hook marked the message as taken (read with grep on the
+    // machine), so no second Enter and no event about one.
+    assert.equal(events.filter((e) => e === 'tell-enter').length, 0);
     // The API and the dashboard's thopter page show it.
     const shown = await api(hubs[0]!.url, 'GET', `/api/thopters/${id}`);
     assert.deepEqual(
@@ -362,6 +365,7 @@ describe('the tell job: at most one paste, through the transport', () => {
   async function fakeThopter(
     transport: Pick<Transport, 'exec'> & Partial<Pick<Transport, 'readFile'>>,
     asked: Partial<Request> = {},
+    screen = () => '',
   ) {
     const id = `thopter-${randomBytes(6).toString('hex')}`;
     const request = aRequest({
@@ -386,7 +390,7 @@ describe('the tell job: at most one paste, through the transport', () => {
       store: hub.store,
       queues: hub.queues,
       log: createLogger('silent'),
-      provider: { snapshot: async () => ({ screen: '', agentRunning: true, sessionAlive: true }) },
+      provider: { snapshot: async () => ({ screen: screen(), agentRunning: true, sessionAlive: true }) },
       // (No turns have ended on it: its turns file does not exist.)
       transports: {
         get: async () => ({
@@ -454,22 +458,40 @@ describe('the tell job: at most one paste, through the transport', () => {
     assert.equal(pastes, 1);
   });
 
-  it('presses Enter once more when a waiting agent did not take the paste, never for one at work', async () => {
+  it('presses Enter once more when a waiting agent left the paste in its input, never otherwise', async () => {
     // The machine's turns file: the agent waits when its last turn ended after its last prompt.
     const waiting = '2026-12-03T10:00:00.000Z\tprompt\n2026-12-03T10:00:09.000Z\t{}\n';
     const atWork = `${waiting}2026-12-03T10:00:20.000Z\tprompt\n`;
-    /** Told once, on a machine whose agent takes the prompt at the `takesAt`-th Enter (0: never). */
-    async function tell(turns: string, takesAt: number) {
+    /** Claude Code's input box as its screen shows it (2.1.328), holding `input`. */
+    const box = (input: string) =>
+      `● Done.\n${'─'.repeat(40)}\n❯ ${input}\n${'─'.repeat(40)}\n  ⏵⏵ bypass permissions on`;
+    /**
+     * Told once. Its agent takes the prompt at the `takesAt`-th Enter (0: never); its prompt hook
+     * marks it unless `marks` is false; until taken, its input box shows the text if `shows`.
+     */
+    async function tell(turns: string, takesAt: number, { marks = true, shows = true } = {}) {
       let file = turns;
       let enters = 0;
-      const { id, run } = await fakeThopter({
-        readFile: async () => Buffer.from(file),
-        exec: async (argv) => {
-          if (argv.at(-1) === 'Enter' && ++enters === takesAt)
-            file += `${new Date().toISOString()}\tprompt\n`;
-          return { exitCode: 0, stdout: '', stderr: '' };
+      let taken = false;
+      const { id, run } = await fakeThopter(
+        {
+          readFile: async () => Buffer.from(file),
+          exec: async (argv) => {
+            if (argv[0] === 'grep') {
+              // The prompt marks counted as `grep -c` does (exit 1 when none).
+              const n = file.split('\n').filter((l) => l.endsWith('\tprompt')).length;
+              return { exitCode: n ? 0 : 1, stdout: `${n}\n`, stderr: '' };
+            }
+            if (argv.at(-1) === 'Enter' && ++enters === takesAt) {
+              taken = true;
+              if (marks) file += `${new Date().toISOString()}\tprompt\n`;
+            }
+            return { exitCode: 0, stdout: '', stderr: '' };
+          },
         },
-      });
+        {},
+        () => box(!taken && shows ? 'hello' : ''),
+      );
       assert.equal(await tellAgent(hubs[0]!, id, { key: 'k', text: 'hello' }), 'told');
       assert.equal(await run('k'), 'delivered');
       const events = await hubs[0]!.store.events(id);
@@ -485,6 +507,13 @@ describe('the tell job: at most one paste, through the transport', () => {
       enters: 2,
       said: "the hub's message: the agent has not taken it, even after a second Enter: it may be in its input, waiting for Enter",
     });
+    // Taken, but its hook is slow: the input box is empty, so Enter is not pressed into it.
+    assert.deepEqual(await tell(waiting, 1, { marks: false }), {
+      enters: 1,
+      said: "the hub's message: its prompt hook did not mark it within 4 s, and its input box does not show it: nothing more was pressed",
+    });
+    // Something else on screen than the message in the box (a dialog, another text): no Enter.
+    assert.deepEqual((await tell(waiting, 0, { shows: false })).enters, 1);
     // At work, it queues the message and takes it when its turn ends: one Enter, nothing awaited.
     assert.deepEqual(await tell(atWork, 0), { enters: 1, said: undefined });
   });

@@ -5,7 +5,8 @@ import { messageOf, sleep, ThopterError } from '../errors.js';
 import { SESSION } from '../providers/types.js';
 import type { JobTable } from '../queues/jobs.js';
 import { labelOf } from '../scanner/intake.js';
-import { parseTurns, TURNS_FILE, waitsByMarks, type Turns } from '../status/turns.js';
+import { inputBox } from '../status/screen.js';
+import { parseTurns, PROMPT_MARK, TURNS_FILE, waitsByMarks, type Turns } from '../status/turns.js';
 import type { ThopterRecord, ToldMessage } from '../thopters/record.js';
 import type { ProcessorDeps } from './deps.js';
 
@@ -97,7 +98,7 @@ function preview(text: string): string {
  * pastes again.
  */
 export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], string> {
-  return async (job: Job<JobTable['tell']>) => {
+  return async (job: Job<JobTable['tell']>, _token?: string, signal?: AbortSignal) => {
     const { thopterId, key, label } = job.data;
     const { store } = deps;
     const log = deps.log.child({ thopter: thopterId, issue: label, jobId: job.id });
@@ -147,7 +148,13 @@ export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], 
       // read there, lest a turn that ended before the paste be taken for the one answering it.
       const before = now.turns ?? (await readTurns(t));
       const turns = Math.max(before?.count ?? 0, record.turns?.count ?? 0);
-      return await paste(deps, thopterId, claimed, buffer, t, log, { turns, before });
+      // An agent that waits takes the message at once: counted, so that paste() can tell.
+      const prompts = waitsByMarks(before) ? await promptsTaken(t) : undefined;
+      return await paste(
+        deps,
+        { thopterId, machineId, message: claimed, buffer, t, log, signal },
+        { turns, prompts },
+      );
     } catch (err) {
       const retryable = !(err instanceof ThopterError) || err.retryable;
       if (retryable && job.attemptsMade + 1 < (job.opts.attempts ?? 1)) throw err;
@@ -168,19 +175,39 @@ async function readTurns(t: MachineTransport): Promise<Turns | undefined> {
     .catch(() => undefined);
 }
 
+/** How many prompts the agent has taken (its prompt hook's marks); undefined if unreadable. */
+async function promptsTaken(t: MachineTransport): Promise<number | undefined> {
+  const file = path.posix.join(t.paths.home, TURNS_FILE);
+  const r = await t
+    .exec(['grep', '-c', `\t${PROMPT_MARK}$`, file], { timeoutMs: TMUX_TIMEOUT_MS })
+    .catch(() => undefined);
+  // grep exits 1 when it counts none, 2 when it cannot read the file.
+  const n = r && r.exitCode <= 1 ? Number(r.stdout.trim()) : NaN;
+  return Number.isInteger(n) ? n : undefined;
+}
+
+interface Pasting {
+  thopterId: string;
+  machineId: string;
+  message: ToldMessage;
+  buffer: string;
+  t: MachineTransport;
+  log: ProcessorDeps['log'];
+  /** Aborts when the hub stops: the check after the paste is let go. */
+  signal: AbortSignal | undefined;
+}
+
 /**
  * The paste itself, after which nothing is pasted again. `turns`: the turns ended before it (the
- * report of the next one answers the message); `before`: the machine's turn marks just before it.
+ * report of the next one answers the message); `prompts`: the prompts the agent had taken, when
+ * it waited for input (then whether it takes this one is checked).
  */
 async function paste(
   deps: ProcessorDeps,
-  thopterId: string,
-  message: ToldMessage,
-  buffer: string,
-  t: MachineTransport,
-  log: ProcessorDeps['log'],
-  { turns, before }: { turns: number; before: Turns | undefined },
+  pasting: Pasting,
+  { turns, prompts }: { turns: number; prompts: number | undefined },
 ): Promise<string> {
+  const { thopterId, message, buffer, t, log, signal } = pasting;
   let failure: string | undefined;
   try {
     // -p: bracketed paste, so the agent's prompt takes the lines as one input, not one per line;
@@ -220,9 +247,9 @@ async function paste(
   });
   await deps.store.addEvent(thopterId, 'tell-delivered', `${whoSaid(message)}'s message reached the agent`);
   log.info('message delivered');
-  if (!waitsByMarks(before)) return 'delivered';
-  const taken = await takenOrEnterAgain(t, before!, log);
-  if (taken !== 'taken') {
+  if (prompts === undefined) return 'delivered';
+  const taken = await takenOrEnterAgain(deps, pasting, prompts);
+  if (taken !== 'taken' && !signal?.aborted) {
     await deps.store.addEvent(thopterId, 'tell-enter', `${whoSaid(message)}'s message: ${TAKEN_SAYS[taken]}`);
   }
   return 'delivered';
@@ -235,36 +262,63 @@ const TAKE_POLL_MS = 250;
 const TAKEN_SAYS = {
   taken: 'the agent took it',
   'taken after a second Enter': 'the agent took it after a second Enter',
+  'not in its input': `its prompt hook did not mark it within ${TAKE_WITHIN_MS / 1000} s, and its input box does not show it: nothing more was pressed`,
   'not taken':
     'the agent has not taken it, even after a second Enter: it may be in its input, waiting for Enter',
+  'Enter not sent': 'the agent did not take it, and tmux could not press Enter again',
+  unknown: `whether the agent took it could not be read within ${TAKE_WITHIN_MS / 1000} s (its turns file): nothing more was pressed`,
 } as const;
 
 /**
  * An agent that waited takes a pasted message at once, and its prompt hook marks it. A terminal UI
  * can miss an Enter that follows a paste closely (a busy machine hands it both in one read), leaving
- * the text in its input: then Enter is pressed once more. An agent at work is not checked: it
- * queues the message and takes it when its turn ends. A second Enter on an empty input does nothing.
+ * the text in its input: then, and only if its input box shows the message (not a dialog, not an
+ * empty prompt), Enter is pressed once more. Checked with Claude Code 2.1.328: a paste left in its
+ * input is submitted whole by a later Enter.
  */
 async function takenOrEnterAgain(
-  t: MachineTransport,
-  before: Turns,
-  log: ProcessorDeps['log'],
+  deps: ProcessorDeps,
+  { machineId, message, t, log, signal }: Pasting,
+  before: number,
 ): Promise<keyof typeof TAKEN_SAYS> {
+  /** True once a prompt was taken, false if none in TAKE_WITHIN_MS, undefined if never read. */
   const taken = async () => {
     const deadline = Date.now() + TAKE_WITHIN_MS;
-    do {
-      const now = (await readTurns(t))?.lastStartedAt;
-      if (now && now !== before.lastStartedAt) return true;
-      await sleep(TAKE_POLL_MS);
-    } while (Date.now() < deadline);
-    return false;
+    let read = false;
+    while (!signal?.aborted) {
+      const now = await promptsTaken(t);
+      if (now !== undefined && now > before) return true;
+      read ||= now !== undefined;
+      if (Date.now() >= deadline) break;
+      await sleep(TAKE_POLL_MS, signal).catch(() => undefined);
+    }
+    return read ? false : undefined;
   };
-  if (await taken()) return 'taken';
+  const first = await taken();
+  if (first) return 'taken';
+  if (first === undefined || signal?.aborted) return 'unknown';
+  const screen = (await deps.provider.snapshot(machineId, t).catch(() => undefined))?.screen;
+  if (!showsMessage(inputBox(screen ?? ''), message.text)) return 'not in its input';
   log.warn(`the agent did not take the message within ${TAKE_WITHIN_MS / 1000} s: pressing Enter again`);
   const r = await t
     .exec(['tmux', 'send-keys', '-t', SESSION, 'Enter'], { timeoutMs: TMUX_TIMEOUT_MS })
     .catch(() => undefined);
-  return r?.exitCode === 0 && (await taken()) ? 'taken after a second Enter' : 'not taken';
+  if (r?.exitCode !== 0) return 'Enter not sent';
+  return (await taken()) ? 'taken after a second Enter' : 'not taken';
+}
+
+/**
+ * Whether Claude Code's input box holds the message: its first line as typed, or the placeholder
+ * it shows for a long paste ("[Pasted text #1 +39 lines]").
+ */
+function showsMessage(box: string | undefined, text: string): boolean {
+  if (!box) return false;
+  const first = text
+    .split('\n')
+    .find((line) => line.trim())!
+    .trim()
+    .slice(0, 30);
+  return box.includes(first) || /^\[Pasted text #\d+/.test(box);
 }
 
 /** Why a thopter cannot be told anything now, or undefined when it can. */

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { BOX_BORDER } from './screen.js';
 
 /**
  * A stall: the agent is in the middle of a turn (it has not handed back to a person) and nothing
@@ -34,9 +35,6 @@ export interface ScreenWatch {
 
 /** A spinner line: a glyph, a word ending in an ellipsis ("✶ Gusting… (23s · ↓ 1.2k tokens)"). */
 const SPINNER_LINE = /^\s*\S\s+\S+…/;
-
-/** A border of Claude Code's input box: a line of box-drawing dashes. */
-const BOX_BORDER = /^\s*─{10,}\s*$/;
 
 /**
  * The part of the screen that shows the agent's progress, with what moves by itself left out: from

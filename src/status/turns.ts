@@ -39,7 +39,7 @@ const STOP_HOOK =
   '"';
 
 /** What the hook's command writes after the time when a prompt is taken. */
-const PROMPT_MARK = 'prompt';
+export const PROMPT_MARK = 'prompt';
 
 /**
  * The `UserPromptSubmit` hook's command: the time and the mark, not the prompt (the transcript has
