@@ -5,16 +5,16 @@ import { randomBytes } from 'node:crypto';
 import type { Job } from 'bullmq';
 import { createLogger } from '../src/log.js';
 import type { ProcessorDeps } from '../src/processors/deps.js';
+import { actOnAgentNews } from '../src/processors/finish.js';
 import { MAX_TELL_CHARS, tellAgent, tellProcessor } from '../src/processors/tell.js';
 import type { Transport } from '../src/providers/types.js';
 import type { JobTable } from '../src/queues/jobs.js';
+import type { Request } from '../src/thopters/record.js';
 import { FakeAnthropic, type MessageRequest } from './fakes/anthropic.js';
 import { deliverWebhook, type FakeGitHub } from './fakes/github.js';
 import { api, TestWorld, TOKEN } from './helpers/env.js';
 import { ISSUES_TOKEN, startIssueAgentWorld } from './helpers/issue-agent.js';
 import { aRequest } from './helpers/records.js';
-import type { Request } from '../src/thopters/record.js';
-import { actOnAgentNews } from '../src/processors/finish.js';
 import { waitFor } from './helpers/wait.js';
 
 const world = new TestWorld();

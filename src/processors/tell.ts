@@ -167,19 +167,20 @@ export function tellProcessor(deps: ProcessorDeps): Processor<JobTable['tell'], 
 
 type MachineTransport = Awaited<ReturnType<ProcessorDeps['transports']['get']>>;
 
+const turnsFile = (t: MachineTransport) => path.posix.join(t.paths.home, TURNS_FILE);
+
 /** The machine's turns file, read now; undefined when there is none yet (no hook has run). */
 async function readTurns(t: MachineTransport): Promise<Turns | undefined> {
   return t
-    .readFile(path.posix.join(t.paths.home, TURNS_FILE))
+    .readFile(turnsFile(t))
     .then((b) => parseTurns(b.toString('utf8')))
     .catch(() => undefined);
 }
 
 /** How many prompts the agent has taken (its prompt hook's marks); undefined if unreadable. */
 async function promptsTaken(t: MachineTransport): Promise<number | undefined> {
-  const file = path.posix.join(t.paths.home, TURNS_FILE);
   const r = await t
-    .exec(['grep', '-c', `\t${PROMPT_MARK}$`, file], { timeoutMs: TMUX_TIMEOUT_MS })
+    .exec(['grep', '-c', `\t${PROMPT_MARK}$`, turnsFile(t)], { timeoutMs: TMUX_TIMEOUT_MS })
     .catch(() => undefined);
   // grep exits 1 when it counts none, 2 when it cannot read the file.
   const n = r && r.exitCode <= 1 ? Number(r.stdout.trim()) : NaN;
@@ -259,8 +260,8 @@ async function paste(
 const TAKE_WITHIN_MS = 4_000;
 const TAKE_POLL_MS = 250;
 
+/** What the thopter's events say of a check that needed more than the first Enter. */
 const TAKEN_SAYS = {
-  taken: 'the agent took it',
   'taken after a second Enter': 'the agent took it after a second Enter',
   'not in its input': `its prompt hook did not mark it within ${TAKE_WITHIN_MS / 1000} s, and its input box does not show it: nothing more was pressed`,
   'not taken':
@@ -280,7 +281,7 @@ async function takenOrEnterAgain(
   deps: ProcessorDeps,
   { machineId, message, t, log, signal }: Pasting,
   before: number,
-): Promise<keyof typeof TAKEN_SAYS> {
+): Promise<'taken' | keyof typeof TAKEN_SAYS> {
   /** True once a prompt was taken, false if none in TAKE_WITHIN_MS, undefined if never read. */
   const taken = async () => {
     const deadline = Date.now() + TAKE_WITHIN_MS;
